@@ -1,0 +1,1 @@
+"""AdaMerging: merge coefficients learned by entropy minimisation on unlabelled target-locale text."""

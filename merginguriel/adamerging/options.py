@@ -1,0 +1,72 @@
+"""Options of `merginguriel merge --method adamerging` (the `adamerging.*` and `trainer.*` groups of the merge CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional, Union
+
+
+@dataclass
+class AdaMergingOptions:
+    """AdaMerging settings (defaults from the paper and the reference runs; see methods.md).
+
+    Args:
+        granularity: ``task`` (one coefficient per source) or ``layer`` (one per source and parameter tensor).
+        plus_plus: AdaMerging++: learn coefficients over TIES-processed task vectors.
+        ties_density: the TIES keep fraction used by ``plus_plus``.
+        init: ``weights`` (start from the selection's source weights) or ``constant`` (``init_value`` for every coefficient).
+        init_value: the constant prior.
+        clamp: keep coefficients in [0, 1] after every step.
+        lr: Adam learning rate.
+        steps: optimisation steps.
+        batch_size: unlabelled utterances per step (global, across all devices).
+        split: the target split whose utterances (labels unused) drive the entropy; ``test`` leaks the evaluation data
+            and needs ``allow_test_split``.
+        allow_test_split: explicit consent to adapt on the test split (a warning is printed and recorded).
+        max_examples: cap on the number of target utterances used (None: the whole split).
+        task_vector_dtype: dtype the task vectors are held in on the device.
+        embedding: ``shared`` (one coefficient per source for the word-embedding matrix, applied only to the rows of the
+            tokens in each batch) or ``frozen`` (the embedding matrix takes the initial coefficients).
+        seed: seed for data order and initialisation.
+    """
+
+    granularity: Literal["task", "layer"] = "layer"
+    plus_plus: bool = False
+    ties_density: float = 0.2
+    init: Literal["weights", "constant"] = "constant"
+    init_value: float = 0.3
+    clamp: bool = True
+    lr: float = 1e-3
+    steps: int = 100
+    batch_size: int = 16
+    split: Literal["train", "validation", "test"] = "validation"
+    allow_test_split: bool = False
+    max_examples: Optional[int] = None
+    task_vector_dtype: Literal["float32", "bfloat16"] = "float32"
+    embedding: Literal["shared", "frozen"] = "shared"
+    seed: int = 42
+
+
+@dataclass
+class TrainerOptions:
+    """The Lightning Trainer settings the data-dependent methods expose (`--trainer.devices 4 --trainer.strategy ddp`).
+
+    Args:
+        accelerator: ``auto``, ``cpu``, ``gpu``, ...
+        devices: number of devices (or ``auto``).
+        strategy: ``auto``, ``ddp``, ``ddp_spawn``, ...
+        num_nodes: number of nodes.
+        precision: Lightning precision (``32-true``, ``bf16-mixed``, ...).
+        log_every_n_steps: logging interval.
+        default_root_dir: where Lightning writes logs and checkpoints (defaults beside the output).
+        deterministic: ask torch for deterministic algorithms.
+    """
+
+    accelerator: str = "auto"
+    devices: Union[int, str] = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: Optional[str] = None
+    log_every_n_steps: int = 1
+    default_root_dir: Optional[str] = None
+    deterministic: bool = True

@@ -1,0 +1,27 @@
+"""Where MASSIVE data comes from, as one small value every command shares (fit, nxn, merge --evaluate, experiments)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+DataSourceKind = Literal["embedded", "release", "hub"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """MASSIVE data source and tokenisation settings.
+
+    Args:
+        source: ``embedded`` (generated offline, the default), ``release`` (the official jsonl files or tarball at
+            ``data_path``) or ``hub`` (``AmazonScience/massive`` through its parquet revision).
+        data_path: the release folder (holding ``1.1/data/<locale>.jsonl`` or ``data/<locale>.jsonl``) or the
+            ``.tar.gz`` itself; only for ``release``.
+        root: the checkpoints root; the embedded data and the tokenisation cache live under it.
+        max_length: tokenisation length limit (the reference recipe uses 128).
+    """
+
+    source: DataSourceKind = "embedded"
+    data_path: Optional[str] = None
+    root: str = "checkpoints"
+    max_length: int = 128

@@ -1,0 +1,49 @@
+"""manifest.json: the record beside every model and evaluation of what made it."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from merginguriel.io.atomic import write_json_atomic
+
+MANIFEST_NAME = "manifest.json"
+_PACKAGES = ("merginguriel", "torch", "lightning", "transformers", "datasets", "safetensors", "torchmetrics", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide the numbers, plus Python and the platform."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def write_manifest(folder: str | os.PathLike, kind: str, **fields: Any) -> Path:
+    """Write ``folder/manifest.json`` with ``kind``, a UTC timestamp, package versions and the given fields."""
+    data = {
+        "kind": kind,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **fields,
+        "versions": package_versions(),
+    }
+    return write_json_atomic(Path(folder) / MANIFEST_NAME, data)
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read ``folder/manifest.json``; a clear error when it is missing."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: {folder} is not a merginguriel output (or it was interrupted before finishing)"
+        )
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)

@@ -1,0 +1,76 @@
+"""The shared base: the pretrained encoder plus a 60-intent head initialised with a fixed seed, saved once per backbone.
+
+Every fine-tune starts from this folder and records its path and hash, so every merge takes task vectors against the
+true common starting point (never a source model, never a differently-initialised head).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from merginguriel.checkpoints import DEFAULT_ROOT, Layout, is_finished
+from merginguriel.io import read_manifest
+
+EMBEDDED = "embedded"
+EMBEDDED_SLUG = "embedded-tiny"
+DEFAULT_BASE_SEED = 42
+
+
+def resolve_backbone(backbone: str, root: str | os.PathLike = DEFAULT_ROOT) -> tuple[str, Layout]:
+    """Map a backbone name to what `from_pretrained` takes and to its checkpoint layout.
+
+    ``embedded`` is the tiny XLM-R-architecture backbone built on the spot (cached under ``<root>/embedded``).
+    """
+    if backbone == EMBEDDED:
+        from merginguriel.data.embedded import ensure_embedded_backbone
+
+        return str(ensure_embedded_backbone(Path(root) / "embedded")), Layout(Path(root), EMBEDDED_SLUG)
+    return backbone, Layout.for_backbone(backbone, root)
+
+
+def ensure_base(
+    backbone: str = EMBEDDED, root: str | os.PathLike = DEFAULT_ROOT, seed: int = DEFAULT_BASE_SEED
+) -> Path:
+    """Return the shared base folder for ``backbone``, creating it if missing (a finished base is never rebuilt)."""
+    source, layout = resolve_backbone(backbone, root)
+    folder = layout.base
+    if is_finished(folder):
+        recorded = read_manifest(folder).get("seed")
+        if recorded is not None and int(recorded) != int(seed):
+            from merginguriel.errors import InputError
+
+            raise InputError(
+                f"{folder} holds a shared base made with head seed {recorded}, not {seed}; every fine-tune of a backbone "
+                "must share one base: keep the seed, or use another --root"
+            )
+        return folder
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from merginguriel.locales import ID2LABEL, LABEL2ID, NUM_INTENTS
+    from merginguriel.models.export import export_hf
+
+    # The seed fixes the freshly initialised classification head (the encoder comes from the checkpoint).
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=NUM_INTENTS, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID)
+    )
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    export_hf(model, tokenizer, folder, kind="base", backbone=backbone, source=source, seed=seed, overwrite=False)
+    return folder
+
+
+def cli(argv: list[str]) -> int:
+    """`merginguriel base`: save (or find) the shared base of a backbone and print its folder."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="merginguriel base", description=ensure_base.__doc__)
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_function_arguments(ensure_base)
+    cfg = parser.parse_args(argv)
+    folder = ensure_base(cfg.backbone, cfg.root, cfg.seed)
+    manifest = read_manifest(folder)
+    print(f"shared base: {folder} (hash {manifest['hash'][:12]}, head seed {manifest['seed']})")
+    return 0

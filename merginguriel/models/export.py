@@ -1,0 +1,52 @@
+"""Saving and loading models as plain Hugging Face folders (config.json with labels, model.safetensors, tokenizer files)
+plus manifest.json, written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from merginguriel.errors import InputError
+from merginguriel.io import atomic_dir, checkpoint_hash, write_manifest
+from merginguriel.locales import ID2LABEL, INTENTS, LABEL2ID, NUM_INTENTS
+
+
+def set_intent_labels(config) -> None:
+    """Give a transformers config the 60 intents in the hub's ClassLabel order."""
+    config.num_labels = NUM_INTENTS
+    config.id2label = dict(ID2LABEL)
+    config.label2id = dict(LABEL2ID)
+
+
+def check_intent_labels(config, where: str | os.PathLike) -> None:
+    """Refuse a checkpoint whose label order is not the hub's intent order."""
+    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    labels = [id2label.get(i) for i in range(len(id2label))]
+    if labels != list(INTENTS):
+        first = next((i for i, (a, b) in enumerate(zip(labels, INTENTS)) if a != b), min(len(labels), NUM_INTENTS))
+        raise InputError(
+            f"{where}: label order differs from MASSIVE's 60 intents (first difference at id {first}: "
+            f"{labels[first] if first < len(labels) else 'missing'!r} vs {INTENTS[first] if first < NUM_INTENTS else 'none'!r}); "
+            "re-export it with merginguriel's label order (merginguriel.locales.INTENTS)"
+        )
+
+
+def export_hf(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    folder: str | os.PathLike,
+    kind: str,
+    overwrite: bool = False,
+    **manifest: Any,
+) -> Path:
+    """Write ``model`` (+ tokenizer) to ``folder`` atomically with a manifest that records ``kind``, the weights' hash and ``manifest``."""
+    folder = Path(folder)
+    with atomic_dir(folder, overwrite=overwrite) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        write_manifest(tmp, kind, hash=checkpoint_hash(tmp), **manifest)
+    return folder
