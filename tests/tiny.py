@@ -82,3 +82,35 @@ def make_family(root: Path, locales: list[str], slug: str = "tiny", seed: int = 
     for i, loc in enumerate(locales):
         make_finetuned(root, loc, slug, seed=seed + 100 + i)
     return Layout(Path(root), slug)
+
+
+def write_release_data(folder: Path, locales: list[str], per_intent: tuple[int, int, int] = (4, 2, 2), seed: int = 0,
+                       shift: dict[str, int] | None = None) -> Path:
+    """Release-format MASSIVE files (`<folder>/1.1/data/<locale>.jsonl`) in tiny.py's vocabulary, learnable from words.
+
+    Intent i's utterances contain the words w{3i}, w{3i+1}, w{3i+2} plus noise; ``shift[locale]`` rotates a locale's
+    words so that locales differ (a shift of 0 is the "same language"). Rows are parallel across locales by ``id``.
+    """
+    import json
+    import random
+
+    from merginguriel.locales import INTENTS
+
+    out = Path(folder) / "1.1" / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    shift = shift or {}
+    parts = [("train", per_intent[0]), ("dev", per_intent[1]), ("test", per_intent[2])]
+    for loc in locales:
+        rng = random.Random(seed)
+        rows, rid = [], 0
+        for partition, n in parts:
+            for i, intent in enumerate(INTENTS):
+                for _ in range(n):
+                    words = [f"w{(3 * i + rng.randrange(3) + shift.get(loc, 0)) % 180}" for _ in range(3)]
+                    words += [f"w{180 + rng.randrange(20)}" for _ in range(rng.randrange(1, 4))]
+                    rng.shuffle(words)
+                    rows.append({"id": str(rid), "locale": loc, "partition": partition, "scenario": intent.split("_")[0],
+                                 "intent": intent, "utt": " ".join(words), "annot_utt": " ".join(words)})
+                    rid += 1
+        (out / f"{loc}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return Path(folder)

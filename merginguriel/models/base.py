@@ -19,6 +19,11 @@ EMBEDDED_SLUG = "embedded-tiny"
 DEFAULT_BASE_SEED = 42
 
 
+def layout_for(backbone: str, root: str | os.PathLike = DEFAULT_ROOT) -> Layout:
+    """The checkpoint layout of a backbone, without building or downloading anything."""
+    return Layout(Path(root), EMBEDDED_SLUG) if backbone == EMBEDDED else Layout.for_backbone(backbone, root)
+
+
 def resolve_backbone(backbone: str, root: str | os.PathLike = DEFAULT_ROOT) -> tuple[str, Layout]:
     """Map a backbone name to what `from_pretrained` takes and to its checkpoint layout.
 
@@ -27,8 +32,8 @@ def resolve_backbone(backbone: str, root: str | os.PathLike = DEFAULT_ROOT) -> t
     if backbone == EMBEDDED:
         from merginguriel.data.embedded import ensure_embedded_backbone
 
-        return str(ensure_embedded_backbone(Path(root) / "embedded")), Layout(Path(root), EMBEDDED_SLUG)
-    return backbone, Layout.for_backbone(backbone, root)
+        return str(ensure_embedded_backbone(Path(root) / "embedded")), layout_for(backbone, root)
+    return backbone, layout_for(backbone, root)
 
 
 def ensure_base(

@@ -1,0 +1,147 @@
+"""Evaluating models on MASSIVE locales through the one evaluation module (IntentClassifier's test loop).
+
+A checkpoint is loaded once and evaluated on every requested locale in one Trainer call (one dataloader per locale);
+tokenised data comes from the on-disk cache of the data layer. bf16 autocast on GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from merginguriel.data.config import DataConfig
+from merginguriel.errors import InputError
+
+# checkpoint path -> number of loads in this process (the NxN test checks each model is loaded exactly once).
+MODEL_LOADS: Counter = Counter()
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Lightning announces devices and warns about single-process dataloaders on every Trainer; evaluation is routine."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*in eval mode.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def _trainer(device: str = "auto", progress: bool = False):
+    import lightning as L
+
+    if device == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") or device == "gpu":
+        accelerator = "gpu"
+    else:
+        accelerator = device
+    precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        inference_mode=True,
+    )
+
+
+def load_checkpoint(checkpoint: str | os.PathLike) -> tuple[Any, Any]:
+    """Load a Hugging Face classifier folder (model in eval mode, tokenizer), checking its label order."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from merginguriel.models.export import check_intent_labels
+
+    path = Path(checkpoint)
+    if not (path / "config.json").is_file():
+        raise InputError(f"{path} is not a Hugging Face model folder (no config.json); pass a fine-tuned, merged or base folder")
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    check_intent_labels(model.config, path)
+    MODEL_LOADS[str(path)] += 1
+    return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    locales: list[str],
+    split: str = "validation",
+    data: DataConfig = DataConfig(),
+    batch_size: int = 128,
+    device: str = "auto",
+    progress: bool = False,
+) -> dict[str, dict]:
+    """Accuracy, macro-F1 and example count of an in-memory model on each locale's ``split``."""
+    from merginguriel.data import eval_dataloader
+    from merginguriel.locales import check_locales
+    from merginguriel.models.classifier import IntentClassifier
+
+    locales = check_locales(locales)
+    loaders = [eval_dataloader(data, tokenizer, loc, split, batch_size=batch_size) for loc in locales]
+    module = IntentClassifier.from_model(model, tokenizer)
+    module.set_eval_names(locales)
+    with _quiet_lightning():
+        _trainer(device, progress).test(module, dataloaders=loaders, verbose=False)
+    return {loc: module.eval_results[loc] for loc in locales}
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    locales: list[str],
+    split: str = "validation",
+    data: DataConfig = DataConfig(),
+    batch_size: int = 128,
+    device: str = "auto",
+    progress: bool = False,
+) -> dict[str, dict]:
+    """Load ``checkpoint`` once and evaluate it on every locale in ``locales``."""
+    model, tokenizer = load_checkpoint(checkpoint)
+    return evaluate_model(model, tokenizer, locales, split, data, batch_size, device, progress)
+
+
+def predict_logits(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    locale: str,
+    split: str = "validation",
+    data: DataConfig = DataConfig(),
+    batch_size: int = 128,
+    device: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[n, 60]`` (float32) and labels ``[n]`` of ``model`` on a locale's split, in dataset order."""
+    from merginguriel.data import eval_dataloader
+    from merginguriel.models.classifier import IntentClassifier
+
+    loader = eval_dataloader(data, tokenizer, locale, split, batch_size=batch_size)
+    module = IntentClassifier.from_model(model, tokenizer)
+    with _quiet_lightning():
+        batches = _trainer(device).predict(module, dataloaders=loader)
+    logits = torch.cat([b.float().cpu() for b in batches])
+    labels = torch.cat([b["labels"] for b in loader])
+    order = dataset_order(loader)
+    restore = torch.empty_like(order)
+    restore[order] = torch.arange(len(order))
+    return logits[restore], labels[restore]
+
+
+def dataset_order(loader) -> torch.Tensor:
+    """Dataset indices in the order an evaluation loader yields them (it groups by length for speed)."""
+    sampler = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
+    return torch.tensor([i for batch in sampler for i in (batch if isinstance(batch, (list, tuple)) else [batch])])

@@ -1,0 +1,159 @@
+"""IntentClassifier: the LightningModule for per-locale fine-tuning and for evaluating any checkpoint.
+
+It wraps `AutoModelForSequenceClassification` with the 60 MASSIVE intents in the hub's order. For `fit` it starts from
+the shared base of its backbone (created on first use); given ``checkpoint`` it loads that Hugging Face folder instead
+(a fine-tuned, merged or base model) — which is how `validate` and `test` evaluate any checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from merginguriel.checkpoints import DEFAULT_ROOT, is_finished
+from merginguriel.io import read_manifest
+from merginguriel.locales import NUM_INTENTS
+
+
+def _metrics() -> MetricCollection:
+    return MetricCollection(
+        {
+            "accuracy": MulticlassAccuracy(num_classes=NUM_INTENTS, average="micro"),
+            "macro_f1": MulticlassF1Score(num_classes=NUM_INTENTS, average="macro"),
+        }
+    )
+
+
+class IntentClassifier(L.LightningModule):
+    def __init__(
+        self,
+        backbone: str = "embedded",
+        checkpoint: Optional[str] = None,
+        root: str = str(DEFAULT_ROOT),
+        base_seed: int = 42,
+        learning_rate: float = 5e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        adam_epsilon: float = 1e-8,
+    ) -> None:
+        """
+        Args:
+            backbone: a hub model id (e.g. ``FacebookAI/xlm-roberta-base``), a local folder, or ``embedded`` (the tiny
+                offline backbone). Fine-tunes start from this backbone's shared base under ``root``.
+            checkpoint: a Hugging Face folder to load instead of the shared base (a fine-tuned, merged or base
+                model); this is how `validate`/`test` evaluate any checkpoint.
+            root: the checkpoints root (the shared base and fine-tunes live under ``root/<backbone>/``).
+            base_seed: seed of the shared base's classification head (fixed per backbone).
+            learning_rate: AdamW learning rate.
+            weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
+            warmup_ratio: fraction of the training steps with linear warm-up, then linear decay to zero.
+            adam_epsilon: AdamW epsilon.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from merginguriel.models.base import ensure_base, resolve_backbone
+        from merginguriel.models.export import check_intent_labels
+
+        _, self.layout = resolve_backbone(backbone, root)
+        if checkpoint is None:
+            path = ensure_base(backbone, root, base_seed)
+        else:
+            path = Path(checkpoint)
+            if not path.is_dir():
+                from merginguriel.errors import InputError
+
+                raise InputError(f"checkpoint folder {path} does not exist; pass a Hugging Face model folder")
+        self.source_path = Path(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path)
+        check_intent_labels(self.model.config, path)
+        self.model.train()  # from_pretrained returns eval mode; dropout must run during fit
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        # Which shared base this model descends from: the base itself, or what the checkpoint's manifest records.
+        self.base_ref: Optional[dict] = None
+        if is_finished(path):
+            manifest = read_manifest(path)
+            self.base_ref = {"path": str(path), "hash": manifest["hash"]} if manifest["kind"] == "base" else manifest.get("base")
+        self.val_metrics = _metrics()
+        self.eval_metrics = torch.nn.ModuleList()  # one collection per evaluation dataloader (locale), made on demand
+        self.eval_names: list[str] = []
+        self.eval_results: dict[str, dict[str, float]] = {}
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, tokenizer: Any) -> "IntentClassifier":
+        """Wrap an in-memory model (e.g. a merged one) for evaluation without touching disk."""
+        self = cls.__new__(cls)
+        L.LightningModule.__init__(self)
+        self.model, self.tokenizer = model, tokenizer
+        self.base_ref, self.source_path = None, None
+        self.val_metrics = _metrics()
+        self.eval_metrics = torch.nn.ModuleList()
+        self.eval_names, self.eval_results = [], {}
+        return self
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    # --- training -------------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.model(**batch).loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        self.val_metrics.update(logits, batch["labels"])
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=True)
+        self.val_metrics.reset()
+
+    # --- evaluation: one metric collection per test dataloader (locale) -------------------------------------------
+    def set_eval_names(self, names: list[str]) -> None:
+        """Names (locales) of the evaluation dataloaders, in order; metrics are reported under these names."""
+        self.eval_names = list(names)
+
+    def on_test_start(self) -> None:
+        n = len(self.trainer.test_dataloaders) if isinstance(self.trainer.test_dataloaders, (list, tuple)) else 1
+        if len(self.eval_names) != n:
+            self.eval_names = [str(i) for i in range(n)]
+        self.eval_metrics = torch.nn.ModuleList([_metrics() for _ in range(n)]).to(self.device)
+        self.eval_counts = [0] * n
+        self.eval_results = {}
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        self.eval_metrics[dataloader_idx].update(logits, batch["labels"])
+        self.eval_counts[dataloader_idx] += int(batch["labels"].shape[0])
+
+    def on_test_epoch_end(self) -> None:
+        for name, collection, n in zip(self.eval_names, self.eval_metrics, self.eval_counts):
+            values = {k: float(v) for k, v in collection.compute().items()}
+            self.eval_results[name] = {**values, "n": n}
+            self.log_dict({f"test/{name}/{k}": v for k, v in values.items()}, add_dataloader_idx=False)
+            collection.reset()
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        return self(batch["input_ids"], batch["attention_mask"]).float()
+
+    # --- optimisation ----------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        from transformers import get_linear_schedule_with_warmup
+
+        hp = self.hparams
+        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+        groups = [
+            {"params": [p for n, p in self.model.named_parameters() if not n.endswith(no_decay)], "weight_decay": hp.weight_decay},
+            {"params": [p for n, p in self.model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, eps=hp.adam_epsilon)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(hp.warmup_ratio * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

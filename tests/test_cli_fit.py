@@ -1,0 +1,151 @@
+"""`merginguriel fit` / `test` / `validate` as a user runs them: real subprocesses on tiny models and release-format data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tiny import make_base, write_release_data
+
+from merginguriel.io import checkpoint_hash, read_manifest
+
+CLI = [sys.executable, "-m", "merginguriel.cli.main"]
+
+
+def run_cli(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fit")
+    make_base(root, "tiny", seed=0, hidden=32)
+    write_release_data(root / "data", ["es-ES", "it-IT"], per_intent=(8, 2, 2))
+    return root
+
+
+def fit_args(root: Path, *extra: str) -> list[str]:
+    return [
+        "fit", "--model.backbone", str(root / "tiny" / "base"), "--model.root", str(root), "--model.base_seed", "0",
+        "--model.learning_rate", "3e-3", "--model.warmup_ratio", "0.0",
+        "--data.locales", "es-ES", "--data.source", "release", "--data.data_path", str(root / "data"),
+        "--data.batch_size", "16", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        *extra,
+    ]
+
+
+def test_fit_then_test_end_to_end(workspace: Path) -> None:
+    root = workspace
+    run_cli(fit_args(root, "--trainer.max_epochs", "12"), cwd=root)
+    out = root / "tiny" / "finetuned" / "es-ES"
+    manifest = read_manifest(out)
+    base_manifest = read_manifest(root / "tiny" / "base")
+    # The fine-tune records the shared base it started from, and its own weights' hash.
+    assert manifest["kind"] == "finetuned" and manifest["locale"] == "es-ES"
+    assert manifest["base"] == {"path": str(root / "tiny" / "base"), "hash": base_manifest["hash"]}
+    assert manifest["hash"] == checkpoint_hash(out)
+    assert manifest["metrics"]["best_val_accuracy"] > 0.2  # 60 classes: chance is 0.017
+    # The exported folder holds the best checkpoint's weights, not the last epoch's.
+    best = torch.load(manifest["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    exported = load_file(out / "model.safetensors")
+    for name, tensor in exported.items():
+        torch.testing.assert_close(tensor, best[f"model.{name}"])
+
+    proc = run_cli(
+        ["test", "--model.checkpoint", str(out), "--model.root", str(root), "--model.backbone", str(root / "tiny" / "base"),
+         "--model.base_seed", "0", "--data.locales", "[es-ES, it-IT]", "--data.source", "release",
+         "--data.data_path", str(root / "data"), "--trainer.enable_progress_bar", "false"],
+        cwd=root,
+    )
+    metrics = json.loads((out / "eval" / "test-es-ES+it-IT.json").read_text())["metrics"]
+    assert set(metrics) == {"es-ES", "it-IT"}
+    assert metrics["es-ES"]["n"] == 120 and 0.0 <= metrics["es-ES"]["accuracy"] <= 1.0
+    assert f"test es-ES: accuracy {metrics['es-ES']['accuracy']:.4f}" in proc.stdout
+    # Independent check of the reported accuracy with a plain forward pass over the test rows.
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from merginguriel.data import DataConfig, load_locale
+
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    rows = load_locale(DataConfig(source="release", data_path=str(root / "data"), root=str(root)), "es-ES")["test"]
+    with torch.no_grad():
+        enc = tok([r["utt"] for r in rows], padding=True, truncation=True, max_length=128, return_tensors="pt")
+        pred = model(**enc).logits.argmax(-1)
+    acc = (pred == torch.tensor([r["label"] for r in rows])).float().mean().item()
+    assert metrics["es-ES"]["accuracy"] == pytest.approx(acc, abs=1e-6)
+    assert metrics["es-ES"]["accuracy"] > 0.2
+
+    # A second fit of the same locale refuses instead of silently overwriting.
+    again = run_cli(fit_args(root, "--trainer.max_epochs", "1"), cwd=root, check=False)
+    assert again.returncode == 2 and "already fine-tuned" in again.stderr
+
+
+def test_fit_resumes_after_kill(tmp_path: Path) -> None:
+    root = tmp_path
+    make_base(root, "tiny", seed=0, hidden=32)
+    write_release_data(root / "data", ["es-ES"], per_intent=(8, 2, 2))
+    args = fit_args(root, "--trainer.max_epochs", "200", "--early_stopping.patience", "1000")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.Popen([*CLI, *args], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = root / "tiny" / "finetuned" / "es-ES.lightning" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.is_file()
+    out = root / "tiny" / "finetuned" / "es-ES"
+    assert not (out / "manifest.json").exists()  # nothing that looks finished
+    killed_at = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+
+    result = run_cli(fit_args(root, "--trainer.max_epochs", str(killed_at + 2), "--early_stopping.patience", "1000"), cwd=root)
+    assert f"resuming the interrupted fit from {last}" in result.stdout
+    manifest = read_manifest(out)
+    assert manifest["metrics"]["epochs"] == killed_at + 2
+    # It continued: only the missing epochs ran (8 train examples x 60 intents / batch 16 = 30 steps an epoch).
+    assert manifest["metrics"]["global_steps"] == (killed_at + 2) * 30
+
+
+def test_validate_and_base_evaluation(workspace: Path) -> None:
+    root = workspace
+    proc = run_cli(
+        ["validate", "--model.backbone", str(root / "tiny" / "base"), "--model.root", str(root), "--model.base_seed", "0",
+         "--data.locales", "it-IT", "--data.source", "release", "--data.data_path", str(root / "data"),
+         "--trainer.enable_progress_bar", "false"],
+        cwd=root,
+    )
+    assert "val/accuracy" in proc.stdout
+
+
+def test_bad_input_is_a_clear_error(workspace: Path) -> None:
+    root = workspace
+    proc = run_cli(fit_args(root) + ["--data.locales", "xx-XX"], cwd=root, check=False)
+    assert proc.returncode != 0 and "xx-XX" in (proc.stdout + proc.stderr) and "sw-KE" in (proc.stdout + proc.stderr)
+    proc = run_cli(["test", "--model.checkpoint", str(root / "nope"), "--data.locales", "es-ES", "--model.root", str(root),
+                    "--model.backbone", str(root / "tiny" / "base"), "--model.base_seed", "0"], cwd=root, check=False)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_print_config_round_trips(workspace: Path, tmp_path: Path) -> None:
+    root = workspace
+    printed = run_cli(fit_args(root, "--trainer.max_epochs", "4", "--print_config"), cwd=root).stdout
+    cfg = tmp_path / "fit.yaml"
+    cfg.write_text(printed)
+    again = run_cli(["fit", "--config", str(cfg), "--print_config"], cwd=root).stdout
+    assert again == printed
+    assert "max_epochs: 4" in printed and "patience: 3" in printed and "learning_rate: 0.003" in printed
