@@ -126,22 +126,14 @@ def predict_logits(
     device: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``[n, 60]`` (float32) and labels ``[n]`` of ``model`` on a locale's split, in dataset order."""
-    from merginguriel.data import eval_dataloader
+    from merginguriel.data import eval_dataloader, to_dataset_order
     from merginguriel.models.classifier import IntentClassifier
 
     loader = eval_dataloader(data, tokenizer, locale, split, batch_size=batch_size)
     module = IntentClassifier.from_model(model, tokenizer)
+    module.keep_logits = True
     with _quiet_lightning():
-        batches = _trainer(device).predict(module, dataloaders=loader)
-    logits = torch.cat([b.float().cpu() for b in batches])
-    labels = torch.cat([b["labels"] for b in loader])
-    order = dataset_order(loader)
-    restore = torch.empty_like(order)
-    restore[order] = torch.arange(len(order))
-    return logits[restore], labels[restore]
-
-
-def dataset_order(loader) -> torch.Tensor:
-    """Dataset indices in the order an evaluation loader yields them (it groups by length for speed)."""
-    sampler = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
-    return torch.tensor([i for batch in sampler for i in (batch if isinstance(batch, (list, tuple)) else [batch])])
+        _trainer(device).test(module, dataloaders=loader, verbose=False)
+    logits = to_dataset_order(torch.cat(module.eval_logits[0]), loader.order)
+    labels = loader.dataset.labels.clone()
+    return logits, labels

@@ -116,6 +116,8 @@ class IntentClassifier(L.LightningModule):
         self.val_metrics.reset()
 
     # --- evaluation: one metric collection per test dataloader (locale) -------------------------------------------
+    keep_logits = False  # set by predict_logits: the test loop then also keeps every batch's logits
+
     def set_eval_names(self, names: list[str]) -> None:
         """Names (locales) of the evaluation dataloaders, in order; metrics are reported under these names."""
         self.eval_names = list(names)
@@ -127,11 +129,14 @@ class IntentClassifier(L.LightningModule):
         self.eval_metrics = torch.nn.ModuleList([_metrics() for _ in range(n)]).to(self.device)
         self.eval_counts = [0] * n
         self.eval_results = {}
+        self.eval_logits: list[list[torch.Tensor]] = [[] for _ in range(n)]
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self(batch["input_ids"], batch["attention_mask"])
         self.eval_metrics[dataloader_idx].update(logits, batch["labels"])
         self.eval_counts[dataloader_idx] += int(batch["labels"].shape[0])
+        if self.keep_logits:
+            self.eval_logits[dataloader_idx].append(logits.float().cpu())
 
     def on_test_epoch_end(self) -> None:
         for name, collection, n in zip(self.eval_names, self.eval_metrics, self.eval_counts):

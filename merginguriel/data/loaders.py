@@ -1,0 +1,192 @@
+"""DataLoaders over tokenised MASSIVE splits: dynamic padding, length-sorted evaluation, length-grouped training.
+
+Both batch samplers follow PyTorch's ``BatchSampler`` API (``sampler, batch_size, drop_last`` first), so Lightning can
+inject a distributed or index-tracking sampler into them; the grouping then applies to whatever indices that sampler yields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
+
+from merginguriel.data.config import DataConfig
+from merginguriel.data.tokenized import TokenizedSplit, tokenized_split
+from merginguriel.errors import InputError
+from merginguriel.locales import check_locales
+
+
+class PadCollator:
+    """Stack rows into ``{"input_ids", "attention_mask", "labels"}`` LongTensors, padded (right) to the batch's longest row."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = int(pad_id)
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            input_ids[i, :n] = torch.as_tensor(r["input_ids"])
+            attention_mask[i, :n] = 1
+        labels = torch.tensor([r["labels"] for r in rows], dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def pad_id_of(tokenizer: Any) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is None:
+        raise InputError(f"tokenizer {type(tokenizer).__name__} has no pad token; set tokenizer.pad_token before loading data")
+    return int(pad)
+
+
+class LengthSortedBatchSampler(BatchSampler):
+    """Evaluation batches of rows of similar length (longest first), so little compute goes to padding.
+
+    ``order`` lists the dataset index of every row in the order batches yield them; ``to_dataset_order`` undoes it.
+    """
+
+    def __init__(self, sampler: Sampler[int] | Sequence[int], batch_size: int, drop_last: bool = False,
+                 lengths: Sequence[int] | torch.Tensor | None = None):
+        super().__init__(sampler, batch_size, drop_last)
+        if lengths is None:
+            raise ValueError("LengthSortedBatchSampler needs the row lengths")
+        self.lengths = torch.as_tensor(lengths)
+
+    def _batches(self) -> list[list[int]]:
+        idx = torch.as_tensor(list(self.sampler), dtype=torch.long)
+        # Stable sort, descending: equal lengths keep the sampler's order, and the first batch is the largest.
+        idx = idx[torch.sort(self.lengths[idx], descending=True, stable=True).indices].tolist()
+        batches = [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+    @property
+    def order(self) -> torch.Tensor:
+        return torch.tensor([i for b in self._batches() for i in b], dtype=torch.long)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self._batches()
+
+
+class EpochSampler(SequentialSampler):
+    """Indices ``0..n-1`` in order, plus the epoch Lightning sets each epoch (``set_epoch``), which the grouped sampler reads."""
+
+    def __init__(self, data_source: Sequence[Any]):
+        super().__init__(data_source)
+        self.epoch: int | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+
+class LengthGroupedBatchSampler(BatchSampler):
+    """Seeded, shuffled training batches of rows of similar length.
+
+    Each epoch: shuffle the indices (generator seeded by ``seed`` and the epoch), cut them into mega-batches of
+    ``batch_size * mega_batch_mult`` rows, sort each mega-batch by length, cut it into batches, then shuffle the batches.
+    Every row appears exactly once per epoch; the order differs between epochs and is the same for the same seed.
+    The epoch is the inner sampler's ``epoch`` once something set it (Lightning calls ``set_epoch`` on it before every
+    epoch, so a resumed fit continues the same sequence of orders); otherwise it advances by one on each pass.
+    """
+
+    def __init__(self, sampler: Sampler[int] | Sequence[int], batch_size: int, drop_last: bool = False,
+                 lengths: Sequence[int] | torch.Tensor | None = None, seed: int = 42, mega_batch_mult: int = 50):
+        super().__init__(sampler, batch_size, drop_last)
+        if lengths is None:
+            raise ValueError("LengthGroupedBatchSampler needs the row lengths")
+        self.lengths = torch.as_tensor(lengths)
+        self.seed = int(seed)
+        self.mega_batch_mult = int(mega_batch_mult)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        idx = torch.as_tensor(list(self.sampler), dtype=torch.long)
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        mega = self.batch_size * self.mega_batch_mult
+        batches: list[list[int]] = []
+        for start in range(0, len(idx), mega):
+            chunk = idx[start : start + mega]
+            chunk = chunk[torch.sort(self.lengths[chunk], descending=True, stable=True).indices].tolist()
+            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        perm = torch.randperm(len(batches), generator=gen).tolist()
+        return [batches[i] for i in perm]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch = getattr(self.sampler, "epoch", None)
+        if epoch is None:
+            epoch = self.epoch
+            self.epoch += 1
+        yield from self.batches(int(epoch))
+
+    def __len__(self) -> int:
+        n = len(self.sampler)  # type: ignore[arg-type]
+        if not self.drop_last:
+            # Mega-batches may leave one short batch each.
+            full, rest = divmod(n, self.batch_size * self.mega_batch_mult)
+            return full * self.mega_batch_mult + -(-rest // self.batch_size)
+        full, rest = divmod(n, self.batch_size * self.mega_batch_mult)
+        return full * self.mega_batch_mult + rest // self.batch_size
+
+
+def to_dataset_order(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Rows produced in loader ``order`` (``loader.order``) put back in dataset order."""
+    out = torch.empty_like(values)
+    out[order.to(values.device)] = values
+    return out
+
+
+def split_dataloader(split: TokenizedSplit, tokenizer: Any, batch_size: int = 128, num_workers: int = 0) -> DataLoader:
+    """An evaluation loader over an already tokenised split; ``loader.order`` maps its rows back to the split's order."""
+    sampler = LengthSortedBatchSampler(SequentialSampler(range(len(split))), batch_size, lengths=split.lengths)
+    loader = DataLoader(split, batch_sampler=sampler, collate_fn=PadCollator(pad_id_of(tokenizer)),
+                        num_workers=num_workers, persistent_workers=num_workers > 0)
+    loader.order = sampler.order  # type: ignore[attr-defined]
+    return loader
+
+
+def eval_dataloader(data: DataConfig, tokenizer: Any, locale: str, split: str, batch_size: int = 128,
+                    num_workers: int = 0) -> DataLoader:
+    """Batches of ``locale``'s ``split`` sorted by length; ``loader.order`` holds each yielded row's dataset index."""
+    return split_dataloader(tokenized_split(data, tokenizer, locale, split), tokenizer, batch_size, num_workers)
+
+
+def _as_list(locales: str | Sequence[str]) -> list[str]:
+    return [locales] if isinstance(locales, str) else list(locales)
+
+
+def train_split(data: DataConfig, tokenizer: Any, locales: str | Sequence[str], seed: int = 42,
+                max_examples: int | None = None, split: str = "train") -> TokenizedSplit:
+    """The ``split`` of several locales concatenated; with ``max_examples``, a seeded random subset of that size."""
+    locales = check_locales(_as_list(locales))
+    if not locales:
+        raise InputError("no locales given; name at least one MASSIVE locale")
+    parts = [tokenized_split(data, tokenizer, loc, split) for loc in locales]
+    whole = parts[0] if len(parts) == 1 else TokenizedSplit.concat(parts)
+    if max_examples is not None:
+        if max_examples < 1:
+            raise InputError(f"max_examples must be at least 1, got {max_examples}")
+        if max_examples < len(whole):
+            gen = torch.Generator().manual_seed(seed)
+            keep = torch.randperm(len(whole), generator=gen)[:max_examples].sort().values
+            whole = whole.subset(keep.tolist())
+    return whole
+
+
+def train_dataloader(data: DataConfig, tokenizer: Any, locales: str | Sequence[str], batch_size: int = 32,
+                     seed: int = 42, max_examples: int | None = None, num_workers: int = 0) -> DataLoader:
+    """Shuffled, length-grouped, seeded training batches over the train splits of ``locales``."""
+    ds = train_split(data, tokenizer, locales, seed=seed, max_examples=max_examples)
+    sampler = LengthGroupedBatchSampler(EpochSampler(range(len(ds))), batch_size, lengths=ds.lengths, seed=seed)
+    return DataLoader(ds, batch_sampler=sampler, collate_fn=PadCollator(pad_id_of(tokenizer)),
+                      num_workers=num_workers, persistent_workers=num_workers > 0)

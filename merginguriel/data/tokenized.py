@@ -1,0 +1,198 @@
+"""Tokenise each locale once and keep the result: on disk for later runs, in memory for this process.
+
+A locale's three splits are tokenised together in one batched call of the (fast) tokenizer, truncated to ``max_length``
+and left unpadded (batches are padded to their own longest row when collated). The result is stored as flat int32
+tensors (token ids of every row back to back, plus row offsets), which load in milliseconds, at
+``<root>/cache/tokenized/<tokenizer-hash>-<max_length>/<locale>-<source-hash>.pt``. The tokenizer hash covers its full
+content (vocabulary, normaliser, post-processor, special tokens); the source hash covers the input file's path, size and
+modification time, so editing a release file or regenerating the embedded data invalidates the entry.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import uuid
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from merginguriel.data.config import DataConfig
+from merginguriel.data.sources import load_locale, source_identity
+from merginguriel.errors import InputError
+from merginguriel.locales import SPLITS, check_locale
+
+# locale -> number of real tokenisations (cache misses) in this process.
+TOKENIZE_CALLS: collections.Counter = collections.Counter()
+# cache file -> {split: TokenizedSplit}; a process never loads or tokenises the same entry twice.
+_MEMO: dict[Path, dict[str, "TokenizedSplit"]] = {}
+_TOKENIZER_HASHES: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+_FORMAT = 1
+
+
+class TokenizedSplit(torch.utils.data.Dataset):
+    """One tokenised split: ``len()``, ``split[i]`` -> ``{"input_ids": LongTensor, "labels": int}``,
+    ``split["input_ids"]`` (list of lists), ``split["labels"]`` (list of int), ``split["id"]`` (row ids).
+
+    Token ids are held flat (``flat[offsets[i]:offsets[i+1]]`` is row ``i``) so a split costs a few bytes per token.
+    """
+
+    def __init__(self, flat: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor, ids: Sequence[str]):
+        self.flat = flat
+        self.offsets = offsets
+        self.labels = labels
+        self.ids = list(ids)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Token count of every row."""
+        return self.offsets[1:] - self.offsets[:-1]
+
+    def __getitem__(self, key: int | str) -> Any:
+        if isinstance(key, str):
+            if key == "input_ids":
+                bounds = self.offsets.tolist()
+                return [self.flat[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            if key == "labels":
+                return self.labels.tolist()
+            if key == "id":
+                return list(self.ids)
+            raise KeyError(f"{key!r}; columns are input_ids, labels, id")
+        a, b = int(self.offsets[key]), int(self.offsets[key + 1])
+        return {"input_ids": self.flat[a:b], "labels": int(self.labels[key])}
+
+    def subset(self, indices: Sequence[int]) -> "TokenizedSplit":
+        """The rows at ``indices``, in that order."""
+        return TokenizedSplit.concat([self], [list(indices)])
+
+    @staticmethod
+    def concat(parts: Sequence["TokenizedSplit"], indices: Sequence[Sequence[int]] | None = None) -> "TokenizedSplit":
+        """Rows of several splits one after another (optionally only the given rows of each)."""
+        flats, lengths, labels, ids = [], [], [], []
+        for k, part in enumerate(parts):
+            rows = range(len(part)) if indices is None else indices[k]
+            rows_t = torch.as_tensor(list(rows), dtype=torch.long)
+            starts, ends = part.offsets[rows_t], part.offsets[rows_t + 1]
+            flats.extend(part.flat[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True))
+            lengths.append(ends - starts)
+            labels.append(part.labels[rows_t])
+            ids.extend(part.ids[i] for i in rows_t.tolist())
+        flat = torch.cat(flats) if flats else torch.zeros(0, dtype=torch.int32)
+        lens = torch.cat(lengths) if lengths else torch.zeros(0, dtype=torch.long)
+        offsets = torch.zeros(len(lens) + 1, dtype=torch.long)
+        torch.cumsum(lens, 0, out=offsets[1:])
+        return TokenizedSplit(flat, offsets, torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long), ids)
+
+
+def tokenizer_hash(tokenizer: Any) -> str:
+    """SHA-256 of everything that decides how the tokenizer maps text to ids (memoised per tokenizer object)."""
+    try:
+        return _TOKENIZER_HASHES[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    h = hashlib.sha256(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    else:  # a Python tokenizer: its vocabulary and special tokens
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode())
+    special = {k: str(v) for k, v in getattr(tokenizer, "special_tokens_map", {}).items()}
+    h.update(json.dumps(special, sort_keys=True).encode())
+    digest = h.hexdigest()
+    try:
+        _TOKENIZER_HASHES[tokenizer] = digest
+    except TypeError:  # not weak-referenceable: recompute next time
+        pass
+    return digest
+
+
+def cache_file(data: DataConfig, tokenizer: Any, locale: str) -> Path:
+    """Where ``locale``'s tokenisation under ``tokenizer`` and ``data`` is cached."""
+    src = hashlib.sha256(source_identity(data, locale).encode()).hexdigest()[:16]
+    return Path(data.root) / "cache" / "tokenized" / f"{tokenizer_hash(tokenizer)[:16]}-{data.max_length}" / f"{locale}-{src}.pt"
+
+
+def _tokenize_locale(data: DataConfig, tokenizer: Any, locale: str) -> dict[str, TokenizedSplit]:
+    rows = load_locale(data, locale)
+    texts = [r["utt"] for split in SPLITS for r in rows[split]]
+    # One batched call: a fast tokenizer encodes the whole batch in Rust.
+    encoded = tokenizer(
+        texts, truncation=True, max_length=data.max_length, padding=False, return_attention_mask=False
+    )["input_ids"]
+    TOKENIZE_CALLS[locale] += 1
+    out: dict[str, TokenizedSplit] = {}
+    start = 0
+    for split in SPLITS:
+        n = len(rows[split])
+        seqs = encoded[start : start + n]
+        start += n
+        lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+        offsets = torch.zeros(n + 1, dtype=torch.long)
+        torch.cumsum(lens, 0, out=offsets[1:])
+        flat = torch.tensor([t for s in seqs for t in s], dtype=torch.int32)
+        labels = torch.tensor([r["label"] for r in rows[split]], dtype=torch.long)
+        out[split] = TokenizedSplit(flat, offsets, labels, [r["id"] for r in rows[split]])
+    return out
+
+
+def _save(path: Path, splits: dict[str, TokenizedSplit], meta: dict) -> None:
+    payload = {
+        "format": _FORMAT,
+        "meta": meta,
+        "splits": {
+            name: {"flat": s.flat, "offsets": s.offsets, "labels": s.labels, "ids": s.ids} for name, s in splits.items()
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # concurrent writers produce identical files; the last rename wins
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load(path: Path) -> dict[str, TokenizedSplit] | None:
+    try:
+        payload = torch.load(path, weights_only=True)
+    except Exception:  # a corrupt or foreign file is simply rebuilt
+        return None
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        return None
+    return {name: TokenizedSplit(**parts) for name, parts in payload["splits"].items()}
+
+
+def tokenized_locale(data: DataConfig, tokenizer: Any, locale: str) -> dict[str, TokenizedSplit]:
+    """All three splits of ``locale``, tokenised once and then served from memory or the disk cache."""
+    check_locale(locale)
+    path = cache_file(data, tokenizer, locale)
+    splits = _MEMO.get(path)
+    if splits is None:
+        splits = _load(path) if path.is_file() else None
+        if splits is None:
+            splits = _tokenize_locale(data, tokenizer, locale)
+            meta = {"locale": locale, "max_length": data.max_length, "source": source_identity(data, locale),
+                    "tokenizer": tokenizer_hash(tokenizer)}
+            _save(path, splits, meta)
+        _MEMO[path] = splits
+    return splits
+
+
+def tokenized_split(data: DataConfig, tokenizer: Any, locale: str, split: str) -> TokenizedSplit:
+    """One split (``train``, ``validation`` or ``test``) of ``locale``, tokenised (see :func:`tokenized_locale`)."""
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    return tokenized_locale(data, tokenizer, locale)[split]
+
+
+def clear_memo() -> None:
+    """Forget what this process loaded (the disk cache stays): the next call behaves as in a fresh process."""
+    _MEMO.clear()

@@ -1,0 +1,62 @@
+"""The evaluation API (one model load, every locale; logits in dataset order) against plain forward passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tiny import make_family, write_release_data
+
+from merginguriel.data import DataConfig, load_locale
+from merginguriel.errors import InputError
+from merginguriel.evaluation.evaluate import MODEL_LOADS, evaluate_checkpoint, load_checkpoint, predict_logits
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    layout = make_family(root, ["es-ES", "it-IT"])
+    write_release_data(root / "data", ["es-ES", "it-IT"], per_intent=(1, 2, 3), shift={"it-IT": 7})
+    return layout, DataConfig(source="release", data_path=str(root / "data"), root=str(root))
+
+
+def reference(folder: Path, data: DataConfig, locale: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    rows = load_locale(data, locale)[split]
+    with torch.no_grad():
+        logits = torch.cat([model(**tok([r["utt"]], return_tensors="pt")).logits for r in rows])
+    return logits, torch.tensor([r["label"] for r in rows])
+
+
+def test_evaluate_checkpoint_matches_plain_forward(setup) -> None:
+    layout, data = setup
+    folder = layout.finetuned("es-ES")
+    before = MODEL_LOADS[str(folder)]
+    results = evaluate_checkpoint(folder, ["es-ES", "it-IT"], "test", data, batch_size=16, device="cpu")
+    assert MODEL_LOADS[str(folder)] == before + 1  # one load for every locale
+    for loc in ("es-ES", "it-IT"):
+        logits, labels = reference(folder, data, loc, "test")
+        assert results[loc]["n"] == len(labels) == 180
+        assert results[loc]["accuracy"] == pytest.approx((logits.argmax(-1) == labels).float().mean().item(), abs=1e-6)
+
+
+def test_predict_logits_in_dataset_order(setup) -> None:
+    layout, data = setup
+    model, tok = load_checkpoint(layout.finetuned("it-IT"))
+    logits, labels = predict_logits(model, tok, "it-IT", "validation", data, batch_size=7, device="cpu")
+    ref_logits, ref_labels = reference(layout.finetuned("it-IT"), data, "it-IT", "validation")
+    assert torch.equal(labels, ref_labels)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_checkpoint_and_locale(setup, tmp_path) -> None:
+    layout, data = setup
+    with pytest.raises(InputError, match="not a Hugging Face model folder"):
+        evaluate_checkpoint(tmp_path, ["es-ES"], "test", data)
+    with pytest.raises(InputError, match="unknown locale"):
+        evaluate_checkpoint(layout.finetuned("es-ES"), ["es-XX"], "test", data)
