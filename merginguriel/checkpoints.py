@@ -20,10 +20,15 @@ from merginguriel.errors import InputError
 from merginguriel.io.manifest import read_manifest
 
 DEFAULT_ROOT = Path("checkpoints")
+EMBEDDED = "embedded"  # the backbone name of the embedded default (the tiny backbone built offline)
+EMBEDDED_SLUG = "embedded-tiny"
 
 
 def backbone_slug(backbone: str) -> str:
-    """A folder name for a backbone: a hub id with '/' replaced by '--', or a local folder's name."""
+    """A folder name for a backbone: ``embedded-tiny`` for the embedded default, a hub id with '/' replaced by '--',
+    or a local folder's name."""
+    if backbone == EMBEDDED:
+        return EMBEDDED_SLUG
     p = Path(backbone)
     if p.is_dir():
         return p.name if p.name != "base" else p.parent.name
@@ -39,6 +44,7 @@ class Layout:
 
     @classmethod
     def for_backbone(cls, backbone: str, root: str | os.PathLike = DEFAULT_ROOT) -> "Layout":
+        """The layout of a backbone (a name, hub id or folder), found without building or downloading anything."""
         return cls(Path(root), backbone_slug(backbone))
 
     @property

@@ -27,7 +27,15 @@ class AdaMergingOptions:
         task_vector_dtype: dtype the task vectors are held in on the device.
         embedding: ``shared`` (one coefficient per source for the word-embedding matrix, applied only to the rows of the
             tokens in each batch) or ``frozen`` (the embedding matrix takes the initial coefficients).
+        embedding_storage: where the word-embedding matrices of the base and the sources live: ``file`` (read from
+            the checkpoint files, only the rows of each batch's tokens, so they never occupy memory) or ``device``
+            (their task vectors held on the device like every other tensor). Both give identical results;
+            ``plus_plus`` always uses ``device`` (TIES trims over the whole task vector).
         seed: seed for data order and initialisation.
+        checkpoint_every: save a Lightning checkpoint (the coefficients and optimiser state) every this many steps.
+        resume: ``auto`` (continue from the run's last Lightning checkpoint when one exists), ``never``, or the path
+            of a ``.ckpt`` file to continue from.
+        tensorboard: also log to TensorBoard (a CSV log is always written).
     """
 
     granularity: Literal["task", "layer"] = "layer"
@@ -44,7 +52,11 @@ class AdaMergingOptions:
     max_examples: Optional[int] = None
     task_vector_dtype: Literal["float32", "bfloat16"] = "float32"
     embedding: Literal["shared", "frozen"] = "shared"
+    embedding_storage: Literal["file", "device"] = "file"
     seed: int = 42
+    checkpoint_every: int = 50
+    resume: str = "auto"
+    tensorboard: bool = False
 
 
 @dataclass

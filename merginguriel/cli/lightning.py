@@ -44,11 +44,11 @@ class MergingUrielCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         if self.subcommand != "fit":
             return
-        from merginguriel.models.base import layout_for
+        from merginguriel.checkpoints import Layout
 
         cfg = self.config.fit
         locales = [cfg.data.locales] if isinstance(cfg.data.locales, str) else list(cfg.data.locales)
-        self._export = Path(cfg.output) if cfg.output else layout_for(cfg.model.backbone, cfg.model.root).finetuned("+".join(locales))
+        self._export = Path(cfg.output) if cfg.output else Layout.for_backbone(cfg.model.backbone, cfg.model.root).finetuned("+".join(locales))
         ckpt_dir = self._export.with_name(self._export.name + ".lightning")
         # Fixed places (not a new version folder per run) so that a rerun finds last.ckpt and resumes.
         if cfg.trainer.default_root_dir is None:

@@ -57,7 +57,15 @@ def _quiet_libraries() -> None:
         pass
 
 
+def _unshadow_bin_scripts() -> None:
+    """A console script runs with its bin folder first on sys.path, and lang2vec installs a `lang2vec.py` script there
+    that would shadow the lang2vec package (URIEL similarity then fails on a missing data file): drop that entry."""
+    if sys.path and sys.path[0] and os.path.isfile(os.path.join(sys.path[0], "lang2vec.py")):
+        sys.path.pop(0)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _unshadow_bin_scripts()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())

@@ -11,17 +11,10 @@ from pathlib import Path
 
 import torch
 
-from merginguriel.checkpoints import DEFAULT_ROOT, Layout, is_finished
+from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, EMBEDDED_SLUG, Layout, is_finished  # noqa: F401
 from merginguriel.io import read_manifest
 
-EMBEDDED = "embedded"
-EMBEDDED_SLUG = "embedded-tiny"
 DEFAULT_BASE_SEED = 42
-
-
-def layout_for(backbone: str, root: str | os.PathLike = DEFAULT_ROOT) -> Layout:
-    """The checkpoint layout of a backbone, without building or downloading anything."""
-    return Layout(Path(root), EMBEDDED_SLUG) if backbone == EMBEDDED else Layout.for_backbone(backbone, root)
 
 
 def resolve_backbone(backbone: str, root: str | os.PathLike = DEFAULT_ROOT) -> tuple[str, Layout]:
@@ -32,8 +25,8 @@ def resolve_backbone(backbone: str, root: str | os.PathLike = DEFAULT_ROOT) -> t
     if backbone == EMBEDDED:
         from merginguriel.data.embedded import ensure_embedded_backbone
 
-        return str(ensure_embedded_backbone(Path(root) / "embedded")), layout_for(backbone, root)
-    return backbone, layout_for(backbone, root)
+        return str(ensure_embedded_backbone(Path(root) / "embedded")), Layout.for_backbone(backbone, root)
+    return backbone, Layout.for_backbone(backbone, root)
 
 
 def ensure_base(

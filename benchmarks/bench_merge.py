@@ -1,0 +1,208 @@
+"""Benchmark of the streaming merge engine against mergekit 0.1.5 on XLM-R-base-sized checkpoints.
+
+Generates a shared base and 10 "fine-tuned" checkpoints with random weights (vocab 250,002, hidden 768, 12 layers,
+60 labels: 278 M parameters, 1.11 GB each) under --folder, then runs every merge in its own subprocess and reads that
+child's peak RSS from wait4's rusage (and its wall time): every merginguriel method at K=5 and K=10, and mergekit's
+linear and TIES merges of the same K=5 files side by side. Prints a Markdown table (paste it into
+benchmarks/results/merge.md). Run it alone, under the shared lock:
+
+    flock /tmp/merginguriel-heavy.lock nice -n 10 .venv/bin/python benchmarks/bench_merge.py --folder /tmp/mu-bench
+
+mergekit lives in its own venv: python3 -m venv /tmp/venv-mergekit && /tmp/venv-mergekit/bin/pip install torch==2.13.0 mergekit==0.1.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+METHODS = [
+    ("linear", {}),
+    ("task_arithmetic", {}),
+    ("ties", {"density": 0.2, "scope": "global"}),
+    ("ties", {"density": 0.2, "scope": "tensor"}),
+    ("dare_linear", {"p": 0.9}),
+    ("dare_task_arithmetic", {"p": 0.9}),
+    ("dare_ties", {"p": 0.9}),
+    ("breadcrumbs", {}),
+    ("directional_consensus", {}),
+    ("neuromerging", {}),
+    ("slerp", {}),
+]
+
+
+def xlmr_config():
+    from transformers import XLMRobertaConfig
+
+    from merginguriel.locales import ID2LABEL, LABEL2ID, NUM_INTENTS
+
+    return XLMRobertaConfig(
+        vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0,
+        eos_token_id=2, num_labels=NUM_INTENTS, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
+        architectures=["XLMRobertaForSequenceClassification"],
+    )
+
+
+def tensor_shapes() -> dict[str, tuple[int, ...]]:
+    from transformers import XLMRobertaForSequenceClassification
+
+    with torch.device("meta"):
+        model = XLMRobertaForSequenceClassification(xlmr_config())
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def write_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], **manifest) -> None:
+    from safetensors.torch import save_file
+
+    from merginguriel.io import checkpoint_hash, write_manifest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    xlmr_config().save_pretrained(folder)
+    write_manifest(folder, manifest.pop("kind"), hash=checkpoint_hash(folder), **manifest)
+
+
+def generate(folder: Path, k: int) -> None:
+    """A base (N(0, 0.02)) and k sources (base + N(0, 0.002)), each written once; existing ones are kept."""
+    shapes = tensor_shapes()
+    base_dir = folder / "base"
+    gen = torch.Generator().manual_seed(0)
+    if not (base_dir / "manifest.json").is_file():
+        print(f"generating {base_dir}", flush=True)
+        base = {n: torch.randn(s, generator=gen) * 0.02 for n, s in shapes.items()}
+        write_checkpoint(base_dir, base, kind="base", seed=0)
+        del base
+    from merginguriel.io import read_manifest
+
+    base_hash = read_manifest(base_dir)["hash"]
+    for i in range(k):
+        d = folder / f"src{i}"
+        if (d / "manifest.json").is_file():
+            continue
+        print(f"generating {d}", flush=True)
+        from safetensors import safe_open
+
+        g = torch.Generator().manual_seed(100 + i)
+        tensors = {}
+        with safe_open(str(base_dir / "model.safetensors"), "pt") as fh:
+            for n, s in shapes.items():
+                tensors[n] = fh.get_tensor(n) + torch.randn(s, generator=g) * 0.002
+        write_checkpoint(d, tensors, kind="finetuned", locale=f"src{i}", base={"path": str(base_dir), "hash": base_hash}, seed=100 + i)
+        del tensors
+
+
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float, int, str]:
+    """Run ``cmd``; return wall seconds, the child's peak RSS in GB (wait4 rusage), its exit status and its output tail."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    out_chunks = []
+    # drain output in a thread so the child never blocks on a full pipe
+    import threading
+
+    reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    reader.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    rss_gb = usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
+    text = (out_chunks[0] if out_chunks else b"").decode(errors="replace")
+    return wall, rss_gb, proc.returncode, text[-2000:]
+
+
+def ours(folder: Path, out: Path, k: int, method: str, params: dict) -> tuple[float, float]:
+    sources = [str(folder / f"src{i}") for i in range(k)]
+    cmd = [
+        sys.executable, "-m", "merginguriel.cli.main", "merge", "--base", str(folder / "base"),
+        "--sources", json.dumps(sources), "--method", method, "--params", json.dumps(params),
+        "--output", str(out), "--overwrite", "true", "--progress", "false", "--device", "cpu",
+    ]
+    wall, rss, rc, text = run_measured(cmd)
+    if rc != 0:
+        raise RuntimeError(f"merginguriel {method} failed:\n{text}")
+    shutil.rmtree(out, ignore_errors=True)
+    return wall, rss
+
+
+def mergekit(folder: Path, out: Path, k: int, method: str, venv: Path) -> tuple[float, float]:
+    models = [{"model": str(folder / f"src{i}"), "parameters": {"weight": 1.0 / k}} for i in range(k)]
+    if method == "linear":
+        cfg = {"merge_method": "linear", "models": models, "dtype": "float32"}
+    else:
+        for m in models:
+            m["parameters"]["density"] = 0.2
+        cfg = {"merge_method": "ties", "base_model": str(folder / "base"), "models": models,
+               "parameters": {"normalize": True}, "dtype": "float32"}
+    cfg_path = out.parent / f"mergekit-{method}.yml"
+    cfg_path.write_text(json.dumps(cfg))  # JSON is YAML
+    cmd = [str(venv / "bin" / "mergekit-yaml"), str(cfg_path), str(out), "--allow-crimes", "--no-copy-tokenizer"]
+    wall, rss, rc, text = run_measured(cmd)
+    if rc != 0:
+        raise RuntimeError(f"mergekit {method} failed:\n{text}")
+    shutil.rmtree(out, ignore_errors=True)
+    return wall, rss
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--folder", type=Path, required=True, help="where the checkpoints are generated (about 12 GB)")
+    ap.add_argument("--keep", action="store_true", help="keep the generated checkpoints afterwards")
+    ap.add_argument("--mergekit-venv", type=Path, default=Path("/tmp/venv-mergekit"))
+    ap.add_argument("--methods", nargs="*", default=None, help="restrict to these method names")
+    ap.add_argument("--ks", nargs="*", type=int, default=[5, 10])
+    args = ap.parse_args()
+    folder = args.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    generate(folder, max(args.ks))
+    out = folder / "out"
+    rows = []
+    have_mergekit = (args.mergekit_venv / "bin" / "mergekit-yaml").is_file()
+    ref: dict[str, tuple[float, float]] = {}
+    if have_mergekit and 5 in args.ks:
+        for m in ("linear", "ties"):
+            ref[m] = mergekit(folder, out, 5, m, args.mergekit_venv)
+            print(f"mergekit {m} K=5: {ref[m][0]:.1f} s, {ref[m][1]:.2f} GB", flush=True)
+    for method, params in METHODS:
+        if args.methods and method not in args.methods:
+            continue
+        res = {}
+        for k in args.ks:
+            res[k] = ours(folder, out, k, method, params)
+            print(f"merginguriel {method} {params} K={k}: {res[k][0]:.1f} s, {res[k][1]:.2f} GB", flush=True)
+        rows.append((method, params, res))
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"\n{date}; {platform.machine()}, {os.cpu_count()} CPUs; torch {torch.__version__}; float32 on CPU")
+    if ref:
+        print("\n| K=5 | mergekit 0.1.5 wall | mergekit peak RSS | merginguriel wall | merginguriel peak RSS | time ratio | RSS ratio |")
+        print("|---|---|---|---|---|---|---|")
+        for m, (method, params) in (("linear", ("linear", {})), ("ties", ("ties", {"density": 0.2, "scope": "global"}))):
+            if m not in ref:
+                continue
+            got = next((r[2][5] for r in rows if r[0] == method and r[1] == params), None)
+            if got:
+                print(f"| {m}{' (global, k=20)' if m == 'ties' else ''} | {ref[m][0]:.1f} s | {ref[m][1]:.2f} GB | "
+                      f"{got[0]:.1f} s | {got[1]:.2f} GB | {got[0] / ref[m][0]:.2f}x | {got[1] / ref[m][1]:.2f}x |")
+    ks = sorted(args.ks)
+    head = " | ".join(f"K={k} wall | K={k} peak RSS" for k in ks)
+    print(f"\n| method | params | {head} | RSS K={ks[-1]} / K={ks[0]} |")
+    print("|---|---|" + "---|---|" * len(ks) + "---|")
+    for method, params, res in rows:
+        cells = " | ".join(f"{res[k][0]:.1f} s | {res[k][1]:.2f} GB" for k in ks)
+        print(f"| {method} | {json.dumps(params)} | {cells} | {res[ks[-1]][1] / res[ks[0]][1]:.2f}x |")
+    if not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Rows of the word-embedding matrix read straight from the checkpoints' safetensors files, on demand.
+
+XLM-R-base's word embedding is 250,002 × 768 (69% of the model). A batch of utterances uses a few hundred of those
+rows, so AdaMerging keeps the matrix of the base and of every source on disk and reads, per step, only the rows of
+the batch's tokens: each matrix is memory-mapped read-only and the rows are gathered with one ``index_select``, so
+only the pages of rows actually used become resident (bounded by the distinct tokens of the target data, and shared
+through the OS page cache by every DDP rank on a machine). The full matrix, needed once to write the merged model,
+is read in blocks with ``os.pread`` instead, so writing does not make the whole mapping resident.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from merginguriel.merging.checkpoint import Checkpoint
+
+
+class FileRows:
+    """Reads rows of tensor ``name`` from the base and the K sources (all the same shape)."""
+
+    def __init__(self, base: str | os.PathLike, sources: Sequence[str | os.PathLike], name: str):
+        self.name = name
+        self._where: list[tuple[str, int, torch.dtype]] = []  # (file, byte offset of row 0, dtype) per checkpoint
+        shape = None
+        for i, folder in enumerate([base, *sources]):
+            info = Checkpoint(Path(folder), "base" if i == 0 else "source").tensors[name]  # file (validated) and dtype
+            # safetensors: 8-byte length, JSON header, then the data section the header's offsets are relative to.
+            with open(info.file, "rb") as fh:
+                (header_len,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(header_len))[name]
+            self._where.append((str(info.file), 8 + header_len + int(header["data_offsets"][0]), info.torch_dtype))
+            shape = shape or info.shape
+        self.shape = tuple(shape)
+        self._fds: dict[str, int] = {}
+
+        self._maps: dict[int, tuple[mmap.mmap, torch.Tensor]] = {}
+
+    def __getstate__(self) -> dict:  # descriptors and mappings do not travel (ddp_spawn pickles the module)
+        return {**self.__dict__, "_fds": {}, "_maps": {}}
+
+    def __del__(self) -> None:
+        self._maps = {}
+        for fd in getattr(self, "_fds", {}).values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = {}
+
+    def _matrix(self, which: int) -> torch.Tensor:
+        """Checkpoint ``which``'s matrix as a read-only tensor over a memory mapping (nothing is read yet)."""
+        if which not in self._maps:
+            file, start, dtype = self._where[which]
+            mm = mmap.mmap(self._fd(file), 0, access=mmap.ACCESS_READ)
+            with warnings.catch_warnings():  # the tensor is only ever read (index_select copies the rows)
+                warnings.simplefilter("ignore", UserWarning)
+                t = torch.frombuffer(mm, dtype=dtype, count=self.shape[0] * self.shape[1], offset=start)
+            self._maps[which] = (mm, t.view(self.shape))
+        return self._maps[which][1]
+
+    @property
+    def num_sources(self) -> int:
+        return len(self._where) - 1
+
+    def _fd(self, file: str) -> int:
+        if file not in self._fds:
+            self._fds[file] = os.open(file, os.O_RDONLY)
+        return self._fds[file]
+
+    def read(self, which: int, rows: torch.Tensor) -> torch.Tensor:
+        """Rows ``rows`` (sorted, unique) of checkpoint ``which`` (0 = base, i = source i), as float32 ``[len(rows), H]``."""
+        file, start, dtype = self._where[which]
+        width = self.shape[1]
+        row_bytes = width * torch.empty((), dtype=dtype).element_size()
+        fd = self._fd(file)
+        ids = rows.tolist()
+        chunks = []
+        i = 0
+        while i < len(ids):  # one read per run of consecutive rows
+            j = i
+            while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+                j += 1
+            n = (j - i + 1) * row_bytes
+            chunks.append(os.pread(fd, n, start + ids[i] * row_bytes))
+            i = j + 1
+        raw = bytearray(b"".join(chunks))
+        if not raw:
+            return torch.zeros(0, width)
+        return torch.frombuffer(raw, dtype=dtype).view(len(ids), width).float()
+
+    def gather(self, rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """The base's rows ``[U, H]`` (float32) and the task-vector rows ``[K, U, H]`` (``dtype``) for token ids ``rows``."""
+        base = self._matrix(0).index_select(0, rows).float()
+        tvs = torch.stack([self._matrix(i + 1).index_select(0, rows).float() - base for i in range(self.num_sources)])
+        return base, tvs.to(dtype)
+
+    def blocks(self, block_rows: int = 16384) -> Iterator[tuple[int, int]]:
+        """Row ranges covering the whole matrix."""
+        for a in range(0, self.shape[0], block_rows):
+            yield a, min(self.shape[0], a + block_rows)

@@ -1,0 +1,106 @@
+"""Merging-effect features of a (target, selected sources) pair, computed before any merge so their predictive value
+can be checked across targets.
+
+The research log found none of these reliably predicts the merging effect on 21 targets (hence the advice runs a pilot);
+storing them for every point lets the report measure that claim (leave-one-target-out accuracy) on any new sweep.
+All features use validation-split numbers only; the test split stays for the final result.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+
+from merginguriel.errors import InputError
+from merginguriel.checkpoints import Layout
+
+FEATURES = (
+    "num_sources",
+    "similarity_mean",
+    "similarity_min",
+    "similarity_max",
+    "similarity_std",
+    "source_diversity",
+    "source_acc_mean",
+    "source_acc_std",
+    "source_acc_max",
+    "source_quality",
+    "compatibility_mean",
+    "compatibility_min",
+)
+
+
+def _stats(values: list[float]) -> tuple[float, float, float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / n)
+    return mean, min(values), max(values), std
+
+
+def read_nxn(path: Optional[Path]) -> Optional[pd.DataFrame]:
+    """The NxN matrix (row = source model, column = evaluated locale), or None when absent."""
+    if path is None or not Path(path).is_file():
+        return None
+    return pd.read_csv(path, index_col=0)
+
+
+def source_accuracies(nxn: Optional[pd.DataFrame], sources: list[str], target: str) -> Optional[list[float]]:
+    """acc(source on target) for every source, from an NxN matrix; None if any cell is missing."""
+    if nxn is None or target not in nxn.columns or any(s not in nxn.index for s in sources):
+        return None
+    values = [float(nxn.loc[s, target]) for s in sources]
+    return None if any(math.isnan(v) for v in values) else values
+
+
+def source_diversity(kind: str, sources: list[str], options: dict, nxn_path: Optional[Path], root: Optional[str] = None) -> Optional[float]:
+    """1 - mean pairwise similarity among the chosen sources (the similarity kind of the selection)."""
+    if len(sources) < 2:
+        return None
+    from merginguriel.similarity import similarity_matrix
+
+    try:
+        opts = {"root": root, **dict(options)}
+        if kind == "real":
+            if nxn_path is None:
+                return None
+            opts["nxn_csv"] = str(nxn_path)
+        sim = similarity_matrix(kind, list(sources), **opts)
+    except InputError:
+        return None
+    pairs = [float(sim.loc[a, b]) for i, a in enumerate(sources) for b in sources[i + 1 :]]
+    pairs += [float(sim.loc[b, a]) for i, a in enumerate(sources) for b in sources[i + 1 :]]
+    return 1.0 - sum(pairs) / len(pairs)
+
+
+def point_features(config: dict, selection: Any) -> dict:
+    """The merging-effect features of a point's selection (None where an input, e.g. the NxN matrix, is missing)."""
+    from merginguriel.experiments.point import nxn_csv
+
+    sources = list(selection.sources)
+    target = config["target"]
+    out: dict[str, Optional[float]] = {name: None for name in FEATURES}
+    out["num_sources"] = float(len(sources))
+    scores = [float(s) for s in (getattr(selection, "scores", None) or [])]
+    if scores:
+        out["similarity_mean"], out["similarity_min"], out["similarity_max"], out["similarity_std"] = _stats(scores)
+    nxn_path = nxn_csv(config, "validation")
+    sel = config["selection"]
+    out["source_diversity"] = source_diversity(sel["similarity"], sources, dict(sel.get("options") or {}), nxn_path, config["root"])
+    nxn = read_nxn(nxn_path)
+    accs = source_accuracies(nxn, sources, target)
+    if accs:
+        out["source_acc_mean"], _, out["source_acc_max"], out["source_acc_std"] = _stats(accs)
+        if nxn is not None and target in nxn.index and float(nxn.loc[target, target]) > 0:
+            out["source_quality"] = out["source_acc_mean"] / float(nxn.loc[target, target])
+    if config.get("features", {}).get("compatibility") and len(sources) >= 2:
+        from merginguriel.compatibility.weighting import compatibility_for
+
+        layout = Layout.for_backbone(config["backbone"], config["root"])
+        compat = compatibility_for(sources, layout.base, {s: layout.finetuned(s) for s in sources}, sel.get("compatibility_csv"))
+        pairs = [float(compat.loc[a, b]) for i, a in enumerate(sources) for b in sources[i + 1 :]]
+        out["compatibility_mean"] = sum(pairs) / len(pairs)
+        out["compatibility_min"] = min(pairs)
+    return out

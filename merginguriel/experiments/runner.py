@@ -1,0 +1,224 @@
+"""Running a sweep: plan every point into the results database, then execute the points that are not done.
+
+``execute_point`` is the unit of work every launcher runs (in this process, or as a submitit job on a cluster): claim
+the point in one transaction, run select -> merge -> test while a heartbeat thread keeps the claim fresh, then record
+``done`` or ``failed`` in one transaction. Because the claim and the result are each atomic and the row's key is the
+config hash, a process killed at any moment leaves the point either ``planned``/``failed`` or ``running`` with a dead
+owner (which the next run detects and retries): nothing is lost and nothing is recorded twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from merginguriel.errors import InputError
+from merginguriel.experiments.db import DEFAULT_STALE_AFTER, ResultsDB
+from merginguriel.experiments.grid import expand, point_key
+
+
+@dataclass
+class Sweep:
+    """A sweep: fixed settings + a grid over any point config keys, and how to run it.
+
+    Args:
+        name: the sweep's name (rows of several sweeps can share one database).
+        fixed: point settings shared by every point (nested, or dotted keys).
+        grid: dotted key -> list of values; the points are the cartesian product.
+        zip: groups of dotted keys whose lists vary together (each group is one axis of the product).
+        db: the results database (SQLite file).
+        keep_models: keep merged models after evaluation (each XLM-R-base merge is 1.1 GB).
+        launcher: ``local`` (points run in this process, one after another) or ``submitit`` (each point a job).
+        submitit: submitit settings: ``folder`` (logs and job files), ``cluster`` (``slurm``, ``local``, or null to
+            auto-detect), and any executor parameter (``timeout_min``, ``slurm_partition``, ``gpus_per_node``, ...).
+        retry_failed: rerun points recorded as failed (done points are always skipped).
+        stale_after: seconds without a heartbeat after which another host may take over a running point.
+        heartbeat_s: how often a running point refreshes its heartbeat.
+        manifests: where the manifests of deleted merged models are kept (default ``<db>.manifests/`` beside the db).
+    """
+
+    name: str = "sweep"
+    fixed: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict)
+    zip: list = field(default_factory=list)
+    db: str = "results.sqlite"
+    keep_models: bool = False
+    launcher: Literal["local", "submitit"] = "local"
+    submitit: dict = field(default_factory=dict)
+    retry_failed: bool = True
+    stale_after: float = DEFAULT_STALE_AFTER
+    heartbeat_s: float = 10.0
+    manifests: Optional[str] = None
+
+    def points(self) -> list[dict]:
+        return expand(self.fixed, self.grid, self.zip)
+
+    def manifests_dir(self) -> Path:
+        if self.manifests:
+            return Path(self.manifests)
+        db = Path(self.db)
+        return db.with_name(db.stem + ".manifests")
+
+
+class _Heartbeat:
+    """Refreshes a running point's heartbeat from a thread with its own connection (sqlite connections are per thread)."""
+
+    def __init__(self, db_path: str, key: str, every: float):
+        self.db_path, self.key, self.every = db_path, key, every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"heartbeat-{key[:8]}")
+
+    def _run(self) -> None:
+        db = ResultsDB(self.db_path)
+        try:
+            while not self.stop.wait(self.every):
+                db.heartbeat(self.key)
+        finally:
+            db.close()
+
+    def __enter__(self) -> "_Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def execute_point(
+    db_path: str,
+    key: str,
+    keep_models: bool = False,
+    retry_failed: bool = True,
+    stale_after: float = DEFAULT_STALE_AFTER,
+    heartbeat_s: float = 10.0,
+    manifests_dir: Optional[str] = None,
+    workdir: Optional[str] = None,
+) -> str:
+    """Claim, run and record one planned point. Returns its status afterwards: ``done``, ``failed``, ``skipped``
+    (done already, or held by a live worker) or ``lost`` (this worker's claim was taken over as stale while it ran)."""
+    from merginguriel.experiments.point import run_point
+
+    if workdir:  # a cluster job: relative paths in the point config (root, data) mean the launch directory
+        os.chdir(workdir)
+    db = ResultsDB(db_path)
+    try:
+        config = db.claim(key, retry_failed=retry_failed, stale_after=stale_after)
+        if config is None:
+            return "skipped"
+        start = time.perf_counter()
+        try:
+            with _Heartbeat(db_path, key, heartbeat_s):
+                result = run_point(config, keep_models=keep_models, manifests_dir=Path(manifests_dir) if manifests_dir else None)
+        except Exception as err:  # a failed point is recorded and the sweep goes on
+            detail = str(err) if isinstance(err, InputError) else "".join(traceback.format_exception(err)[-3:])
+            db.fail(key, f"{type(err).__name__}: {detail}".strip(), {"total_s": time.perf_counter() - start})
+            return "failed"
+        except BaseException:  # interrupted (Ctrl-C): record it, then stop
+            db.fail(key, "interrupted", {"total_s": time.perf_counter() - start})
+            raise
+        if result.features:
+            db.put_features(key, config["target"], result.features, origin="sweep")
+        if not db.finish(key, result.metrics, result.timings, result.manifest, result.selection):
+            return "lost"  # declared stale and taken over meanwhile; the new holder records the point
+        return "done"
+    finally:
+        db.close()
+
+
+def _describe(config: dict) -> str:
+    sel, m = config["selection"], config["merge"]
+    params = ",".join(f"{k}={v}" for k, v in sorted((m.get("params") or {}).items()))
+    inc = "IncTar" if sel["include_target"] else "ExcTar"
+    return f"{config['target']:<6} {m['method']}{'(' + params + ')' if params else ''} {sel['similarity']} K={sel['num_sources']} {inc} {sel['weighting']}"
+
+
+def plan_table(sweep: Sweep, points: list[dict]) -> str:
+    """The plan as text: one line per point with its key, status (from the database when it exists) and settings."""
+    status: dict[str, str] = {}
+    if Path(sweep.db).is_file():
+        with ResultsDB(sweep.db) as db:
+            status = {r["key"]: r["status"] for r in db.rows()}
+    lines = [f"sweep {sweep.name!r}: {len(points)} points, database {sweep.db}, launcher {sweep.launcher}"]
+    for p in points:
+        k = point_key(p)
+        lines.append(f"  {k[:12]}  {status.get(k, 'new'):<8} {_describe(p)}")
+    return "\n".join(lines)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _run_local(sweep: Sweep, keys: list[str], labels: dict[str, str]) -> dict[str, str]:
+    out = {}
+    for i, key in enumerate(keys, 1):
+        start = time.perf_counter()
+        status = execute_point(
+            sweep.db, key, sweep.keep_models, sweep.retry_failed, sweep.stale_after, sweep.heartbeat_s, str(sweep.manifests_dir())
+        )
+        out[key] = status
+        _log(f"[{i}/{len(keys)}] {status:<7} {labels[key]}  ({time.perf_counter() - start:.1f} s)")
+    return out
+
+
+def _run_submitit(sweep: Sweep, keys: list[str], labels: dict[str, str]) -> dict[str, str]:
+    import submitit
+
+    opts = dict(sweep.submitit)
+    folder = opts.pop("folder", str(Path(sweep.db).with_name(Path(sweep.db).stem + ".submitit")))
+    cluster = opts.pop("cluster", None)
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    if opts:
+        executor.update_parameters(**opts)
+    n = len(keys)
+    jobs = executor.map_array(
+        execute_point,
+        [str(Path(sweep.db).resolve())] * n,
+        keys,
+        [sweep.keep_models] * n,
+        [sweep.retry_failed] * n,
+        [sweep.stale_after] * n,
+        [sweep.heartbeat_s] * n,
+        [str(sweep.manifests_dir().resolve())] * n,
+        [os.getcwd()] * n,
+    )
+    _log(f"submitted {n} jobs to {executor.cluster} (logs in {folder})")
+    out = {}
+    for i, (key, job) in enumerate(zip(keys, jobs), 1):
+        try:
+            out[key] = job.result()
+        except Exception as err:  # the job died outside execute_point (killed, out of memory, node failure)
+            out[key] = "failed"
+            _log(f"job {job.job_id} for {key[:12]} died: {err}")
+        _log(f"[{i}/{n}] {out[key]:<7} {labels[key]}  (job {job.job_id})")
+    return out
+
+
+def run_sweep(sweep: Sweep, dry_run: bool = False) -> dict[str, Any]:
+    """Plan and run a sweep; returns ``{"points", "ran": {key: status}, "counts": {status: n}}``."""
+    points = sweep.points()  # every point validated before anything is written
+    if not points:
+        raise InputError(f"sweep {sweep.name!r} has no points; give grid values (e.g. grid: {{target: [sw-KE]}})")
+    if sweep.launcher not in ("local", "submitit"):
+        raise InputError(f"unknown launcher {sweep.launcher!r}; use local or submitit")
+    if dry_run:
+        print(plan_table(sweep, points))
+        return {"points": len(points), "ran": {}, "counts": {}}
+    keyed = [(point_key(p), p) for p in points]
+    labels = {k: _describe(p) for k, p in keyed}
+    with ResultsDB(sweep.db) as db:
+        added = db.plan(sweep.name, keyed)
+        done = {r["key"] for r in db.rows(status="done")}
+    todo = [k for k, _ in keyed if k not in done]
+    _log(f"sweep {sweep.name!r}: {len(points)} points ({added} new, {len(points) - len(todo)} done already), database {sweep.db}")
+    ran = _run_submitit(sweep, todo, labels) if sweep.launcher == "submitit" and todo else _run_local(sweep, todo, labels)
+    with ResultsDB(sweep.db) as db:
+        counts = db.counts(sweep.name)
+    return {"points": len(points), "ran": ran, "counts": counts}

@@ -1,0 +1,59 @@
+"""Fisher merging: θ = Σ_i c_i F_i ⊙ θ_i / Σ_i c_i F_i with F_i the diagonal empirical Fisher of source i.
+
+The Fisher tensors are statistics (``needs=("fisher",)``): computed once per source and settings by
+``merginguriel.statistics.ensure_statistics`` (which the merge command runs first) and streamed by the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from merginguriel.errors import InputError
+from merginguriel.merging.registry import Block, register
+
+
+@dataclass
+class FisherParams:
+    """Fisher merging (methods.md).
+
+    Args:
+        examples: utterances per source the Fisher is estimated on (256-1000 in the literature).
+        data: whose utterances: ``target`` (the target locale's), ``sources`` (each source's own locale) or ``both``
+            (half each). Labels are never read.
+        split: ``validation`` or ``train`` (the test split is never used).
+        label: ``sample`` (y drawn from the model's prediction) or ``argmax`` (y = the predicted intent).
+        eps: floor of every Fisher value (where all sources have Fisher 0 the merge is the weighted average).
+        batch_size: not used by Fisher (one backward pass per example); kept for a uniform statistics interface.
+    """
+
+    examples: int = 256
+    data: Literal["target", "sources", "both"] = "target"
+    split: Literal["train", "validation"] = "validation"
+    label: Literal["sample", "argmax"] = "sample"
+    eps: float = 1e-6
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.eps <= 0:
+            raise InputError(f"fisher: eps must be > 0 (got {self.eps}); pass e.g. --method_params.eps 1e-6")
+        if self.examples < 1:
+            raise InputError(f"fisher: examples must be at least 1 (got {self.examples}); e.g. --method_params.examples 256")
+
+
+@register("fisher", FisherParams, inputs="models", needs=("fisher",))
+def fisher(block: Block, p: FisherParams) -> torch.Tensor:
+    """θ = Σ c_i max(F_i, eps) θ_i / Σ c_i max(F_i, eps), F_i each source's diagonal Fisher, c_i the source weights."""
+    stats = block.stats["fisher"]
+    weights = block.weights.tolist()
+    if any(f is None for f in stats):  # a tensor without Fisher values (none in practice): the weighted average
+        return sum(w * t for w, t in zip(weights, block.sources))
+    num = torch.zeros_like(block.base)
+    den = torch.zeros_like(block.base)
+    for w, f, t in zip(weights, stats, block.sources):
+        f = f.clamp_min(p.eps).mul_(w)
+        num.addcmul_(f, t)
+        den.add_(f)
+    return num.div_(den)

@@ -1,0 +1,73 @@
+"""RegMean: for every linear layer W = (Σ_i c_i G̃_i)^-1 Σ_i c_i G̃_i W_i, G̃_i the Gram matrix of that layer's inputs
+on model i with its off-diagonal entries scaled by α; every other tensor is the weighted average.
+
+The Gram matrices are statistics (``needs=("regmean",)``), computed once per source and settings by
+``merginguriel.statistics.ensure_statistics`` and stored under the layer's weight name with shape ``[1, in, in]``.
+In PyTorch's ``[out, in]`` layout the closed form reads W = (Σ c_i W_i G̃_i)(Σ c_i G̃_i)^-1, so any block of rows of W
+needs only those rows of each W_i and the whole Gram matrices: the engine's row blocks merge exactly.
+With equal weights c_i this is the paper's formula (a common factor cancels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from merginguriel.errors import InputError
+from merginguriel.merging.registry import Block, register
+
+
+@dataclass
+class RegMeanParams:
+    """RegMean (methods.md).
+
+    Args:
+        alpha: scale of the Gram matrices' off-diagonal entries (1: plain RegMean, 0: a diagonal-weighted average).
+        examples: utterances per source the Gram matrices are gathered on.
+        data: whose utterances: ``target``, ``sources`` (each source's own locale) or ``both`` (half each).
+        split: ``validation`` or ``train`` (the test split is never used).
+        batch_size: utterances per forward pass while gathering.
+    """
+
+    alpha: float = 0.6
+    examples: int = 256
+    data: Literal["target", "sources", "both"] = "target"
+    split: Literal["train", "validation"] = "validation"
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InputError(f"regmean: alpha must be in [0, 1] (got {self.alpha}); the paper's default is 0.6")
+        if self.examples < 1 or self.batch_size < 1:
+            raise InputError("regmean: examples and batch_size must be at least 1; e.g. --method_params.examples 256")
+
+
+def scaled_gram(gram: torch.Tensor, alpha: float) -> torch.Tensor:
+    """α·G + (1 − α)·diag(G): the off-diagonal entries scaled by α."""
+    g = gram.reshape(gram.shape[-2], gram.shape[-1])
+    return g * alpha + torch.diag_embed(torch.diagonal(g)) * (1.0 - alpha)
+
+
+@register("regmean", RegMeanParams, inputs="models", needs=("regmean",))
+def regmean(block: Block, p: RegMeanParams) -> torch.Tensor:
+    """Linear layers: the regression-mean closed form over their input Gram matrices; other tensors: weighted average."""
+    grams = block.stats["regmean"]
+    weights = block.weights.tolist()
+    is_linear = block.base.dim() == 2 and all(
+        g is not None and g.dim() == 3 and g.shape[-1] == block.base.shape[1] for g in grams
+    )
+    if not is_linear:
+        return sum(w * t for w, t in zip(weights, block.sources))
+    total = torch.zeros(block.base.shape[1], block.base.shape[1], dtype=torch.float64, device=block.base.device)
+    rhs = torch.zeros(block.base.shape, dtype=torch.float64, device=block.base.device)
+    for w, g, t in zip(weights, grams, block.sources):
+        gs = scaled_gram(g, p.alpha).double() * w
+        total += gs
+        rhs += t.double() @ gs
+    # W Σ = rhs  <=>  Σ Wᵀ = rhsᵀ (Σ symmetric); lstsq-free solve, float64 for the conditioning of Gram sums.
+    try:
+        return torch.linalg.solve(total, rhs.T).T.float()
+    except RuntimeError:  # exactly singular (an input feature that is always 0): the minimum-norm solution
+        return (torch.linalg.pinv(total) @ rhs.T).T.float()

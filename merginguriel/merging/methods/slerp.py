@@ -1,0 +1,82 @@
+"""SLERP: spherical interpolation of two models' flattened tensors; for K > 2, pairwise with cumulative weights."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from merginguriel.errors import InputError
+from merginguriel.merging.registry import Block, register
+
+
+@dataclass
+class SlerpParams:
+    """SLERP.
+
+    Args:
+        t: interpolation point for exactly two sources (0: the first, 1: the second); None: from the weights,
+            t = w_2 / (w_1 + w_2). For K > 2 the sources are folded in order, source j at t_j = w_j / (w_1 + ... + w_j).
+        dot_threshold: above this |cos| the two tensors are treated as collinear and interpolated linearly.
+    """
+
+    t: Optional[float] = None
+    dot_threshold: float = 0.9995
+
+
+def _check(p: SlerpParams, k: int) -> None:
+    if p.t is not None:
+        if k != 2:
+            raise InputError(f"slerp: t is for exactly two sources, got {k}; drop t to interpolate K sources by their weights")
+        if not 0.0 <= p.t <= 1.0:
+            raise InputError(f"slerp: t={p.t} must be in [0, 1]")
+
+
+def _weights(p: SlerpParams, weights: list[float]) -> list[float]:
+    return [1.0 - p.t, p.t] if p.t is not None else weights
+
+
+def _sums(block: Block, p) -> dict[str, torch.Tensor]:
+    flat = torch.stack([s.reshape(-1) for s in block.sources]).double()
+    return {"gram": flat @ flat.T}
+
+
+def slerp_coefficients(gram: torch.Tensor, weights: list[float], dot_threshold: float = 0.9995) -> list[float]:
+    """Coefficients c with result = Σ c_i θ_i of folding sources in order by pairwise slerp at cumulative weights.
+
+    ``gram[i, j] = θ_i·θ_j`` over the whole tensor. Each step m ← slerp(m, θ_j, t_j) is mergekit's formula on the
+    unnormalised vectors: m' = sin((1−t)Ω)/sin Ω · m + sin(tΩ)/sin Ω · θ_j, Ω the angle between m and θ_j (linear when
+    nearly collinear or when either is zero).
+    """
+    g = gram.double()
+    k = len(weights)
+    c = torch.zeros(k, dtype=torch.float64)
+    c[0] = 1.0
+    cum = weights[0]
+    for j in range(1, k):
+        cum += weights[j]
+        t = weights[j] / cum if cum > 0 else 0.0
+        e = torch.zeros(k, dtype=torch.float64)
+        e[j] = 1.0
+        nm = math.sqrt(max(float(c @ g @ c), 0.0))
+        nj = math.sqrt(max(float(g[j, j]), 0.0))
+        cos = float(c @ g[:, j]) / (nm * nj) if nm > 0 and nj > 0 else 1.0
+        if abs(cos) > dot_threshold:
+            c = (1 - t) * c + t * e
+        else:
+            omega = math.acos(max(-1.0, min(1.0, cos)))
+            so = math.sin(omega)
+            c = (math.sin((1 - t) * omega) / so) * c + (math.sin(t * omega) / so) * e
+    return c.tolist()
+
+
+@register("slerp", SlerpParams, inputs="models", uses_base=False, tensor_sums=_sums, check=_check, effective_weights=_weights)
+def slerp(block: Block, p: SlerpParams) -> torch.Tensor:
+    """Spherical interpolation per tensor: two sources at t, or K sources folded pairwise at cumulative weights."""
+    coef = slerp_coefficients(block.sums["gram"], block.weights.tolist(), p.dot_threshold)
+    out = block.sources[0].mul_(coef[0])
+    for s, c in zip(block.sources[1:], coef[1:]):
+        out.add_(s, alpha=c)
+    return out

@@ -1,0 +1,178 @@
+"""The results database (claims, staleness, concurrent writer processes) and sweep grid expansion."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from merginguriel.errors import InputError
+from merginguriel.experiments.db import ResultsDB, Worker
+from merginguriel.experiments.grid import DEFAULT_POINT, expand, point_key
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from merginguriel.experiments.db import ResultsDB
+    db_path, keys_file, out = sys.argv[1:4]
+    keys = json.load(open(keys_file))
+    db = ResultsDB(db_path, timeout=60)
+    db.plan("race", [(k, {"target": "sw-KE", "merge": {"method": "x"}, "i": i}) for i, k in enumerate(keys)])
+    mine = []
+    for k in keys:
+        if db.claim(k) is not None:
+            mine.append(k)
+            assert db.finish(k, {"accuracy": 0.5, "by": %s}, {"total_s": 0.0}, None, None)
+    json.dump(mine, open(out, "w"))
+    """
+)
+
+
+def test_two_concurrent_writer_processes(tmp_path):
+    db_path = tmp_path / "r.sqlite"
+    keys = [f"k{i:04d}" for i in range(150)]
+    (tmp_path / "keys.json").write_text(json.dumps(keys))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER % "__import__('os').getpid()", str(db_path), str(tmp_path / "keys.json"), str(tmp_path / f"out{i}.json")],
+            stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    claimed = [json.loads((tmp_path / f"out{i}.json").read_text()) for i in range(2)]
+    # Every point claimed by exactly one process, and every row done once (the key is the primary key).
+    assert sorted(claimed[0] + claimed[1]) == keys
+    assert not set(claimed[0]) & set(claimed[1])
+    with ResultsDB(db_path) as db:
+        rows = db.rows()
+        assert len(rows) == len(keys) and {r["status"] for r in rows} == {"done"}
+        assert all(r["attempts"] == 1 for r in rows)
+        by = {r["key"]: r["metrics"]["by"] for r in rows}
+        assert {by[k] for k in claimed[0]} == {procs[0].pid} and {by[k] for k in claimed[1]} == {procs[1].pid}
+
+
+def test_claim_rules_and_staleness(tmp_path):
+    db = ResultsDB(tmp_path / "r.sqlite")
+    cfg = {"target": "sw-KE", "merge": {"method": "ties"}}
+    assert db.plan("s", [("a", cfg), ("b", cfg), ("c", cfg)]) == 3
+    assert db.plan("s", [("a", cfg)]) == 0  # planning again adds nothing
+    me = Worker.current()
+    assert db.claim("a", me) == cfg
+    assert db.claim("a", me) is None  # held by a live process (this one)
+
+    # A worker that died: a real process that claimed "b" and exited.
+    code = f"from merginguriel.experiments.db import ResultsDB; ResultsDB({str(tmp_path / 'r.sqlite')!r}).claim('b')"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    row = db.get("b")
+    assert row["status"] == "running" and row["pid"] != os.getpid()
+    assert db.claim("b", me) == cfg  # stale: its pid is gone
+    assert db.get("b")["attempts"] == 2
+
+    # Another host: only the heartbeat tells; fresh -> held, old -> stale.
+    other = Worker("some-other-host", 12345, None)
+    assert db.claim("c", other) == cfg
+    assert db.claim("c", me, stale_after=60) is None
+    db.conn.execute("UPDATE points SET heartbeat = ? WHERE key = 'c'", (time.time() - 120,))
+    assert db.claim("c", me, stale_after=60) == cfg
+
+    # Only the holder may finish; failed points are retried unless told not to.
+    assert not db.finish("a", {"accuracy": 1.0}, {}, None, None, worker=other)
+    assert db.fail("a", "boom", worker=me)
+    assert db.claim("a", me, retry_failed=False) is None
+    assert db.claim("a", me) == cfg
+    assert db.finish("a", {"accuracy": 1.0}, {"total_s": 1}, "m.json", {"sources": ["x"]}, worker=me)
+    assert db.claim("a", me) is None
+    assert db.counts("s") == {"planned": 0, "running": 2, "done": 1, "failed": 0}
+    db.put_features("a", "sw-KE", {"num_sources": 3.0})
+    assert db.features()[0]["features"] == {"num_sources": 3.0}
+    db.close()
+
+
+def test_grid_expansion():
+    points = expand(
+        fixed={"backbone": "tiny", "selection": {"similarity": "real"}, "merge.seed": 7},
+        grid={"target": ["sw-KE", "th-TH"], "selection.num_sources": [3, 5]},
+        zips=[{"merge.method": ["ties", "dare_ties"], "merge.params": [{"density": 0.2}, {"density": 0.2, "p": 0.9}]}],
+    )
+    assert len(points) == 2 * 2 * 2
+    assert {(p["target"], p["selection"]["num_sources"], p["merge"]["method"]) for p in points} == {
+        (t, k, m) for t in ["sw-KE", "th-TH"] for k in [3, 5] for m in ["ties", "dare_ties"]
+    }
+    for p in points:
+        assert p["backbone"] == "tiny" and p["selection"]["similarity"] == "real" and p["merge"]["seed"] == 7
+        assert p["merge"]["params"] == ({"density": 0.2} if p["merge"]["method"] == "ties" else {"density": 0.2, "p": 0.9})
+        assert p["selection"]["weighting"] == DEFAULT_POINT["selection"]["weighting"]  # defaults filled in
+    keys = [point_key(p) for p in points]
+    assert len(set(keys)) == len(points)
+    # The key is a function of the resolved config only (key order does not matter).
+    p = points[0]
+    assert point_key(json.loads(json.dumps(p, sort_keys=False))) == keys[0]
+    assert point_key(dict(reversed(list(p.items())))) == keys[0]
+    # Same point reached twice -> one point.
+    assert len(expand(grid={"target": ["sw-KE", "sw-KE"]})) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"grid": {"selection.num_source": [3]}, "fixed": {"target": "sw-KE"}}, "unknown sweep config key 'selection.num_source'"),
+        ({"grid": {"target": []}}, "non-empty list"),
+        ({"grid": {"target": ["xx-XX"]}}, "unknown locale"),
+        ({"fixed": {}}, "no target"),
+        ({"grid": {"target": ["sw-KE"]}, "zips": [{"merge.method": ["a", "b"], "merge.params": [{}]}]}, "same length"),
+        ({"grid": {"target": ["sw-KE"], "merge.method": ["tiess"]}}, "unknown merge method 'tiess'"),
+        ({"fixed": {"target": "sw-KE", "merge": {"method": "ties", "params": {"k": 20}}}}, "no parameter"),
+        ({"fixed": {"target": "sw-KE", "merge.method": "adamerging", "adamerging": {"stepz": 3}}}, "unknown adamerging option"),
+    ],
+)
+def test_grid_errors(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        expand(**kwargs)
+
+
+ABLATIONS = sorted((Path(__file__).parent.parent / "configs" / "ablations").glob("*.yaml"))
+
+
+def test_ablation_configs_expand():
+    """Every ablation config parses and resolves (keys, locales, methods, parameters); each real one has an embedded variant."""
+    from merginguriel.experiments.cli import build_parser
+    from merginguriel.experiments.runner import Sweep
+
+    names = {p.stem for p in ABLATIONS}
+    assert {"uriel_vs_real", "num_sources_methods", "dare", "adamerging_vs_ties", "consensus_neuromerging"} <= names
+    for path in ABLATIONS:
+        cfg = build_parser().parse_args(["--config", str(path)])
+        sweep = Sweep(**{k: cfg[k] for k in Sweep.__dataclass_fields__})
+        points = sweep.points()
+        assert points, path
+        embedded = path.stem.endswith("_embedded")
+        assert all((p["backbone"] == "embedded") == embedded for p in points), path
+        if not embedded:
+            assert path.with_name(path.stem + "_embedded.yaml") in ABLATIONS
+            assert all(p["data"]["source"] == "hub" and p["backbone"] == "FacebookAI/xlm-roberta-base" for p in points)
+    study = build_parser().parse_args(["--config", str(ABLATIONS[0].with_name("uriel_vs_real.yaml"))])
+    pts = Sweep(**{k: study[k] for k in Sweep.__dataclass_fields__}).points()
+    assert {p["target"] for p in pts} == {"sq-AL", "sw-KE", "vi-VN", "th-TH", "fi-FI", "tr-TR"}
+    assert {(p["selection"]["similarity"], p["selection"]["include_target"]) for p in pts} == {
+        ("uriel", False), ("uriel", True), ("real", False), ("real", True)}
+
+
+def test_bad_sweep_fails_early_and_writes_nothing(tmp_path, capsys):
+    from merginguriel.cli.main import main
+
+    cfg = tmp_path / "bad.yaml"
+    db = tmp_path / "r.sqlite"
+    cfg.write_text(f"name: bad\ndb: {db}\ngrid:\n  target: [sw-KE]\n  selection.num_source: [3]\n")
+    assert main(["experiment", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown sweep config key 'selection.num_source'" in err and "selection.num_sources" in err
+    assert not db.exists()

@@ -1,0 +1,246 @@
+"""The streaming engine: exact global thresholds, output files that transformers loads (sharded or not, any dtype),
+exclude patterns, the manifest, the statistics interface for methods that declare `needs`."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import merge_refs as ref
+from merginguriel.merging import MergeSpec, Source, merge
+from merginguriel.merging.registry import METHODS, Block, register
+from merginguriel.merging.threshold import RadixSelect, SampledSelect, kth_largest_abs
+from tiny import make_family
+
+LOCALES = ["de-DE", "fr-FR"]
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    root = tmp_path_factory.mktemp("family")
+    return make_family(root, LOCALES)
+
+
+def sources(layout, weights=(0.6, 0.4)):
+    return [Source(layout.finetuned(loc), loc, w) for loc, w in zip(LOCALES, weights)]
+
+
+@pytest.mark.parametrize("n,block", [(50_000, 997), (9_000_000, 1_000_000)])
+def test_global_threshold_equals_kthvalue(n, block):
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=gen) * torch.rand(n, generator=gen) ** 3
+    x[: n // 100] = 0.25  # many exact ties
+    x[n // 100 : n // 50] = 0.0
+    ranks = [1, 2, n // 100, n // 100 + 1, n // 5, n // 2, n - n // 50, n - n // 50 + 1, n]
+    got = kth_largest_abs(list(x.split(block)), ranks)
+    want = torch.stack([torch.kthvalue(x.abs(), n - r + 1).values for r in ranks])
+    assert torch.equal(got, want)
+
+
+def test_radix_select_keeps_groups_apart():
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.randn(30_000, generator=gen), torch.randn(20_000, generator=gen) * 5
+    sel = RadixSelect({"a": [10, 3000], "b": [7]})
+    for _ in range(2):
+        for chunk in a.split(4096):
+            sel.add("a", chunk)
+        for chunk in b.split(333):
+            sel.add("b", chunk)
+        if sel.pass_no == 1:
+            sel.next_pass()
+    assert torch.equal(sel.result("a"), torch.stack([torch.kthvalue(a.abs(), a.numel() - r + 1).values for r in (10, 3000)]))
+    assert sel.result("b")[0] == torch.kthvalue(b.abs(), b.numel() - 6).values
+
+
+def test_sampled_select_is_exact_in_one_pass_and_reports_a_missed_bracket():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2_000_000, generator=gen) * torch.rand(2_000_000, generator=gen)
+    n = x.numel()
+    ranks = [n // 5, 3, n - 2]
+    sel = SampledSelect({0: ranks, 1: [n // 5]}, {0: n, 1: n})
+    for b in x.split(50_000):
+        sel.sample(0, b[:200])
+        sel.sample(1, b[:200] * 10)  # a sample that misrepresents what the full pass sees
+    sel.freeze()
+    for b in x.split(50_000):
+        sel.add(0, b)
+        sel.add(1, b)
+    assert torch.equal(sel.result(0), torch.stack([torch.kthvalue(x.abs(), n - r + 1).values for r in ranks]))
+    assert sum(t.numel() for t in sel.band[0][0]) < n // 10  # only a band around the answer was kept (8,000 samples)
+    assert sel.result(1) is None  # the caller then falls back to RadixSelect
+
+
+def test_output_loads_with_transformers_and_keeps_labels(family, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from merginguriel.locales import INTENTS
+
+    out = merge(MergeSpec(family.base, sources(family), "linear", {}, tmp_path / "m", progress=False))
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert [model.config.id2label[i] for i in range(60)] == list(INTENTS)
+    want = ref.linear(ref.load(family.base), [ref.load(family.finetuned(l)) for l in LOCALES], [0.6, 0.4])
+    state = model.state_dict()
+    for name, value in want.items():
+        torch.testing.assert_close(state[name], value, atol=1e-6, rtol=1e-5)
+    assert (out / "tokenizer_config.json").is_file() or (out / "tokenizer.json").is_file()
+    assert not list(tmp_path.glob(".m.tmp-*"))
+
+
+def test_sharded_output_loads(family, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    out = merge(MergeSpec(family.base, sources(family), "task_arithmetic", {}, tmp_path / "m", shard_mb=0.05, progress=False))
+    shards = sorted(out.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    merged = {}
+    for s in shards:
+        merged.update(load_file(str(s)))
+    assert set(index["weight_map"]) == set(merged)
+    want = ref.task_arithmetic(ref.load(family.base), [ref.load(family.finetuned(l)) for l in LOCALES], [0.6, 0.4], 1.0)
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    for name, value in want.items():
+        torch.testing.assert_close(model.state_dict()[name], value, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_output_dtype(family, tmp_path, dtype):
+    from transformers import AutoModelForSequenceClassification
+
+    out = merge(MergeSpec(family.base, sources(family), "linear", {}, tmp_path / "m", dtype=dtype, progress=False))
+    raw = load_file(str(out / "model.safetensors"))
+    assert {v.dtype for v in raw.values()} == {getattr(torch, dtype)}
+    want = ref.linear(ref.load(family.base), [ref.load(family.finetuned(l)) for l in LOCALES], [0.6, 0.4])
+    eps = torch.finfo(getattr(torch, dtype)).eps
+    for name, value in want.items():  # equal up to one rounding step of the output dtype
+        torch.testing.assert_close(raw[name].float(), value, rtol=eps, atol=1e-6)
+    AutoModelForSequenceClassification.from_pretrained(out)
+    assert json.loads((out / "manifest.json").read_text())["dtype"] == dtype
+
+
+def test_exclude_keeps_base_values_and_is_recorded(family, tmp_path):
+    base = ref.load(family.base)
+    out = merge(MergeSpec(family.base, sources(family), "ties", {"density": 0.5}, tmp_path / "m",
+                          exclude=["*embeddings*", "re:^classifier\\."], memory_mb=0.004, progress=False))
+    got = ref.load(out)
+    excluded = [n for n in base if "embeddings" in n or n.startswith("classifier.")]
+    assert excluded and all(torch.equal(got[n], base[n]) for n in excluded)
+    kept = [n for n in base if n not in excluded]
+    # the global threshold is taken over the merged tensors only
+    want = ref.ties(base, [ref.load(family.finetuned(l)) for l in LOCALES], [0.6, 0.4], 0.5, names=kept)
+    for n in kept:
+        torch.testing.assert_close(got[n], want[n], atol=2e-6, rtol=1e-5)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["exclude"]["patterns"] == ["*embeddings*", "re:^classifier\\."]
+    assert sorted(manifest["exclude"]["tensors"]) == sorted(excluded)
+
+
+def test_manifest_records_everything(family, tmp_path):
+    from merginguriel.io import read_manifest
+
+    out = merge(MergeSpec(family.base, sources(family, (3, 1)), "dare_ties", {"p": 0.5}, tmp_path / "m", seed=5,
+                          target="sw-KE", selection={"similarity": "uriel"}, progress=False))
+    m = read_manifest(out)
+    assert m["kind"] == "merged" and m["method"] == "dare_ties" and m["seed"] == 5 and m["target"] == "sw-KE"
+    assert m["params"] == {"p": 0.5, "rescale": True, "density": 1.0, "scope": "global", "merge": "dis-mean", "lam": 1.0}
+    assert m["base"] == {"path": str(family.base), "hash": read_manifest(family.base)["hash"]}
+    assert [(s["locale"], s["weight"], s["hash"]) for s in m["sources"]] == [
+        (loc, w, read_manifest(family.finetuned(loc))["hash"]) for loc, w in zip(LOCALES, (3, 1))
+    ]
+    assert m["weights_normalised"] == pytest.approx([0.75, 0.25])
+    assert m["selection"] == {"similarity": "uriel"}
+    assert m["memory"]["peak_rss_mb"] > 0 and m["timings"]["total_s"] > 0
+    assert m["device"] == "cpu" and "torch" in m["versions"]
+
+
+@dataclass
+class _ScaledParams:
+    """Test method: per-entry weights from a statistics tensor.
+
+    Args:
+        eps: floor.
+    """
+
+    eps: float = 1e-6
+
+
+def test_methods_that_need_statistics_get_them_streamed(family, tmp_path):
+    """A method registered with needs=("fisher",) receives each source's same-named statistics, row-sliced like the
+    weights, whole when shaped otherwise, None where missing; folders default to Layout.statistics(kind, locale)."""
+    seen_shapes = {}
+
+    @register("_test_fisher_like", _ScaledParams, inputs="models", needs=("fisher",))
+    def fisher_like(block: Block, p: _ScaledParams) -> torch.Tensor:
+        stats = block.stats["fisher"]
+        if stats[0] is None:
+            return block.base
+        seen_shapes[block.name] = tuple(stats[0].shape)
+        if stats[0].shape != block.base.shape:  # e.g. a Gram matrix: not an entry-wise weight
+            return block.base
+        num = sum(c * (f + p.eps) * t for c, f, t in zip(block.weights, stats, block.sources))
+        den = sum(c * (f + p.eps) for c, f in zip(block.weights, stats))
+        return num / den
+
+    try:
+        base = ref.load(family.base)
+        models = [ref.load(family.finetuned(l)) for l in LOCALES]
+        gen = torch.Generator().manual_seed(0)
+        fishers = []
+        gram_name = "roberta.encoder.layer.0.attention.self.query.weight"
+        for loc in LOCALES:
+            f = {n: torch.rand(v.shape, generator=gen) for n, v in base.items() if n != "classifier.out_proj.bias"}
+            f[gram_name] = torch.rand(7, 7, generator=gen)  # shaped differently from the weight: passed whole
+            folder = family.statistics("fisher", loc)
+            folder.mkdir(parents=True, exist_ok=True)
+            save_file(f, str(folder / "model.safetensors"))
+            fishers.append(f)
+        out = merge(MergeSpec(family.base, sources(family), "_test_fisher_like", {}, tmp_path / "m", memory_mb=0.004, progress=False))
+        got = ref.load(out)
+        w = ref.norm_w([0.6, 0.4])
+        for n in base:
+            if n in ("classifier.out_proj.bias",) or n == gram_name:
+                continue
+            num = sum(w[i] * (fishers[i][n] + 1e-6) * models[i][n] for i in range(2))
+            den = sum(w[i] * (fishers[i][n] + 1e-6) for i in range(2))
+            torch.testing.assert_close(got[n], num / den, atol=1e-6, rtol=1e-5)
+        assert torch.equal(got["classifier.out_proj.bias"], base["classifier.out_proj.bias"])
+        assert torch.equal(got[gram_name], base[gram_name])
+        assert seen_shapes[gram_name] == (7, 7)
+        emb = "roberta.embeddings.word_embeddings.weight"
+        assert seen_shapes[emb][1:] == base[emb].shape[1:] and seen_shapes[emb][0] < base[emb].shape[0]
+    finally:
+        METHODS.pop("_test_fisher_like", None)
+
+
+def test_statistics_folder_missing_is_refused(family, tmp_path):
+    from merginguriel.errors import InputError
+
+    @register("_test_needs_regmean", _ScaledParams, needs=("regmean_test",))
+    def needs(block: Block, p) -> torch.Tensor:
+        return block.base
+
+    try:
+        with pytest.raises(InputError, match="needs regmean_test statistics"):
+            merge(MergeSpec(family.base, sources(family), "_test_needs_regmean", {}, tmp_path / "m", progress=False))
+        assert not (tmp_path / "m").exists()
+    finally:
+        METHODS.pop("_test_needs_regmean", None)
+
+
+def test_block_size_shrinks_with_k_so_memory_stays_flat(family):
+    from merginguriel.merging.engine import plan_units
+    from merginguriel.merging.validate import prepare
+
+    def largest_unit(k_sources):
+        plan = prepare(MergeSpec(family.base, k_sources, "linear", {}, family.root / "never", memory_mb=0.01, progress=False))
+        units, _ = plan_units(plan)
+        return max(sum((b - a) * math.prod(plan.base.tensors[n].shape[1:]) for n, a, b in u) for u in units)
+
+    one = largest_unit(sources(family)[:1])
+    two = largest_unit(sources(family))
+    assert two < one and two * 6 <= one * 5 + 64  # (K + 4) blocks fit the same budget
