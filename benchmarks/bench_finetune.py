@@ -3,7 +3,7 @@
 Also: evaluation throughput of the test loop (IntentClassifier through `evaluate_model`, length-grouped batches from the
 tokenisation cache) vs a plain per-batch loop over the same model and data in dataset order.
 
-    python benchmarks/bench_finetune.py [--locale es-ES] [--epochs 2] [--batch-size 32] [--repeats 2] [--root checkpoints]
+    python benchmarks/bench_finetune.py [--locale es-ES] [--epochs 2] [--batch-size 32] [--repeats 3] [--threads 1] [--root checkpoints]
 
 Prints a markdown table; ratios are measured side by side in one run.
 """
@@ -62,8 +62,9 @@ def hf_trainer_fit(args, data, base, group_by_length: bool) -> float:
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(
             output_dir=out, per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs, learning_rate=5e-5,
-            weight_decay=0.01, warmup_ratio=0.1, lr_scheduler_type="linear", save_strategy="no", report_to=[],
-            logging_strategy="no", use_cpu=True, group_by_length=group_by_length, dataloader_num_workers=0,
+            weight_decay=0.01, warmup_steps=int(0.1 * args.epochs * -(-len(ds) // args.batch_size)), lr_scheduler_type="linear", save_strategy="no", report_to=[],
+            logging_strategy="no", use_cpu=True, dataloader_num_workers=0,
+            train_sampling_strategy="group_by_length" if group_by_length else "random",
             disable_tqdm=True, seed=0,
         )
         trainer = Trainer(model=model, args=targs, train_dataset=ds, data_collator=DataCollatorWithPadding(tok))
@@ -104,16 +105,27 @@ def eval_plain_loop(args, data, base) -> float:
     return len(ids) / (time.perf_counter() - t)
 
 
+def _quiet() -> None:
+    from datasets.utils.logging import disable_progress_bar
+    from transformers.utils import logging as hf_logging
+
+    disable_progress_bar()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--locale", default="es-ES")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--root", default="checkpoints")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the tiny backbone is fastest on 1)")
     args = p.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    _quiet()
+    torch.set_num_threads(args.threads)
 
     from merginguriel.data import DataConfig
     from merginguriel.data.tokenized import TOKENIZE_CALLS

@@ -161,6 +161,7 @@ def main() -> None:
     ap.add_argument("--mergekit-venv", type=Path, default=Path("/tmp/venv-mergekit"))
     ap.add_argument("--methods", nargs="*", default=None, help="restrict to these method names")
     ap.add_argument("--ks", nargs="*", type=int, default=[5, 10])
+    ap.add_argument("--mergekit", nargs="*", default=["linear", "ties"], help="mergekit methods to run side by side (K=5)")
     args = ap.parse_args()
     folder = args.folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -170,7 +171,7 @@ def main() -> None:
     have_mergekit = (args.mergekit_venv / "bin" / "mergekit-yaml").is_file()
     ref: dict[str, tuple[float, float]] = {}
     if have_mergekit and 5 in args.ks:
-        for m in ("linear", "ties"):
+        for m in args.mergekit:
             ref[m] = mergekit(folder, out, 5, m, args.mergekit_venv)
             print(f"mergekit {m} K=5: {ref[m][0]:.1f} s, {ref[m][1]:.2f} GB", flush=True)
     for method, params in METHODS:

@@ -5,7 +5,7 @@ Builds the embedded data and backbone into a fresh root (timed), fine-tunes the 
 Transfer should follow URIEL genetic distance: high to sister languages, near the anchor level to unrelated ones.
 The same fine-tune from a randomly initialised encoder (no MLM pre-training) runs side by side for comparison.
 
-    nice -n 10 .venv/bin/python benchmarks/embedded_transfer.py [--root DIR] [--epochs 8]
+    nice -n 10 .venv/bin/python benchmarks/embedded_transfer.py [--root DIR] [--epochs 15]
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def spearman(x: list[float], y: list[float]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=None, help="checkpoints root (default: a fresh temporary folder, so the build is timed)")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

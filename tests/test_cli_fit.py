@@ -43,6 +43,7 @@ def fit_args(root: Path, *extra: str) -> list[str]:
         "--model.learning_rate", "3e-3", "--model.warmup_ratio", "0.0",
         "--data.locales", "es-ES", "--data.source", "release", "--data.data_path", str(root / "data"),
         "--data.batch_size", "16", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--torch_threads", "1",
         *extra,
     ]
 

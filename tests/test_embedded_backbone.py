@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from merginguriel.data.embedded import _torch_threads, cli, ensure_embedded_backbone, read_train_text
+from merginguriel.data.embedded import torch_threads, cli, ensure_embedded_backbone, read_train_text
 from merginguriel.data.pretrain import BackboneSettings
 from merginguriel.data.synthetic import SyntheticSizes, generate
 from merginguriel.errors import InputError
@@ -148,7 +148,7 @@ def test_finetuning_learns_intents_and_transfers_to_close_languages(tmp_path):
     sizes = SyntheticSizes(seed=SIZES.seed, train_per_intent=20, dev_per_intent=5, test_per_intent=5)
     data = generate(["es-ES", "pt-PT", "ca-ES", "ja-JP", "th-TH"], sizes)
     split = lambda loc, part: [r for r in data[loc] if r["partition"] == part]
-    with _torch_threads(1):  # tiny matrices: one thread is faster, and immune to oversubscribed shared cores
+    with torch_threads(1):  # tiny matrices: one thread is faster, and immune to oversubscribed shared cores
         model, tok = _finetune(backbone, split("es-ES", "train"), epochs=8)
         acc = {loc: _accuracy(model, tok, split(loc, "test")) for loc in data}
     chance = 1 / NUM_INTENTS

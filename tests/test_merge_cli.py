@@ -143,3 +143,17 @@ def test_selection_path_records_the_selection(family, tmp_path):
     assert [s["weight"] for s in manifest["sources"]] == pytest.approx(sel.weights)
     assert manifest["params"]["weighting"] == "similarity" and manifest["include_target"] is False
     assert "sw-KE" not in sel.sources
+
+
+def test_evaluate_stores_the_target_metrics_in_the_manifest(family, tmp_path, capsys):
+    from merginguriel.data.config import DataConfig
+    from merginguriel.evaluation.evaluate import evaluate_checkpoint
+
+    out = tmp_path / "evaluated"
+    assert main([*common(family), "--target", "sw-KE", "--sources", "[de-DE,fr-FR]", "--evaluate", "true",
+                 "--data.root", str(family.root), "--device", "cpu", "--output", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["evaluation"]["split"] == "validation"
+    want = evaluate_checkpoint(out, ["sw-KE"], split="validation", data=DataConfig(root=str(family.root)), device="cpu")
+    assert manifest["evaluation"]["metrics"]["sw-KE"] == pytest.approx(want["sw-KE"])
+    assert f"accuracy {want['sw-KE']['accuracy']:.4f}" in capsys.readouterr().out

@@ -16,7 +16,7 @@ from tiny import make_family
 
 LOCALES = ["de-DE", "fr-FR", "sw-KE"]
 WEIGHTS = [0.5, 0.3, 0.2]
-TINY_BLOCKS_MB = 0.004  # about 150 floats per block: every tensor larger than that is split into row blocks
+TINY_BLOCKS_MB = 0.02  # about 440 floats per block (K=3): every tensor larger than that is split into row blocks
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,8 @@ BLOCKS = pytest.mark.parametrize("memory_mb", [384.0, TINY_BLOCKS_MB], ids=["who
 def test_linear_matches_weighted_sum(family, tmp_path, memory_mb):
     layout, base, models = family
     assert_state_close(run(layout, tmp_path, "linear", {}, memory_mb), ref.linear(base, models, WEIGHTS))
+    blocks = json.loads(next(tmp_path.glob("*/manifest.json")).read_text())["blocks"]
+    assert (blocks["split_tensors"] >= 10) == (memory_mb == TINY_BLOCKS_MB)  # the tiny budget really splits tensors
 
 
 def test_linear_average_ignores_given_weights_and_records_uniform(family, tmp_path):

@@ -2,9 +2,9 @@
 
 XLM-R-base's word embedding is 250,002 × 768 (69% of the model). A batch of utterances uses a few hundred of those
 rows, so AdaMerging keeps the matrix of the base and of every source on disk and reads, per step, only the rows of
-the batch's tokens: each matrix is memory-mapped read-only and the rows are gathered with one ``index_select``, so
-only the pages of rows actually used become resident (bounded by the distinct tokens of the target data, and shared
-through the OS page cache by every DDP rank on a machine). The full matrix, needed once to write the merged model,
+the batch's tokens: each matrix is memory-mapped read-only and the rows are gathered with one ``index_select``; the
+touched pages are unmapped again right after (``MADV_DONTNEED``; they stay in the OS page cache, shared by every DDP
+rank on a machine), so resident memory holds one batch's rows at a time. The full matrix, needed once to write the merged model,
 is read in blocks with ``os.pread`` instead, so writing does not make the whole mapping resident.
 """
 
@@ -60,6 +60,8 @@ class FileRows:
         if which not in self._maps:
             file, start, dtype = self._where[which]
             mm = mmap.mmap(self._fd(file), 0, access=mmap.ACCESS_READ)
+            if hasattr(mm, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+                mm.madvise(mmap.MADV_RANDOM)  # rows are scattered: no read-ahead around each one
             with warnings.catch_warnings():  # the tensor is only ever read (index_select copies the rows)
                 warnings.simplefilter("ignore", UserWarning)
                 t = torch.frombuffer(mm, dtype=dtype, count=self.shape[0] * self.shape[1], offset=start)
@@ -100,7 +102,15 @@ class FileRows:
         """The base's rows ``[U, H]`` (float32) and the task-vector rows ``[K, U, H]`` (``dtype``) for token ids ``rows``."""
         base = self._matrix(0).index_select(0, rows).float()
         tvs = torch.stack([self._matrix(i + 1).index_select(0, rows).float() - base for i in range(self.num_sources)])
+        self._release()
         return base, tvs.to(dtype)
+
+    def _release(self) -> None:
+        """Unmap the pages the gather touched (they stay in the OS page cache), so the process's resident memory
+        does not grow with the number of distinct tokens seen."""
+        for mm, _ in self._maps.values():
+            if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                mm.madvise(mmap.MADV_DONTNEED)
 
     def blocks(self, block_rows: int = 16384) -> Iterator[tuple[int, int]]:
         """Row ranges covering the whole matrix."""

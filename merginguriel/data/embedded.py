@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
@@ -130,7 +129,8 @@ def ensure_embedded_backbone(
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (tiny models: one thread is faster than two on a busy 2-core host)."""
     import torch
 
     before = torch.get_num_threads()
@@ -147,7 +147,7 @@ def _build_backbone(out: Path, data_dir: Path, settings: BackboneSettings) -> No
     tokenizer = train_tokenizer(sentences, settings)
     tokenizer_seconds = time.perf_counter() - start
     # One thread: the same numbers on every machine, and no slowdown from oversubscribed cores on a busy host.
-    with _torch_threads(1):
+    with torch_threads(1):
         model, stats = pretrain_mlm(sentences, tokenizer, settings, log_every=max(1, settings.pretrain_steps // 5))
     data_manifest = read_manifest(data_dir)
     with atomic_dir(out, overwrite=True) as tmp:
@@ -191,7 +191,7 @@ def build_embedded(
         train_per_intent: training utterances per intent and locale (default 20).
         dev_per_intent: validation utterances per intent and locale (default 5).
         test_per_intent: test utterances per intent and locale (default 5).
-        vocab_size: SentencePiece pieces (default 8000).
+        vocab_size: SentencePiece pieces (default 16000).
         hidden_size: encoder width (default 128).
         num_layers: transformer layers (default 2).
         num_heads: attention heads (default 4).

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,7 +38,7 @@ class BackboneSettings:
         seed: seed of the tokenizer sampling, the initial weights and the masking.
     """
 
-    vocab_size: int = 8000
+    vocab_size: int = 16000
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
@@ -187,7 +187,3 @@ def pretrain_mlm(sentences: list[str], tokenizer, settings: BackboneSettings, lo
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     return model, stats
-
-
-def settings_dict(settings: BackboneSettings) -> dict[str, Any]:
-    return asdict(settings)

@@ -24,7 +24,7 @@ MODEL_LOADS: Counter = Counter()
 
 
 @contextlib.contextmanager
-def _quiet_lightning():
+def quiet_lightning():
     """Lightning announces devices and warns about single-process dataloaders on every Trainer; evaluation is routine."""
     loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
     levels = [lg.level for lg in loggers]
@@ -34,6 +34,7 @@ def _quiet_lightning():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*in eval mode.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         try:
             yield
         finally:
@@ -97,7 +98,7 @@ def evaluate_model(
     loaders = [eval_dataloader(data, tokenizer, loc, split, batch_size=batch_size) for loc in locales]
     module = IntentClassifier.from_model(model, tokenizer)
     module.set_eval_names(locales)
-    with _quiet_lightning():
+    with quiet_lightning():
         _trainer(device, progress).test(module, dataloaders=loaders, verbose=False)
     return {loc: module.eval_results[loc] for loc in locales}
 
@@ -132,7 +133,7 @@ def predict_logits(
     loader = eval_dataloader(data, tokenizer, locale, split, batch_size=batch_size)
     module = IntentClassifier.from_model(model, tokenizer)
     module.keep_logits = True
-    with _quiet_lightning():
+    with quiet_lightning():
         _trainer(device).test(module, dataloaders=loader, verbose=False)
     logits = to_dataset_order(torch.cat(module.eval_logits[0]), loader.order)
     labels = loader.dataset.labels.clone()

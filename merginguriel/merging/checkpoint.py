@@ -1,17 +1,20 @@
 """Reading checkpoints tensor by tensor: safetensors headers (checked for truncation up front) and row blocks of tensors.
 
-The header is parsed (and checked against the file size) up front; tensors, or row ranges of them, are then read with
-plain positioned reads into fresh buffers, one file open at a time. Measured on XLM-R-base files here, this is several
-times faster than touching ``safetensors.safe_open``'s memory map (every first touch of a mapped page is a page fault,
-and mapped pages count as resident while the file is open), and memory does not grow with the number of sources.
+The header is parsed (and checked against the file size) up front; tensors, or row ranges of them, are then copied out
+of a pre-populated private map of just the bytes a unit needs, one file at a time, closed right after. Measured on
+XLM-R-base files here, this is far faster than touching ``safetensors.safe_open``'s lazy memory map (every first touch
+of a mapped page is a page fault, and mapped pages stay resident while the file is open) and 5x faster than read(),
+and memory does not grow with the number of sources.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import struct
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,7 @@ import torch
 
 from merginguriel.errors import InputError
 
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux; elsewhere the map fills lazily
 _DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
@@ -125,33 +129,46 @@ class Checkpoint:
             by_file.setdefault(self.tensors[item[0]].file, []).append(item)
         result: dict[tuple[str, int, int], torch.Tensor] = {}
         for file, group in by_file.items():
-            with open(file, "rb", buffering=0) as fh:
-                for item in sorted(group, key=lambda it: (self.tensors[it[0]].offset, it[1])):
-                    into = out.get(item) if out is not None else None
-                    result[item] = self._read_rows(fh, *item, into=into)
+            spans = {item: self._span(*item) for item in group}
+            lo = min(a for a, _ in spans.values()) // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
+            hi = max(b for _, b in spans.values())
+            if hi <= lo:
+                for item in group:
+                    result[item] = self._empty(item, out)
+                continue
+            with open(file, "rb") as fh:
+                # one private, pre-populated map of just this unit's bytes: the kernel maps the cached pages in one go
+                # (5x faster here than read() copying them, and than page faults on a lazy map); every tensor is copied
+                # out before the map closes, so nothing keeps file pages resident afterwards
+                mm = mmap.mmap(fh.fileno(), hi - lo, flags=mmap.MAP_PRIVATE | _POPULATE, prot=mmap.PROT_READ, offset=lo)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # a read-only buffer: we only copy out of it
+                    for item, (a, b) in spans.items():
+                        info = self.tensors[item[0]]
+                        shape = (item[2] - item[1], *info.shape[1:]) if info.shape else ()
+                        if b == a:
+                            result[item] = self._empty(item, out)
+                            continue
+                        view = torch.frombuffer(mm, dtype=torch.uint8, count=b - a, offset=a - lo).view(info.torch_dtype).reshape(shape)
+                        into = out.get(item) if out is not None else None
+                        result[item] = into.copy_(view) if into is not None else view.clone()
+                        del view
+            finally:
+                mm.close()
         return result
 
-    def _read_rows(self, fh, name: str, start: int, stop: int, into: torch.Tensor | None = None) -> torch.Tensor:
+    def _span(self, name: str, start: int, stop: int) -> tuple[int, int]:
+        """Absolute byte range of rows [start, stop) of tensor ``name``."""
         info = self.tensors[name]
-        dtype = info.torch_dtype
-        size = torch.empty((), dtype=dtype).element_size()
-        if info.shape:
-            row_numel = math.prod(info.shape[1:])
-            shape = (stop - start, *info.shape[1:])
-        else:
-            row_numel, shape, start = 1, (), 0
-        direct = into is not None and into.dtype == dtype and into.is_contiguous() and into.device.type == "cpu"
-        t = into if direct else torch.empty(shape, dtype=dtype)
-        nbytes = t.numel() * size
-        if nbytes:
-            buf = memoryview(t.view(-1).view(torch.uint8).numpy())
-            fh.seek(info.offset + start * row_numel * size)
-            got = 0
-            while got < nbytes:
-                n = fh.readinto(buf[got:])
-                if not n:
-                    raise InputError(f"{info.file} ended while reading {name}; the file is truncated: re-export or re-copy it")
-                got += n
-        if into is not None and not direct:
-            return into.copy_(t)
-        return t
+        size = torch.empty((), dtype=info.torch_dtype).element_size()
+        if not info.shape:
+            return info.offset, info.offset + size
+        row = math.prod(info.shape[1:]) * size
+        return info.offset + start * row, info.offset + stop * row
+
+    def _empty(self, item: tuple[str, int, int], out) -> torch.Tensor:
+        info = self.tensors[item[0]]
+        if out is not None and item in out:
+            return out[item]
+        return torch.empty((item[2] - item[1], *info.shape[1:]) if info.shape else (), dtype=info.torch_dtype)

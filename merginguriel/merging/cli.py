@@ -47,7 +47,7 @@ def merge_command(
     device: str = "auto",
     dtype: Literal["float32", "float16", "bfloat16", "base"] = "float32",
     seed: int = 42,
-    memory_mb: float = 384.0,
+    memory_mb: float = 256.0,
     evaluate: bool = False,
     eval_split: Literal["train", "validation", "test"] = "validation",
     progress: bool = True,

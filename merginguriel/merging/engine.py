@@ -1,8 +1,8 @@
 """The one merge core: validate, plan blocks, run the method's pre-passes, merge block by block, write atomically.
 
 Memory: a unit of blocks is read for the base and then for each source in turn (one file open at a time, closed after
-the unit), so the working set is about (K + 4) blocks; the block size is the memory budget divided by (K + 4), which
-keeps peak memory flat as K grows. The merged weights go straight to disk (writer.SafetensorsWriter).
+the unit), while the previous unit is merged, so the working set is about 2K + 6 blocks; the block size is the memory
+budget divided by that, which keeps peak memory flat as K grows. The merged weights go straight to disk (writer.SafetensorsWriter).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -40,8 +41,9 @@ def _keep_freed_memory() -> None:
 
     Every block is allocated, used and freed once per unit; by default glibc maps large allocations freshly and unmaps
     them on free, so each new block pays a page fault per 4 KiB page (measured here: most of a merge's time). With
-    the mmap threshold at its maximum and trimming off, the same few block-sized chunks are reused; memory use is
-    unchanged (peak working set), only the faults go.
+    the mmap threshold at its maximum (blocks stay below it, see _MAX_BLOCK_ELEMS) and up to 128 MB of free heap kept,
+    the same few block-sized chunks are reused. Long-lived allocations made between blocks would fragment that heap,
+    so the pre-pass statistics allocate their buffers up front (threshold.SampledSelect).
     """
     if not sys.platform.startswith("linux"):
         return
@@ -50,7 +52,7 @@ def _keep_freed_memory() -> None:
 
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         return
 
@@ -69,7 +71,8 @@ def _peak_rss_mb() -> float:
 def plan_units(plan: Plan) -> tuple[list[list[Item]], dict[str, int]]:
     """Split tensors into row blocks no larger than the budget and group small ones; also count blocks per tensor."""
     k = len(plan.sources)
-    block_elems = max(1, min(int(plan.spec.memory_mb * 2**20 / 4 / (k + 4)), _MAX_BLOCK_ELEMS))
+    # two units are in flight (one merged, the next read ahead): 2 x (K sources + base) + method temporaries
+    block_elems = max(1, min(int(plan.spec.memory_mb * 2**20 / 4 / (2 * k + 6)), _MAX_BLOCK_ELEMS))
     units: list[list[Item]] = [[]]
     used = 0
     nblocks: dict[str, int] = {}
@@ -101,6 +104,10 @@ class _Reader:
         p = plan.params
         self.dare = (float(p.p), bool(p.rescale)) if plan.method.dare else None
         self.sources_checked = False  # set once a pre-pass has checked every merged source block for NaN/inf
+        self._read_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="merge-read")
+
+    def close(self) -> None:
+        self._read_pool.shutdown(wait=True, cancel_futures=True)
 
     def _finite(self, t: torch.Tensor, where: str, name: str) -> None:
         if not t.is_floating_point() or t.numel() == 0:
@@ -151,8 +158,15 @@ class _Reader:
     ) -> Iterator[tuple[int, dict[Item, torch.Tensor]]]:
         items = [it for it in unit if it[0] in self.merged]
         task_vectors = self.plan.method.inputs == "task_vectors"
+        futures = None
+        if stacked is not None:
+            # reading is a memory copy out of the page cache that releases the GIL: two readers use both cores
+            futures = [
+                self._read_pool.submit(ck.read, items, {it: stacked[it][i] for it in items})
+                for i, ck in enumerate(self.plan.sources)
+            ]
         for i, ck in enumerate(self.plan.sources):
-            vals = ck.read(items, out={it: stacked[it][i] for it in items} if stacked is not None else None)
+            vals = futures[i].result() if futures is not None else ck.read(items)
             out = {}
             for item in items:
                 t = vals.pop(item)
@@ -376,20 +390,28 @@ def merge(spec: MergeSpec) -> Path:
         bar.reset(total=len(tensors))
         bar.set_description(f"merge ({method.name})")
         writer = SafetensorsWriter(tmp, tensors, shard_bytes=int(spec.shard_mb * 2**20))
+        def load(unit: list[Item]):
+            base = reader.base(unit)
+            items = [it for it in unit if it[0] in merged_set]
+            blocks: dict[Item, list[torch.Tensor]] = {it: [] for it in items}
+            stacked = reader.stacked(items)
+            for _, vals in reader.sources(unit, base, stacked):
+                for it in items:
+                    blocks[it].append(vals[it])
+                del vals
+            if stacked is None:
+                stacked = {it: torch.stack(blocks[it]) for it in items}
+                blocks = {it: list(stacked[it].unbind(0)) for it in items}
+            stats = reader.statistics(unit) if plan.statistics else {}
+            return base, blocks, stacked, stats
+
+        # the next unit is read (file reads and torch ops release the GIL) while this one is merged
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="merge-prefetch")
         try:
-            for unit in units:
-                base = reader.base(unit)
-                items = [it for it in unit if it[0] in merged_set]
-                blocks: dict[Item, list[torch.Tensor]] = {it: [] for it in items}
-                stacked = reader.stacked(items)
-                for _, vals in reader.sources(unit, base, stacked):
-                    for it in items:
-                        blocks[it].append(vals[it])
-                    del vals
-                if stacked is None:
-                    stacked = {it: torch.stack(blocks[it]) for it in items}
-                    blocks = {it: list(stacked[it].unbind(0)) for it in items}
-                stats = reader.statistics(unit) if plan.statistics else {}
+            pending = pool.submit(load, units[0])
+            for j, unit in enumerate(units):
+                base, blocks, stacked, stats = pending.result()
+                pending = pool.submit(load, units[j + 1]) if j + 1 < len(units) else None
                 for it in unit:
                     name = it[0]
                     if name not in merged_set:
@@ -419,8 +441,12 @@ def merge(spec: MergeSpec) -> Path:
                         bar.update(1)
                 del blocks, base, stats, stacked
         except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            reader.close()
             writer.abort()
             raise
+        pool.shutdown(wait=True)
+        reader.close()
         writer.close()
         _copy_side_files(spec.base, tmp, spec.dtype)
         wall = time.perf_counter() - t0

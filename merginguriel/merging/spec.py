@@ -65,7 +65,7 @@ class MergeSpec:
     overwrite: bool = False
     include_target: Optional[bool] = None
     statistics: Optional[dict[str, list[Path]]] = None
-    memory_mb: float = 384.0
+    memory_mb: float = 256.0
     shard_mb: float = 2048.0
     progress: bool = True
 

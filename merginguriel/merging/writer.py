@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,10 +74,38 @@ class SafetensorsWriter:
             self.handles.append(fh)
         self.total = sum(sizes)
         self.weight_map = weight_map
+        self._error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=2)  # at most two merged blocks wait for the disk
+        self._thread = threading.Thread(target=self._drain, name="safetensors-writer", daemon=True)
+        self._thread.start()
 
     def write(self, name: str, start_row: int, values: torch.Tensor) -> None:
+        """Queue ``values`` (rows from ``start_row`` of tensor ``name``); a background thread writes them, so the
+        disk write overlaps the next block's reading and merging (file writes release the GIL)."""
         slot = self.slots[name]
         data = values.detach().to("cpu", slot.dtype).contiguous()
+        if self._error is not None:
+            raise self._error
+        self._queue.put((name, start_row, data))
+
+    def _drain(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    self._write_now(*job)
+                except BaseException as err:  # re-raised in the merging thread
+                    self._error = err
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _write_now(self, name: str, start_row: int, data: torch.Tensor) -> None:
+        slot = self.slots[name]
         fh = self.handles[slot.file]
         fh.seek(slot.start + start_row * slot.row_bytes)
         buf = data.reshape(-1).view(torch.uint8).numpy() if data.numel() else b""
@@ -83,6 +113,9 @@ class SafetensorsWriter:
         self.written[name] = self.written.get(name, 0) + data.numel()
 
     def close(self) -> None:
+        self._stop()
+        if self._error is not None:
+            raise self._error
         for fh in self.handles:
             fh.close()
         missing = [n for n, s in self.slots.items() if self.written.get(n, 0) != math.prod(s.shape)]
@@ -93,5 +126,6 @@ class SafetensorsWriter:
             (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
     def abort(self) -> None:
+        self._stop()
         for fh in self.handles:
             fh.close()

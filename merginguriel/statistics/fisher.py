@@ -86,4 +86,5 @@ def fisher_diagonal(
             p.requires_grad_(saved[n])
             p.grad = None
     n = float(len(rows))
-    return {name: (buf / n).cpu() for name, buf in buffers.items()}
+    # In place: a divided copy would hold a second model-sized buffer at the very end.
+    return {name: buf.div_(n).cpu() for name, buf in buffers.items()}

@@ -26,7 +26,6 @@ class FisherParams:
         split: ``validation`` or ``train`` (the test split is never used).
         label: ``sample`` (y drawn from the model's prediction) or ``argmax`` (y = the predicted intent).
         eps: floor of every Fisher value (where all sources have Fisher 0 the merge is the weighted average).
-        batch_size: not used by Fisher (one backward pass per example); kept for a uniform statistics interface.
     """
 
     examples: int = 256
@@ -34,7 +33,6 @@ class FisherParams:
     split: Literal["train", "validation"] = "validation"
     label: Literal["sample", "argmax"] = "sample"
     eps: float = 1e-6
-    batch_size: int = 16
 
     def __post_init__(self) -> None:
         if self.eps <= 0:

@@ -39,8 +39,15 @@ def _weights(p: SlerpParams, weights: list[float]) -> list[float]:
 
 
 def _sums(block: Block, p) -> dict[str, torch.Tensor]:
-    flat = torch.stack([s.reshape(-1) for s in block.sources]).double()
-    return {"gram": flat @ flat.T}
+    """Gram matrix θ_i·θ_j of the block in float64, a column chunk at a time (memory does not grow with K)."""
+    flats = [s.reshape(-1) for s in block.sources]
+    k, n = len(flats), flats[0].numel()
+    gram = torch.zeros(k, k, dtype=torch.float64, device=flats[0].device)
+    step = max(1, (1 << 21) // k)
+    for a in range(0, n, step):
+        chunk = torch.stack([f[a : a + step] for f in flats]).double()
+        gram += chunk @ chunk.T
+    return {"gram": gram}
 
 
 def slerp_coefficients(gram: torch.Tensor, weights: list[float], dot_threshold: float = 0.9995) -> list[float]:
