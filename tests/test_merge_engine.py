@@ -75,6 +75,20 @@ def test_sampled_select_is_exact_in_one_pass_and_reports_a_missed_bracket():
     assert sel.result(1) is None  # the caller then falls back to RadixSelect
 
 
+def test_sampled_select_grows_a_band_buffer_that_was_too_small():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(400_000, generator=gen)
+    n = x.numel()
+    sel = SampledSelect({0: [n // 3]}, {0: n})
+    for b in x.split(10_000):
+        sel.sample(0, b[:100])
+    sel.freeze()
+    sel.band[0][0] = sel.band[0][0][:10]  # far too small: every add must grow it
+    for b in x.split(10_000):
+        sel.add(0, b)
+    assert sel.result(0)[0] == torch.kthvalue(x.abs(), n - n // 3 + 1).values
+
+
 def test_output_loads_with_transformers_and_keeps_labels(family, tmp_path):
     from transformers import AutoModelForSequenceClassification
 

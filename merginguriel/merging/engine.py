@@ -22,7 +22,6 @@ import torch
 
 from merginguriel.errors import InputError
 from merginguriel.io import atomic_dir, write_manifest
-from merginguriel.merging.checkpoint import Checkpoint
 from merginguriel.merging.dare_mask import apply_dare, keep_mask
 from merginguriel.merging.registry import Block
 from merginguriel.merging.spec import MergeSpec
@@ -372,7 +371,6 @@ def merge(spec: MergeSpec) -> Path:
     method, params = plan.method, plan.params
     units, nblocks = plan_units(plan)
     reader = _Reader(plan)
-    k = len(plan.sources)
     w = torch.tensor(plan.weights, dtype=torch.float32, device=plan.device)
     raw = w.clone()
     w = w / w.sum()
