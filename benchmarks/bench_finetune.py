@@ -1,7 +1,8 @@
 """Fine-tuning throughput: merginguriel's Lightning fit vs a Hugging Face `Trainer` run of the same model, data, batch size and precision.
 
-Also: evaluation throughput of the test loop (IntentClassifier through `evaluate_model`, length-grouped batches from the
-tokenisation cache) vs a plain per-batch loop over the same model and data in dataset order.
+Also: evaluation throughput of the test loop (IntentClassifier through `evaluate_model`, one call over the test splits
+of 8 locales, length-sorted batches from the tokenisation cache) vs a plain per-batch loop over the same model and
+rows in dataset order.
 
     python benchmarks/bench_finetune.py [--locale es-ES] [--epochs 2] [--batch-size 32] [--repeats 3] [--threads 1] [--root checkpoints]
 
@@ -73,13 +74,16 @@ def hf_trainer_fit(args, data, base, group_by_length: bool) -> float:
         return len(ds) * args.epochs / (time.perf_counter() - t)
 
 
+EVAL_LOCALES = ["es-ES", "pt-PT", "ca-ES", "fr-FR", "it-IT", "ro-RO", "id-ID", "ms-MY"]
+
+
 def eval_test_loop(args, data, base) -> float:
     from merginguriel.evaluation.evaluate import evaluate_model, load_checkpoint
 
     model, tok = load_checkpoint(base)
     t = time.perf_counter()
-    res = evaluate_model(model, tok, [args.locale], "test", data, batch_size=128, device="cpu")
-    return res[args.locale]["n"] / (time.perf_counter() - t)
+    res = evaluate_model(model, tok, EVAL_LOCALES, "test", data, batch_size=128, device="cpu")
+    return sum(r["n"] for r in res.values()) / (time.perf_counter() - t)
 
 
 def eval_plain_loop(args, data, base) -> float:
@@ -87,8 +91,11 @@ def eval_plain_loop(args, data, base) -> float:
     from merginguriel.evaluation.evaluate import load_checkpoint
 
     model, tok = load_checkpoint(base)
-    split = tokenized_split(data, tok, args.locale, "test")
-    ids, labels = list(split["input_ids"]), list(split["labels"])
+    ids, labels = [], []
+    for loc in EVAL_LOCALES:
+        split = tokenized_split(data, tok, loc, "test")
+        ids += split["input_ids"]
+        labels += split["labels"]
     t = time.perf_counter()
     correct = 0
     with torch.inference_mode():

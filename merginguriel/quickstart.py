@@ -133,11 +133,7 @@ def quickstart(
 
 
 def cli(argv: list[str]) -> int:
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from merginguriel.cli.function import parse_function_args
 
-    parser = ArgumentParser(prog="merginguriel quickstart", description=quickstart.__doc__)
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_function_arguments(quickstart)
-    cfg = parser.parse_args(argv)
-    quickstart(**{k: cfg[k] for k in ("sweep", "locales", "fit_config", "report", "device", "torch_threads")})
+    quickstart(**parse_function_args(quickstart, argv, "merginguriel quickstart"))
     return 0

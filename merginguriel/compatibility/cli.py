@@ -87,18 +87,13 @@ def compatibility(
 
 
 def main(argv: list[str]) -> int:
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from merginguriel.cli.function import parse_function_args
 
-    parser = ArgumentParser(prog="merginguriel compatibility", description=compatibility.__doc__)
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_function_arguments(compatibility, as_group=False)
-    cfg = parser.parse_args(argv)
-    kwargs = getattr(parser, "instantiate", parser.instantiate_classes)(cfg).as_dict()
-    kwargs.pop("config", None)
+    kwargs = parse_function_args(compatibility, argv, "merginguriel compatibility")
     out = compatibility(**kwargs)
     import pandas as pd
 
     frame = pd.read_csv(out / "matrix.csv", index_col=0)
     print(frame.round(4).to_string())
-    print(f"\ncompatibility ({cfg.kind}) written to {out / 'matrix.csv'}")
+    print(f"\ncompatibility ({kwargs['kind']}) written to {out / 'matrix.csv'}")
     return 0

@@ -224,13 +224,9 @@ def _explicit(cls, built: Path, key: str, fields: dict[str, Any]):
 
 def cli(argv: list[str]) -> int:
     """`merginguriel embedded`: build (or find) the embedded data and backbone, and say what was built and where."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from merginguriel.cli.function import parse_function_args
 
-    parser = ArgumentParser(prog="merginguriel embedded", description=build_embedded.__doc__)
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_function_arguments(build_embedded)
-    cfg = parser.parse_args(argv)
-    kwargs = {k: v for k, v in vars(cfg).items() if k != "config" and k in build_embedded.__code__.co_varnames}
+    kwargs = parse_function_args(build_embedded, argv, "merginguriel embedded")
     started = time.perf_counter()
     built = build_embedded(**kwargs)
     for name, path in built.items():

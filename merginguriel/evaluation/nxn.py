@@ -253,15 +253,9 @@ def _evaluate_cells(model, tokenizer, source: str, targets: list[str], split: st
 
 def cli(argv: list[str]) -> int:
     """`merginguriel nxn`: the NxN transfer matrix (resumable)."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from merginguriel.cli.function import parse_function_args
 
-    parser = ArgumentParser(prog="merginguriel nxn", description=(compute_nxn.__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_function_arguments(compute_nxn, as_group=False, skip={"on_cell"})
-    cfg = parser.parse_args(argv)
-    kwargs = parser.instantiate_classes(cfg).as_dict()
-    kwargs.pop("config", None)
-    folder = compute_nxn(**kwargs)
+    folder = compute_nxn(**parse_function_args(compute_nxn, argv, "merginguriel nxn", skip={"on_cell"}))
     matrix = pd.read_csv(folder / MATRIX_FILE, index_col=0)
     summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
     print(matrix.round(4).to_string())

@@ -203,17 +203,11 @@ def advise(
 
 def cli(argv: list[str]) -> int:
     """`merginguriel advise`."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from merginguriel.cli.function import parse_function_args
 
     from merginguriel.report.table import _to_markdown
 
-    parser = ArgumentParser(prog="merginguriel advise", description=advise.__doc__)
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_function_arguments(advise, as_group=False)
-    cfg = parser.parse_args(argv)
-    kwargs = getattr(parser, "instantiate", parser.instantiate_classes)(cfg).as_dict()
-    kwargs.pop("config", None)
-    advice = advise(**kwargs)
+    advice = advise(**parse_function_args(advise, argv, "merginguriel advise"))
     print(f"pilot on {advice.target} validation split:\n")
     print(_to_markdown(advice.evidence, 4))
     for note in advice.notes:

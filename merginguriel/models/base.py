@@ -62,13 +62,9 @@ def ensure_base(
 
 def cli(argv: list[str]) -> int:
     """`merginguriel base`: save (or find) the shared base of a backbone and print its folder."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from merginguriel.cli.function import parse_function_args
 
-    parser = ArgumentParser(prog="merginguriel base", description=ensure_base.__doc__)
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_function_arguments(ensure_base)
-    cfg = parser.parse_args(argv)
-    folder = ensure_base(cfg.backbone, cfg.root, cfg.seed)
+    folder = ensure_base(**parse_function_args(ensure_base, argv, "merginguriel base"))
     manifest = read_manifest(folder)
     print(f"shared base: {folder} (hash {manifest['hash'][:12]}, head seed {manifest['seed']})")
     return 0

@@ -23,8 +23,9 @@ from merginguriel.locales import NUM_INTENTS
 def _metrics() -> MetricCollection:
     return MetricCollection(
         {
-            "accuracy": MulticlassAccuracy(num_classes=NUM_INTENTS, average="micro"),
-            "macro_f1": MulticlassF1Score(num_classes=NUM_INTENTS, average="macro"),
+            # Inputs are always well-formed logits and labels here; validating them every batch costs more than the update.
+            "accuracy": MulticlassAccuracy(num_classes=NUM_INTENTS, average="micro", validate_args=False),
+            "macro_f1": MulticlassF1Score(num_classes=NUM_INTENTS, average="macro", validate_args=False),
         }
     )
 
@@ -158,7 +159,9 @@ class IntentClassifier(L.LightningModule):
             {"params": [p for n, p in self.model.named_parameters() if not n.endswith(no_decay)], "weight_decay": hp.weight_decay},
             {"params": [p for n, p in self.model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
         ]
-        optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, eps=hp.adam_epsilon)
+        # The fused kernel updates every parameter in one pass (CPU and CUDA); it is what keeps step overhead low.
+        fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in self.model.parameters())
+        optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, eps=hp.adam_epsilon, fused=fused)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = get_linear_schedule_with_warmup(optimizer, int(hp.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -98,14 +98,8 @@ def main(argv: list[str]) -> int:
         from merginguriel.report.sweep import main as sweep_main
 
         return sweep_main(argv)
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from merginguriel.cli.function import parse_function_args
 
-    parser = ArgumentParser(prog="merginguriel report", description=(build_report.__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_function_arguments(build_report, as_group=False)
-    cfg = parser.parse_args(argv)
-    kwargs = parser.instantiate_classes(cfg).as_dict()
-    kwargs.pop("config", None)
-    out = build_report(**kwargs)
+    out = build_report(**parse_function_args(build_report, argv, "merginguriel report"))
     print(f"report written to {out / 'report.csv'} (+ report.md and one bar chart per target)")
     return 0

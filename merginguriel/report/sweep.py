@@ -223,14 +223,8 @@ def build_sweep_report(
 
 def main(argv: list[str]) -> int:
     """`merginguriel report --db results.sqlite [--output report] [--nxn matrix.csv] [--sweep name]`."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from merginguriel.cli.function import parse_function_args
 
-    parser = ArgumentParser(prog="merginguriel report", description=build_sweep_report.__doc__)
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_function_arguments(build_sweep_report, as_group=False)
-    cfg = parser.parse_args(argv)
-    kwargs = cfg.as_dict()
-    kwargs.pop("config", None)
-    out = build_sweep_report(**kwargs)
+    out = build_sweep_report(**parse_function_args(build_sweep_report, argv, "merginguriel report"))
     print(f"report written to {out} (report.csv, report.md, pivot.csv, summary.md, plots)")
     return 0

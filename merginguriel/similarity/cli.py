@@ -74,17 +74,12 @@ def write_similarity(
 def main(argv: list[str]) -> int:
     """`merginguriel similarity`."""
     import pandas as pd
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from merginguriel.cli.function import parse_function_args
 
-    parser = ArgumentParser(prog="merginguriel similarity", description=(write_similarity.__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_function_arguments(write_similarity, as_group=False)
-    cfg = parser.parse_args(argv)
-    kwargs = cfg.as_dict()
-    kwargs.pop("config", None)
+    kwargs = parse_function_args(write_similarity, argv, "merginguriel similarity")
     out = write_similarity(**kwargs)
     matrix = pd.read_csv(out / MATRIX_FILE, index_col=0)
     with pd.option_context("display.width", 200, "display.max_columns", 12):
         print(matrix.round(3).to_string() if len(matrix) <= 12 else matrix.round(3))
-    print(f"\n{cfg.kind} similarity of {len(matrix)} locales written to {out / MATRIX_FILE} (+ {HEATMAP_FILE})")
+    print(f"\n{kwargs['kind']} similarity of {len(matrix)} locales written to {out / MATRIX_FILE} (+ {HEATMAP_FILE})")
     return 0
