@@ -57,9 +57,11 @@ The engine streams every tensor of the base (large ones in row blocks along dim 
 
 Statistics files (``needs``)
 ----------------------------
-``needs=("fisher",)`` makes the engine read, for every source with locale L, the safetensors file(s) in
-``Layout.statistics("fisher", L)`` (that is ``<root>/<backbone>/statistics/fisher/<L>/*.safetensors``, beside the base's
-``<root>/<backbone>/base``), or the folders given in ``MergeSpec.statistics["fisher"]`` (one per source, in source order).
+``needs=("fisher",)`` makes the engine read, for every source, the safetensors file(s) of the folders given in
+``MergeSpec.statistics["fisher"]`` (one per source, in source order). `merginguriel merge` fills them with
+:func:`merginguriel.statistics.cache.ensure_statistics`, which computes each source's statistics once and caches them
+in ``Layout.statistics("fisher", L)/<settings-key>/`` (the key hashes examples, data and seed); without them the engine
+falls back to ``Layout.statistics("fisher", L)`` itself.
 Tensor names are the model's. The engine checks before merging that each folder exists, holds readable safetensors and
 has no NaN/inf in the tensors it reads; statistics are streamed like weights (one file open at a time).
 
