@@ -57,7 +57,8 @@ def test_two_concurrent_writer_processes(tmp_path):
         assert len(rows) == len(keys) and {r["status"] for r in rows} == {"done"}
         assert all(r["attempts"] == 1 for r in rows)
         by = {r["key"]: r["metrics"]["by"] for r in rows}
-        assert {by[k] for k in claimed[0]} == {procs[0].pid} and {by[k] for k in claimed[1]} == {procs[1].pid}
+        # Each row records the process that claimed it (one process may claim all of them if it starts first).
+        assert all(by[k] == procs[i].pid for i in range(2) for k in claimed[i])
 
 
 def test_claim_rules_and_staleness(tmp_path):

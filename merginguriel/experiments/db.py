@@ -95,11 +95,24 @@ class ResultsDB:
         self.conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        self.conn.execute("PRAGMA journal_mode = WAL")
+        self._enable_wal(timeout)
         self.conn.execute("PRAGMA synchronous = NORMAL")
         with self.transaction():
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 self.conn.execute(stmt)
+
+    def _enable_wal(self, timeout: float) -> None:
+        # Switching a new file to WAL needs an exclusive lock, and SQLite answers "locked" at once (without its busy
+        # handler) when another process is opening the same file: retry until the timeout.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def close(self) -> None:
         self.conn.close()
