@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from merginguriel.checkpoints import Layout
-from merginguriel.io import read_manifest
 from merginguriel.locales import INTENTS
-from merginguriel.models.export import export_hf
+
+from tiny import save_finetuned
 
 NUM_CLASSES = 10
 BAND = 20
@@ -114,24 +114,6 @@ def build_scenario(root: Path, target: str, sources: list[str], kind: str, slug:
         model = noisy_copy(teacher, 0.001, seed=i) if kind == "helps" else permuted_copy(teacher, seed=i)
         save_finetuned(layout, model, loc, seed=i)
     return layout, data
-
-
-def save_finetuned(layout: Layout, model, locale: str, seed: int = 0) -> Path:
-    """Save an in-memory model as ``locale``'s fine-tune with the manifest `merginguriel fit` writes."""
-    from transformers import AutoTokenizer
-
-    base_manifest = read_manifest(layout.base)
-    export_hf(
-        model,
-        AutoTokenizer.from_pretrained(layout.base),
-        layout.finetuned(locale),
-        kind="finetuned",
-        locale=locale,
-        base={"path": str(layout.base), "hash": base_manifest["hash"]},
-        seed=seed,
-        overwrite=True,
-    )
-    return layout.finetuned(locale)
 
 
 def noisy_copy(model, scale: float, seed: int):

@@ -54,9 +54,26 @@ def make_base(root: Path, slug: str = "tiny", seed: int = 0, **config_kwargs) ->
     return layout.base
 
 
+def save_finetuned(layout: Layout, model, locale: str, seed: int = 0) -> Path:
+    """Save an in-memory model as ``locale``'s fine-tune, with the manifest `merginguriel fit` writes."""
+    from transformers import AutoTokenizer
+
+    export_hf(
+        model,
+        AutoTokenizer.from_pretrained(layout.base),
+        layout.finetuned(locale),
+        kind="finetuned",
+        locale=locale,
+        base={"path": str(layout.base), "hash": read_manifest(layout.base)["hash"]},
+        seed=seed,
+        overwrite=True,
+    )
+    return layout.finetuned(locale)
+
+
 def make_finetuned(root: Path, locale: str, slug: str = "tiny", seed: int = 1, scale: float = 0.02) -> Path:
     """A 'fine-tuned' model: the base plus a seeded Gaussian perturbation of every tensor."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     layout = Layout(Path(root), slug)
     model = AutoModelForSequenceClassification.from_pretrained(layout.base)
@@ -64,17 +81,7 @@ def make_finetuned(root: Path, locale: str, slug: str = "tiny", seed: int = 1, s
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * scale)
-    base_manifest = read_manifest(layout.base)
-    export_hf(
-        model,
-        AutoTokenizer.from_pretrained(layout.base),
-        layout.finetuned(locale),
-        kind="finetuned",
-        locale=locale,
-        base={"path": str(layout.base), "hash": base_manifest["hash"]},
-        seed=seed,
-    )
-    return layout.finetuned(locale)
+    return save_finetuned(layout, model, locale, seed)
 
 
 def make_family(root: Path, locales: list[str], slug: str = "tiny", seed: int = 0, **config_kwargs) -> Layout:
