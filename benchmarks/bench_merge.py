@@ -165,7 +165,15 @@ def main() -> None:
     args = ap.parse_args()
     folder = args.folder
     folder.mkdir(parents=True, exist_ok=True)
-    generate(folder, max(args.ks))
+    # Generate in a child process: a forked merge child's ru_maxrss would otherwise start from this process's
+    # multi-GB footprint (wait4 reports the maximum over the child's whole life, fork included).
+    import multiprocessing
+
+    gen = multiprocessing.get_context("spawn").Process(target=generate, args=(folder, max(args.ks)))
+    gen.start()
+    gen.join()
+    if gen.exitcode != 0:
+        raise SystemExit(f"generating the checkpoints failed (exit {gen.exitcode})")
     out = folder / "out"
     rows = []
     have_mergekit = (args.mergekit_venv / "bin" / "mergekit-yaml").is_file()

@@ -212,6 +212,11 @@ def test_report_over_the_database(scenario, tmp_path):
         assert pivot.loc[r["target"], r["method"]] == pytest.approx(r["accuracy"], abs=1e-6)
     nxn = pd.read_csv(nxn_dir / "evaluation_matrix.csv", index_col=0)
     assert pivot.loc["th-TH", "baseline: self"] == pytest.approx(nxn.loc["th-TH", "th-TH"], abs=1e-6)
+    # The untrained shared base, evaluated on the points' split and data.
+    from merginguriel.evaluation.evaluate import evaluate_checkpoint
+
+    base = evaluate_checkpoint(layout.base, ["th-TH"], "test", dc)["th-TH"]["accuracy"]
+    assert pivot.loc["th-TH", "baseline: base"] == pytest.approx(base, abs=1e-6)
     report = pd.read_csv(out / "report.csv")
     sim = report[(report["target"] == TARGET) & (report["method"] == "similarity")].iloc[0]
     srcs = sim["sources"].split()

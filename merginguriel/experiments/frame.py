@@ -16,7 +16,7 @@ import pandas as pd
 from merginguriel.experiments.db import ResultsDB
 
 EXTRA_COLUMNS = ("sweep", "weighting", "params", "split", "macro_f1", "source_mean", "source_best", "merging_effect", "key",
-                 "backbone", "root")
+                 "backbone", "root", "data")
 
 
 _FRAME_SQL = """
@@ -28,7 +28,8 @@ SELECT key, sweep, target, method, manifest, metrics, selection,
        json_extract(config, '$.merge.params') AS c_params,
        json_extract(config, '$.evaluate.split') AS c_split,
        json_extract(config, '$.backbone') AS c_backbone,
-       json_extract(config, '$.root') AS c_root
+       json_extract(config, '$.root') AS c_root,
+       json_extract(config, '$.data') AS c_data
 FROM points WHERE status = 'done' {where} ORDER BY created, key
 """
 
@@ -59,6 +60,7 @@ def _rows(db: ResultsDB, sweep: Optional[str]) -> list[dict]:
             "key": r["key"],
             "backbone": r["c_backbone"],
             "root": r["c_root"],
+            "data": r["c_data"],
         }
         if "ensembles" in metrics:
             for name, m in metrics["ensembles"].items():

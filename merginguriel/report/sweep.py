@@ -20,7 +20,7 @@ import pandas as pd
 from merginguriel.errors import InputError
 from merginguriel.io import atomic_dir, write_manifest
 
-PIVOT_BASELINES = ("self", "zs_best", "best_overall")
+PIVOT_BASELINES = ("self", "zs_best", "best_overall", "base")
 
 
 def _nxn_for(frame: pd.DataFrame, nxn: Optional[str]) -> Optional[Path]:
@@ -143,6 +143,25 @@ def _plots(table: pd.DataFrame, acc: pd.DataFrame, feats: pd.DataFrame, nxn_path
     return paths
 
 
+def _base_accuracy(frame, nxn_path: Path) -> Optional[dict[str, float]]:
+    """The untrained shared base's accuracy on each target (evaluated once per split, cached beside the NxN matrix)."""
+    import json as _json
+
+    from merginguriel.checkpoints import Layout
+    from merginguriel.data.config import DataConfig
+    from merginguriel.report.baselines import base_accuracies
+    from merginguriel.report.cli import BASE_CACHE
+
+    first = frame.iloc[0]
+    base = Layout.for_backbone(first["backbone"], first["root"]).base
+    if not (base / "manifest.json").is_file():
+        return None
+    data = _json.loads(first["data"]) if isinstance(first["data"], str) else dict(first["data"] or {})
+    data = DataConfig(**{"root": first["root"], **{k: v for k, v in data.items() if k in DataConfig.__dataclass_fields__}})
+    split = str(first["split"] or "test")
+    return base_accuracies(base, sorted(set(frame["target"])), split, data, nxn_path.parent / BASE_CACHE)
+
+
 def build_sweep_report(
     db: str,
     output: str = "report",
@@ -179,7 +198,7 @@ def build_sweep_report(
         from merginguriel.similarity.real import read_nxn
 
         try:
-            table = compare(frame, read_nxn(nxn_path))
+            table = compare(frame, read_nxn(nxn_path), _base_accuracy(frame, nxn_path))
         except InputError as err:
             notes.append(f"NxN baselines unavailable ({err}); using the points' own source accuracies")
     else:
