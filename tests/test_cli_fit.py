@@ -150,3 +150,22 @@ def test_print_config_round_trips(workspace: Path, tmp_path: Path) -> None:
     again = run_cli(["fit", "--config", str(cfg), "--print_config"], cwd=root).stdout
     assert again == printed
     assert "max_epochs: 4" in printed and "patience: 3" in printed and "learning_rate: 0.003" in printed
+
+
+def test_best_checkpoint_survives_a_kill_between_saves(tmp_path: Path) -> None:
+    """Killed after a new best was saved (old one deleted) but before last.ckpt was rewritten: the resumed callback
+    names a deleted file, and the best surviving file must be used instead."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from merginguriel.cli.lightning import best_checkpoint
+
+    for name, score in (("best-epoch=06.ckpt", 0.61), ("best-epoch=07.ckpt", 0.58)):
+        state = {"callbacks": {"ModelCheckpoint{'monitor': 'val/accuracy'}": {"best_model_score": torch.tensor(score)}}}
+        torch.save(state, tmp_path / name)
+    callback = ModelCheckpoint(dirpath=str(tmp_path), monitor="val/accuracy", mode="max")
+    callback.best_model_path = str(tmp_path / "best-epoch=05.ckpt")  # deleted before the kill
+    callback.best_model_score = torch.tensor(0.55)
+    path, score = best_checkpoint(callback)
+    assert path == str(tmp_path / "best-epoch=06.ckpt") and score == pytest.approx(0.61)
+    callback.best_model_path = str(tmp_path / "best-epoch=07.ckpt")  # normally the callback's record is right
+    assert best_checkpoint(callback)[0] == str(tmp_path / "best-epoch=07.ckpt")

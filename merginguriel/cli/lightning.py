@@ -24,6 +24,28 @@ from merginguriel.io import write_json_atomic
 from merginguriel.models.classifier import IntentClassifier
 
 
+def best_checkpoint(callback: ModelCheckpoint) -> tuple[Optional[str], Optional[float]]:
+    """The best checkpoint file and its score.
+
+    Usually the callback's own record. But a fit killed after a new best was saved (and the old one deleted) and before
+    `last.ckpt` was rewritten resumes with a record naming the deleted file: then the best surviving file wins, by the
+    score each file recorded when it was saved.
+    """
+    best = callback.best_model_path
+    if best and Path(best).is_file():
+        return best, float(callback.best_model_score) if callback.best_model_score is not None else None
+    scored = []
+    for path in Path(callback.dirpath).glob("best-*.ckpt"):
+        states = torch.load(path, map_location="cpu", weights_only=False).get("callbacks", {})
+        values = [v.get("best_model_score") for k, v in states.items() if k.startswith("ModelCheckpoint")]
+        if values and values[0] is not None:
+            scored.append((float(values[0]), str(path)))
+    if not scored:
+        return None, None
+    score, path = max(scored) if callback.mode == "max" else min(scored)
+    return path, score
+
+
 class MergingUrielCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
@@ -75,13 +97,12 @@ class MergingUrielCLI(LightningCLI):
     def after_fit(self) -> None:
         from merginguriel.models.export import export_hf
 
-        callback = self.trainer.checkpoint_callback
-        best = callback.best_model_path
+        best, score = best_checkpoint(self.trainer.checkpoint_callback)
         if best:
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             self.model.load_state_dict(state)
         metrics = {
-            "best_val_accuracy": float(callback.best_model_score) if callback.best_model_score is not None else None,
+            "best_val_accuracy": score,
             "epochs": int(self.trainer.current_epoch),
             "global_steps": int(self.trainer.global_step),
             "fit_seconds": round(time.time() - self._fit_started, 2),
