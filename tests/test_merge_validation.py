@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from merginguriel.checkpoints import Layout
 from merginguriel.errors import InputError
 from merginguriel.merging import MergeSpec, Source, merge
 from tiny import make_base, make_family, make_finetuned
@@ -57,22 +58,12 @@ def test_source_from_another_base_is_refused(family, tmp_path):
     refused(spec, "fine-tuned from base .* not from")
 
 
-def test_mismatched_architecture_is_refused(family, tmp_path):
-    make_base(tmp_path / "wide", seed=0, hidden=48)
-    make_finetuned(tmp_path / "wide", "it-IT")
-    outside = tmp_path / "wide-copy"
-    shutil.copytree(tmp_path / "wide" / "tiny" / "finetuned" / "it-IT", outside)
-    (outside / "manifest.json").unlink()
-    refused(MergeSpec(family.base, [*srcs(family), Source(outside, "it-IT")], "linear", {}, tmp_path / "m"), "shape")
-
-
-def test_mismatched_vocabulary_is_refused(family, tmp_path):
-    make_base(tmp_path / "vocab", seed=0, vocab_size=300)
-    make_finetuned(tmp_path / "vocab", "it-IT")
-    outside = tmp_path / "vocab-copy"
-    shutil.copytree(tmp_path / "vocab" / "tiny" / "finetuned" / "it-IT", outside)
-    (outside / "manifest.json").unlink()
-    refused(MergeSpec(family.base, [*srcs(family), Source(outside, "it-IT")], "linear", {}, tmp_path / "m"), "vocabulary")
+@pytest.mark.parametrize("config, problem", [({"hidden": 48}, "shape"), ({"vocab_size": 300}, "vocabulary")])
+def test_outside_checkpoint_of_another_architecture_is_refused(family, tmp_path, config, problem):
+    other = make_base(tmp_path / "other", seed=0, **config).parent.parent
+    make_finetuned(other, "it-IT")
+    outside = copy_outside(Layout(other, "tiny"), "it-IT", tmp_path / "outside")
+    refused(MergeSpec(family.base, [*srcs(family), Source(outside, "it-IT")], "linear", {}, tmp_path / "m"), problem)
 
 
 def test_different_tensor_names_are_refused(family, tmp_path):

@@ -127,15 +127,6 @@ def build_parser():
     return parser
 
 
-def _layout(cfg):
-    from merginguriel.checkpoints import Layout
-    from merginguriel.models.base import EMBEDDED, EMBEDDED_SLUG
-
-    if cfg.backbone == EMBEDDED:
-        return Layout(Path(cfg.root), EMBEDDED_SLUG)
-    return Layout.for_backbone(cfg.backbone, cfg.root)
-
-
 def _explicit_source(token: str, layout) -> tuple[Path, Optional[str]]:
     from merginguriel.io import read_manifest
     from merginguriel.locales import LOCALES
@@ -162,7 +153,9 @@ def resolve(cfg) -> tuple[Any, dict]:
     from merginguriel.locales import check_locale
     from merginguriel.merging.spec import MergeSpec, Source
 
-    layout = _layout(cfg)
+    from merginguriel.checkpoints import Layout
+
+    layout = Layout.for_backbone(cfg.backbone, cfg.root)
     base = Path(cfg.base) if cfg.base else layout.base
     if cfg.target is not None:
         check_locale(cfg.target)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, EMBEDDED_SLUG, Layout, is_finished  # noqa: F401
+from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, Layout, is_finished
 from merginguriel.io import read_manifest
 
 DEFAULT_BASE_SEED = 42
