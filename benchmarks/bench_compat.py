@@ -91,8 +91,8 @@ def main() -> int:
             rows.append((n, res))
         print(f"one model: {model_mb:.0f} MB of safetensors; models built in {build_s:.0f} s; "
               f"process baseline (imports) {idle['peak_rss_mb']:.0f} MB")
-        print(f"| N | wall (s) | peak RSS (MB) | peak / one model | (peak - imports) / one model | budget |")
-        print(f"|---|---|---|---|---|---|")
+        print("| N | wall (s) | peak RSS (MB) | peak / one model | (peak - imports) / one model | budget |")
+        print("|---|---|---|---|---|---|")
         for n, res in rows:
             print(f"| {n} | {res['seconds']:.1f} | {res['peak_rss_mb']:.0f} | {res['peak_rss_mb'] / model_mb:.2f} | "
                   f"{(res['peak_rss_mb'] - idle['peak_rss_mb']) / model_mb:.2f} | <= 3.00 |")

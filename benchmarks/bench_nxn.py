@@ -5,7 +5,7 @@ Both use the same evaluation module, so the matrices must be identical; the rati
 Then `compute_nxn` alone for N = 4, 8, 16 (N model loads + N^2 evaluations, cold tokenisation cache each time).
 
     python benchmarks/bench_nxn.py [--n 8] [--sizes 4 8 16] [--per-intent 192 34 50] [--hidden 32] [--device cpu]
-                                   [--threads 1] [--batch-size 128] [--repeats 2]
+                                   [--threads 1] [--batch-size 256] [--repeats 2]
 
 The default `--per-intent 192 34 50` gives 11,520 / 2,040 / 3,000 train / validation / test utterances per locale, the
 sizes of a MASSIVE locale (11,514 / 2,033 / 2,974); the data layer tokenises a locale's three splits together.
@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import pandas as pd  # noqa: E402
 
+from merginguriel.data.config import EVAL_BATCH_SIZE  # noqa: E402
 from merginguriel.locales import LOCALES  # noqa: E402
 
 
@@ -77,7 +78,7 @@ def per_pair(layout, data, locales, device: str, batch_size: int) -> tuple[pd.Da
     return matrix, time.perf_counter() - t0, loads
 
 
-def nxn(layout, data, device: str, batch_size: int = 128) -> tuple[pd.DataFrame, float, int, int]:
+def nxn(layout, data, device: str, batch_size: int = EVAL_BATCH_SIZE) -> tuple[pd.DataFrame, float, int, int]:
     from merginguriel.data.tokenized import TOKENIZE_CALLS
     from merginguriel.evaluation.evaluate import MODEL_LOADS
     from merginguriel.evaluation.nxn import compute_nxn
@@ -104,7 +105,8 @@ def main() -> None:
                         help="tiny (hidden --hidden, 2 layers) or base (XLM-R-base shape: 12 layers, vocab 250,002; use --hidden 768)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 avoids oversubscription on a shared 2-core box)")
-    parser.add_argument("--batch-size", type=int, default=128, help="evaluation batch size, the same for both approaches")
+    parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE,
+                        help="evaluation batch size, the same for both approaches (default: the toolkit's evaluation default)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of both approaches; the fastest of each counts")
     args = parser.parse_args()
     import torch

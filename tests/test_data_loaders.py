@@ -10,7 +10,7 @@ from tiny import tiny_tokenizer
 from torch.utils.data import SequentialSampler
 
 from merginguriel.data import DataConfig, eval_dataloader, load_locale, to_dataset_order, train_dataloader
-from merginguriel.data.loaders import LengthGroupedBatchSampler, PadCollator
+from merginguriel.data.loaders import LengthGroupedBatchSampler, pad_batch
 from merginguriel.data.tokenized import tokenized_split
 
 
@@ -20,13 +20,32 @@ def data(tmp_path):
     return DataConfig(source="release", data_path=str(tmp_path / "release"), root=str(tmp_path / "root"), max_length=12)
 
 
-def test_collate_pads_to_batch_longest_with_tokenizer_pad_id():
-    collate = PadCollator(pad_id=7)
-    batch = collate([{"input_ids": torch.tensor([0, 5, 2]), "labels": 3}, {"input_ids": torch.tensor([0, 2]), "labels": 59}])
-    assert batch["input_ids"].tolist() == [[0, 5, 2], [0, 2, 7]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
-    assert batch["labels"].tolist() == [3, 59]
+def test_pad_batch_pads_to_batch_longest_with_tokenizer_pad_id():
+    batch = pad_batch([torch.tensor([0, 5, 2]), [0, 2], [4]], pad_id=7)
+    assert batch["input_ids"].tolist() == [[0, 5, 2], [0, 2, 7], [4, 7, 7]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0], [1, 0, 0]]
     assert all(t.dtype == torch.long for t in batch.values())
+
+
+def test_vectorised_padding_matches_a_row_by_row_reference():
+    gen = torch.Generator().manual_seed(0)
+    rows = [torch.randint(0, 50, (int(n),), generator=gen).tolist() for n in torch.randint(1, 30, (200,), generator=gen)]
+    batch = pad_batch(rows, pad_id=1)
+    width = max(len(r) for r in rows)
+    assert batch["input_ids"].tolist() == [r + [1] * (width - len(r)) for r in rows]
+    assert batch["attention_mask"].tolist() == [[1] * len(r) + [0] * (width - len(r)) for r in rows]
+
+
+def test_evaluation_batches_are_padded_once_and_shared_training_batches_are_not_kept(data):
+    tok = tiny_tokenizer()
+    first = list(eval_dataloader(data, tok, "sw-KE", "validation", batch_size=4))
+    again = list(eval_dataloader(data, tok, "sw-KE", "validation", batch_size=4))  # e.g. the next model of an NxN run
+    assert len(first) == len(again) > 1
+    for a, b in zip(first, again, strict=True):
+        assert a["input_ids"] is b["input_ids"] and a["labels"] is b["labels"]  # served from the kept batches
+    train = train_dataloader(data, tok, "sw-KE", batch_size=4, seed=3)
+    list(train)
+    assert train.dataset._kept == {}
 
 
 def test_eval_loader_dynamic_padding_and_order(data):

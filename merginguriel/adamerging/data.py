@@ -9,12 +9,13 @@ continues the same sequence).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import lightning as L
 import torch
 
 from merginguriel.data.config import DataConfig
+from merginguriel.data.loaders import pad_batch
 from merginguriel.errors import InputError
 
 
@@ -44,17 +45,6 @@ def target_utterances(
         order = sorted(torch.randperm(n, generator=gen)[: min(max_examples, n)].tolist())
     offsets = rows.offsets.tolist()
     return [rows.flat[offsets[i] : offsets[i + 1]].tolist() for i in order]
-
-
-def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad token id rows to the longest: ``input_ids`` and ``attention_mask`` LongTensors."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):

@@ -35,7 +35,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 def shared_batches(tokenizer: Any, locales: list[str], split: str, data: DataConfig, max_examples: int, batch_size: int):
     """The shared inputs: the first ``max_examples`` rows of the locales' ``split`` (round-robin over locales), batched."""
     from merginguriel.data import tokenized_split
-    from merginguriel.data.loaders import PadCollator, pad_id_of
+    from merginguriel.data.loaders import pad_batch, pad_id_of
 
     per_locale = [tokenized_split(data, tokenizer, loc, split) for loc in locales]
     rows = []
@@ -47,8 +47,8 @@ def shared_batches(tokenizer: Any, locales: list[str], split: str, data: DataCon
         i += 1
     if not rows:
         raise InputError(f"no {split} rows in {locales} to compute CKA on; pick locales or a split that has data")
-    collate = PadCollator(pad_id_of(tokenizer))
-    return [collate(rows[j : j + batch_size]) for j in range(0, len(rows), batch_size)]
+    pad_id = pad_id_of(tokenizer)
+    return [pad_batch([r["input_ids"] for r in rows[j : j + batch_size]], pad_id) for j in range(0, len(rows), batch_size)]
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ _LAZY = {
     "train_dataloader": "merginguriel.data.loaders",
     "split_dataloader": "merginguriel.data.loaders",
     "to_dataset_order": "merginguriel.data.loaders",
-    "PadCollator": "merginguriel.data.loaders",
+    "pad_batch": "merginguriel.data.loaders",
 }
 
 __all__ = ["DataConfig", *_LAZY]

@@ -7,6 +7,10 @@ from typing import Literal, Optional
 
 DataSourceKind = Literal["embedded", "release", "hub"]
 
+# The default evaluation batch (rows) everywhere: evaluation keeps no activations for a backward pass, so it affords
+# twice the rows of a training batch, and fewer batches means less per-batch overhead (benchmarks/results/nxn.md).
+EVAL_BATCH_SIZE = 256
+
 
 @dataclass(frozen=True)
 class DataConfig:

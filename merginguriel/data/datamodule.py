@@ -7,7 +7,7 @@ from typing import Any, Literal, Optional, Union
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from merginguriel.data.config import DataConfig, DataSourceKind
+from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig, DataSourceKind
 from merginguriel.data.loaders import split_dataloader, train_dataloader, train_split
 from merginguriel.data.sources import check_source
 from merginguriel.errors import InputError
@@ -46,7 +46,7 @@ class MassiveDataModule(pl.LightningDataModule):
         max_length: int = 128,
         tokenizer: Optional[str] = None,
         batch_size: int = 32,
-        eval_batch_size: int = 128,
+        eval_batch_size: int = EVAL_BATCH_SIZE,
         num_workers: int = 0,
         seed: int = 42,
         max_train_examples: Optional[int] = None,

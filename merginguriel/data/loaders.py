@@ -1,39 +1,105 @@
 """DataLoaders over tokenised MASSIVE splits: dynamic padding, length-sorted evaluation, length-grouped training.
 
+A loader fetches a whole batch at once and pads it in one vectorised gather (:func:`pad_flat`); evaluation batches are
+padded once per split and then shared by every loader over it (every model of an NxN run, every epoch's validation).
+
 Both batch samplers follow PyTorch's ``BatchSampler`` API (``sampler, batch_size, drop_last`` first), so Lightning can
 inject a distributed or index-tracking sampler into them; the grouping then applies to whatever indices that sampler yields.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
-from merginguriel.data.config import DataConfig
+from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig
 from merginguriel.data.tokenized import TokenizedSplit, tokenized_split
 from merginguriel.errors import InputError
 from merginguriel.locales import check_locales
 
 
-class PadCollator:
-    """Stack rows into ``{"input_ids", "attention_mask", "labels"}`` LongTensors, padded (right) to the batch's longest row."""
+def pad_flat(flat: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
+    """Rows ``flat[starts[i] : starts[i] + lengths[i]]`` right-padded with ``pad_id`` to the longest, in one gather.
 
-    def __init__(self, pad_id: int):
-        self.pad_id = int(pad_id)
+    Returns ``{"input_ids", "attention_mask"}`` LongTensors ``[rows, longest]``; no per-row Python, so a batch costs
+    microseconds whatever its size. The one padding routine: every loader and batch builder goes through it.
+    """
+    starts, lengths = starts.long(), lengths.long()
+    width = int(lengths.max()) if lengths.numel() else 0
+    pos = torch.arange(width)
+    mask = pos < lengths[:, None]
+    if flat.numel():
+        # Positions past a row's end read whatever follows it (clamped inside ``flat``); the mask replaces them.
+        ids = torch.where(mask, flat[(starts[:, None] + pos).clamp_(max=flat.numel() - 1)].long(), pad_id)
+    else:
+        ids = torch.full(mask.shape, pad_id, dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": mask.long()}
 
-    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            input_ids[i, :n] = torch.as_tensor(r["input_ids"])
-            attention_mask[i, :n] = 1
-        labels = torch.tensor([r["labels"] for r in rows], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+def pad_batch(rows: Sequence[Sequence[int] | torch.Tensor], pad_id: int) -> dict[str, torch.Tensor]:
+    """Token id rows (lists or tensors) right-padded to the longest: ``input_ids`` and ``attention_mask`` LongTensors."""
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    parts = [torch.as_tensor(r, dtype=torch.long) for r in rows]
+    flat = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+    starts = torch.cumsum(lengths, 0) - lengths
+    return pad_flat(flat, starts, lengths, int(pad_id))
+
+
+class BatchedSplit(Dataset):
+    """A tokenised split that a DataLoader reads one batch at a time.
+
+    ``__getitems__(indices)`` (PyTorch's batched fetch) pads those rows with :func:`pad_flat` and adds their labels. With
+    ``keep=True`` every padded batch is kept and served again: evaluation batches are length-sorted and so the same on
+    every pass and for every model evaluated on the split (the NxN matrix, a sweep's merged models, each validation
+    epoch), and are padded once. Training batches differ every epoch, so the training loader does not keep them.
+    """
+
+    def __init__(self, split: TokenizedSplit, pad_id: int, keep: bool = False):
+        self.split, self.pad_id, self.keep = split, int(pad_id), keep
+        self._kept: dict[tuple[int, ...], dict[str, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.split[i]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.split.labels
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        key = tuple(indices)
+        batch = self._kept.get(key) if self.keep else None
+        if batch is None:
+            idx = torch.as_tensor(key, dtype=torch.long)
+            starts = self.split.offsets[idx]
+            batch = pad_flat(self.split.flat, starts, self.split.offsets[idx + 1] - starts, self.pad_id)
+            batch["labels"] = self.split.labels[idx]
+            if self.keep:
+                self._kept[key] = batch
+        return dict(batch)  # a new dict each time: nothing downstream can alter the kept one's keys
+
+
+def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``BatchedSplit`` already returns a padded batch; the loader passes it on (a module-level function: picklable)."""
+    return batch
+
+
+# split -> {pad_id: its evaluation view}: every evaluation loader over the same split shares the kept batches.
+_EVAL_VIEWS: "weakref.WeakKeyDictionary[TokenizedSplit, dict[int, BatchedSplit]]" = weakref.WeakKeyDictionary()
+
+
+def eval_view(split: TokenizedSplit, pad_id: int) -> BatchedSplit:
+    """The one evaluation view of ``split`` (padded batches kept), shared for as long as the split lives."""
+    views = _EVAL_VIEWS.setdefault(split, {})
+    if pad_id not in views:
+        views[pad_id] = BatchedSplit(split, pad_id, keep=True)
+    return views[pad_id]
 
 
 def pad_id_of(tokenizer: Any) -> int:
@@ -146,16 +212,16 @@ def to_dataset_order(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def split_dataloader(split: TokenizedSplit, tokenizer: Any, batch_size: int = 128, num_workers: int = 0) -> DataLoader:
+def split_dataloader(split: TokenizedSplit, tokenizer: Any, batch_size: int = EVAL_BATCH_SIZE, num_workers: int = 0) -> DataLoader:
     """An evaluation loader over an already tokenised split; ``loader.order`` maps its rows back to the split's order."""
     sampler = LengthSortedBatchSampler(SequentialSampler(range(len(split))), batch_size, lengths=split.lengths)
-    loader = DataLoader(split, batch_sampler=sampler, collate_fn=PadCollator(pad_id_of(tokenizer)),
+    loader = DataLoader(eval_view(split, pad_id_of(tokenizer)), batch_sampler=sampler, collate_fn=collate_batch,
                         num_workers=num_workers, persistent_workers=num_workers > 0)
     loader.order = sampler.order  # type: ignore[attr-defined]
     return loader
 
 
-def eval_dataloader(data: DataConfig, tokenizer: Any, locale: str, split: str, batch_size: int = 128,
+def eval_dataloader(data: DataConfig, tokenizer: Any, locale: str, split: str, batch_size: int = EVAL_BATCH_SIZE,
                     num_workers: int = 0) -> DataLoader:
     """Batches of ``locale``'s ``split`` sorted by length; ``loader.order`` holds each yielded row's dataset index."""
     return split_dataloader(tokenized_split(data, tokenizer, locale, split), tokenizer, batch_size, num_workers)
@@ -188,5 +254,5 @@ def train_dataloader(data: DataConfig, tokenizer: Any, locales: str | Sequence[s
     """Shuffled, length-grouped, seeded training batches over the train splits of ``locales``."""
     ds = train_split(data, tokenizer, locales, seed=seed, max_examples=max_examples)
     sampler = LengthGroupedBatchSampler(EpochSampler(range(len(ds))), batch_size, lengths=ds.lengths, seed=seed)
-    return DataLoader(ds, batch_sampler=sampler, collate_fn=PadCollator(pad_id_of(tokenizer)),
+    return DataLoader(BatchedSplit(ds, pad_id_of(tokenizer)), batch_sampler=sampler, collate_fn=collate_batch,
                       num_workers=num_workers, persistent_workers=num_workers > 0)

@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from merginguriel.data.config import EVAL_BATCH_SIZE
 from merginguriel.errors import InputError
 
 ENSEMBLES = ("majority", "weighted_majority", "soft_vote", "logit_vote")
@@ -96,7 +97,7 @@ def source_logits(
     locale: str,
     split: str,
     data,
-    batch_size: int = 128,
+    batch_size: int = EVAL_BATCH_SIZE,
     device: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stacked logits [K, n, 60] of each source checkpoint on ``locale``'s ``split`` (one model loaded at a time) and the labels."""
@@ -121,7 +122,7 @@ def evaluate_ensembles(
     split: str = "test",
     data=None,
     methods: tuple[str, ...] = ENSEMBLES,
-    batch_size: int = 128,
+    batch_size: int = EVAL_BATCH_SIZE,
     device: str = "auto",
 ) -> dict[str, dict]:
     """Every requested ensemble of the source checkpoints on one locale's split: method -> {accuracy, macro_f1, n}.

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from merginguriel.data.config import DataConfig
+from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig
 from merginguriel.errors import InputError
 
 # checkpoint path -> number of loads in this process (the NxN test checks each model is loaded exactly once).
@@ -85,7 +85,7 @@ def evaluate_model(
     locales: list[str],
     split: str = "validation",
     data: DataConfig = DataConfig(),
-    batch_size: int = 128,
+    batch_size: int = EVAL_BATCH_SIZE,
     device: str = "auto",
     progress: bool = False,
 ) -> dict[str, dict]:
@@ -108,7 +108,7 @@ def evaluate_checkpoint(
     locales: list[str],
     split: str = "validation",
     data: DataConfig = DataConfig(),
-    batch_size: int = 128,
+    batch_size: int = EVAL_BATCH_SIZE,
     device: str = "auto",
     progress: bool = False,
 ) -> dict[str, dict]:
@@ -123,7 +123,7 @@ def predict_logits(
     locale: str,
     split: str = "validation",
     data: DataConfig = DataConfig(),
-    batch_size: int = 128,
+    batch_size: int = EVAL_BATCH_SIZE,
     device: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``[n, 60]`` (float32) and labels ``[n]`` of ``model`` on a locale's split, in dataset order."""

@@ -3,7 +3,7 @@
 Cost: N model loads plus N x M evaluations. Each model is loaded once (``evaluation.evaluate.load_checkpoint``) and
 evaluated on its missing locales through ``evaluate_model`` (the evaluation module: bf16 autocast on GPU), all of them in
 one call by default (``chunk``); each locale's data is tokenised once per process and cached on disk by the data layer,
-so it is shared by every model with the same tokenizer.
+and its evaluation batches are padded once, so both are shared by every model with the same tokenizer.
 
 Outputs in ``Layout.nxn(split)`` (or ``output``):
 
@@ -28,7 +28,7 @@ from typing import Literal, Optional
 import pandas as pd
 
 from merginguriel.checkpoints import DEFAULT_ROOT, Layout
-from merginguriel.data.config import DataConfig
+from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig
 from merginguriel.errors import InputError
 from merginguriel.io import read_manifest, write_json_atomic, write_manifest
 from merginguriel.io.atomic import atomic_write_text
@@ -109,7 +109,7 @@ def compute_nxn(
     locales: Optional[list[str]] = None,
     models: Optional[list[str]] = None,
     data: DataConfig = DataConfig(),
-    batch_size: int = 128,
+    batch_size: int = EVAL_BATCH_SIZE,
     device: str = "auto",
     output: Optional[str] = None,
     chunk: int = 0,

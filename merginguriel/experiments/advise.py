@@ -19,7 +19,7 @@ from typing import Optional
 
 import pandas as pd
 
-from merginguriel.data.config import DataConfig
+from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig
 from merginguriel.errors import InputError
 
 
@@ -89,7 +89,7 @@ def advise(
     include_target: bool = False,
     weighting: str = "scores",
     margin: float = 0.005,
-    batch_size: int = 128,
+    batch_size: int = EVAL_BATCH_SIZE,
     device: str = "auto",
     db: Optional[str] = None,
     output: Optional[str] = None,

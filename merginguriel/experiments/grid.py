@@ -27,6 +27,7 @@ import itertools
 import json
 from typing import Any, Optional
 
+from merginguriel.data.config import EVAL_BATCH_SIZE
 from merginguriel.errors import InputError
 from merginguriel.locales import check_locale
 
@@ -50,7 +51,7 @@ DEFAULT_POINT: dict[str, Any] = {
     "merge": {"method": "similarity", "params": {}, "exclude": [], "seed": 42, "dtype": "float32"},
     "adamerging": {},
     "trainer": {},
-    "evaluate": {"split": "test", "batch_size": 128, "sources": False},
+    "evaluate": {"split": "test", "batch_size": EVAL_BATCH_SIZE, "sources": False},
     "features": {"enabled": True, "compatibility": True},
     "device": "auto",
 }

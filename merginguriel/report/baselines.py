@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from merginguriel.data.config import EVAL_BATCH_SIZE
 from merginguriel.errors import InputError
 from merginguriel.similarity.real import missing_cells
 
@@ -59,7 +60,7 @@ def target_baselines(nxn: pd.DataFrame, target: str, sources: list[str], base_ac
 
 
 def base_accuracies(base: str | os.PathLike, targets: list[str], split: str, data, cache_file: str | os.PathLike | None,
-                    batch_size: int = 128, device: str = "auto") -> dict[str, float]:
+                    batch_size: int = EVAL_BATCH_SIZE, device: str = "auto") -> dict[str, float]:
     """Accuracy of the untrained shared base on each target: read from ``cache_file`` when it is there, otherwise
     evaluated now (one load for all targets) and added to the cache (keyed by the base's weights hash and the split)."""
     import json

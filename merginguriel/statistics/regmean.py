@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from merginguriel.adamerging.data import pad_batch
+from merginguriel.data.loaders import pad_batch
 
 
 @torch.no_grad()
