@@ -43,6 +43,18 @@ def test_evaluate_checkpoint_matches_plain_forward(setup) -> None:
         logits, labels = reference(folder, data, loc, "test")
         assert results[loc]["n"] == len(labels) == 180
         assert results[loc]["accuracy"] == pytest.approx((logits.argmax(-1) == labels).float().mean().item(), abs=1e-6)
+        assert results[loc]["macro_f1"] == pytest.approx(macro_f1(logits.argmax(-1).tolist(), labels.tolist()), abs=1e-6)
+
+
+def macro_f1(preds: list[int], labels: list[int]) -> float:
+    """Mean per-class F1 over the classes that occur among the predictions or the labels."""
+    scores = []
+    for c in set(preds) | set(labels):
+        tp = sum(p == c == y for p, y in zip(preds, labels))
+        fp = sum(p == c != y for p, y in zip(preds, labels))
+        fn = sum(y == c != p for p, y in zip(preds, labels))
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / len(scores)
 
 
 def test_predict_logits_in_dataset_order(setup) -> None:

@@ -130,24 +130,34 @@ class IntentClassifier(L.LightningModule):
         if len(self.eval_names) != n:
             self.eval_names = [str(i) for i in range(n)]
         self.eval_metrics = torch.nn.ModuleList([_metrics() for _ in range(n)]).to(self.device)
-        self.eval_counts = [0] * n
         self.eval_results = {}
+        # Predicted and true labels per locale; the metrics are updated once per locale at the end (their states are
+        # sums, so the result is the same as per batch) instead of running two metric updates every batch.
+        self.eval_preds: list[list[torch.Tensor]] = [[] for _ in range(n)]
+        self.eval_labels: list[list[torch.Tensor]] = [[] for _ in range(n)]
         self.eval_logits: list[list[torch.Tensor]] = [[] for _ in range(n)]
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self(batch["input_ids"], batch["attention_mask"])
-        self.eval_metrics[dataloader_idx].update(logits, batch["labels"])
-        self.eval_counts[dataloader_idx] += int(batch["labels"].shape[0])
+        self.eval_preds[dataloader_idx].append(logits.argmax(-1))
+        self.eval_labels[dataloader_idx].append(batch["labels"])
         if self.keep_logits:
             self.eval_logits[dataloader_idx].append(logits.float().cpu())
 
     def on_test_epoch_end(self) -> None:
-        for name, collection, n in zip(self.eval_names, self.eval_metrics, self.eval_counts):
+        for i, (name, collection) in enumerate(zip(self.eval_names, self.eval_metrics)):
+            n = 0
+            if self.eval_preds[i]:
+                labels = torch.cat(self.eval_labels[i])
+                collection.update(torch.cat(self.eval_preds[i]), labels)
+                n = int(labels.shape[0])
             values = {k: float(v) for k, v in collection.compute().items()}
             self.eval_results[name] = {**values, "n": n}
             if self.log_eval_results:
                 self.log_dict({f"test/{name}/{k}": v for k, v in values.items()}, add_dataloader_idx=False)
             collection.reset()
+        self.eval_preds = [[] for _ in self.eval_preds]
+        self.eval_labels = [[] for _ in self.eval_labels]
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         return self(batch["input_ids"], batch["attention_mask"]).float()
