@@ -7,7 +7,6 @@ whether merging helps or hurts is known in advance; ``write_release`` makes plai
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 from merginguriel.checkpoints import Layout
 from merginguriel.locales import INTENTS
 
+from data_fixtures import write_jsonl
 from tiny import save_finetuned
 
 NUM_CLASSES = 10
@@ -29,19 +29,15 @@ def utterance(rng: random.Random, label: int, words: int = 4) -> str:
 def write_release(folder: Path, locales: list[str], per_split: dict[str, int] | None = None, seed: int = 0) -> Path:
     """MASSIVE release jsonl (``<folder>/1.1/data/<locale>.jsonl``) for ``locales``; returns ``folder``."""
     per_split = per_split or {"train": 200, "dev": 60, "test": 60}
-    out = Path(folder) / "1.1" / "data"
-    out.mkdir(parents=True, exist_ok=True)
     for li, loc in enumerate(locales):
         rng = random.Random(seed * 1000 + li)
-        lines = []
-        i = 0
+        rows = []
         for partition, n in per_split.items():
             for _ in range(n):
                 label = rng.randrange(NUM_CLASSES)
-                row = {"id": str(i), "locale": loc, "partition": partition, "utt": utterance(rng, label), "intent": INTENTS[label]}
-                lines.append(json.dumps(row))
-                i += 1
-        (out / f"{loc}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+                rows.append({"id": str(len(rows)), "locale": loc, "partition": partition, "utt": utterance(rng, label),
+                             "intent": INTENTS[label]})
+        write_jsonl(Path(folder) / "1.1" / "data" / f"{loc}.jsonl", rows)
     return Path(folder)
 
 
@@ -83,14 +79,11 @@ def label_with(model, layout: Layout, utterances: list[str]) -> list[int]:
 
 def write_labelled_release(folder: Path, locale: str, splits: dict[str, tuple[list[str], list[int]]]) -> None:
     """Release jsonl for one locale from given utterances and hub label ids per partition (train/dev/test)."""
-    out = Path(folder) / "1.1" / "data"
-    out.mkdir(parents=True, exist_ok=True)
-    lines, i = [], 0
+    rows = []
     for partition, (utts, labels) in splits.items():
         for u, y in zip(utts, labels):
-            lines.append(json.dumps({"id": str(i), "locale": locale, "partition": partition, "utt": u, "intent": INTENTS[y]}))
-            i += 1
-    (out / f"{locale}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            rows.append({"id": str(len(rows)), "locale": locale, "partition": partition, "utt": u, "intent": INTENTS[y]})
+    write_jsonl(Path(folder) / "1.1" / "data" / f"{locale}.jsonl", rows)
 
 
 def build_scenario(root: Path, target: str, sources: list[str], kind: str, slug: str = "tiny") -> tuple[Layout, Path]:

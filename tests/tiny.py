@@ -98,13 +98,12 @@ def write_release_data(folder: Path, locales: list[str], per_intent: tuple[int, 
     Intent i's utterances contain the words w{3i}, w{3i+1}, w{3i+2} plus noise; ``shift[locale]`` rotates a locale's
     words so that locales differ (a shift of 0 is the "same language"). Rows are parallel across locales by ``id``.
     """
-    import json
     import random
+
+    from data_fixtures import write_jsonl
 
     from merginguriel.locales import INTENTS
 
-    out = Path(folder) / "1.1" / "data"
-    out.mkdir(parents=True, exist_ok=True)
     shift = shift or {}
     parts = [("train", per_intent[0]), ("dev", per_intent[1]), ("test", per_intent[2])]
     for loc in locales:
@@ -119,5 +118,5 @@ def write_release_data(folder: Path, locales: list[str], per_intent: tuple[int, 
                     rows.append({"id": str(rid), "locale": loc, "partition": partition, "scenario": intent.split("_")[0],
                                  "intent": intent, "utt": " ".join(words), "annot_utt": " ".join(words)})
                     rid += 1
-        (out / f"{loc}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        write_jsonl(Path(folder) / "1.1" / "data" / f"{loc}.jsonl", rows)
     return Path(folder)
