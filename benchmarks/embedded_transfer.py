@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from merginguriel.data.embedded import ensure_embedded_backbone, ensure_embedded_data
-from merginguriel.data.typology import genetic_distances
+from merginguriel.embedded.build import ensure_embedded_backbone, ensure_embedded_data
+from merginguriel.embedded.typology import genetic_distances
 from merginguriel.locales import ID2LABEL, INTENT_TO_ID, LABEL2ID, LOCALES, NUM_INTENTS
 
 PAIRS = {

@@ -70,7 +70,7 @@ def quickstart(
 
     t = _step(1, f"data ({data.source}) and backbone ({backbone})")
     if backbone == EMBEDDED:
-        from merginguriel.data.embedded import ensure_embedded_backbone, ensure_embedded_data
+        from merginguriel.embedded.build import ensure_embedded_backbone, ensure_embedded_data
 
         ensure_embedded_data(Path(root) / "embedded")
         ensure_embedded_backbone(Path(root) / "embedded")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("merginguriel.data.embedded")
+pytest.importorskip("merginguriel.embedded.build")
 
 from merginguriel.data import DataConfig, load_locale  # noqa: E402
 from merginguriel.data.sources import release_path  # noqa: E402

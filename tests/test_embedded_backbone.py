@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from merginguriel.data.embedded import torch_threads, cli, ensure_embedded_backbone, read_train_text
-from merginguriel.data.pretrain import BackboneSettings
-from merginguriel.data.synthetic import SyntheticSizes, generate
+from merginguriel.embedded.build import torch_threads, cli, ensure_embedded_backbone, read_train_text
+from merginguriel.embedded.pretrain import BackboneSettings
+from merginguriel.embedded.synthetic import SyntheticSizes, generate
 from merginguriel.errors import InputError
 from merginguriel.io import checkpoint_hash, read_manifest
 from merginguriel.locales import INTENT_TO_ID, NUM_INTENTS

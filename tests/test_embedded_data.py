@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from merginguriel.data.embedded import ensure_embedded_data
-from merginguriel.data.scripts import script_of_text
-from merginguriel.data.synthetic import SyntheticSizes, generate
-from merginguriel.data.typology import BASIC_ORDERS, SCRIPTS, compute_typology, genetic_distance, load_typology
+from merginguriel.embedded.build import ensure_embedded_data
+from merginguriel.embedded.scripts import script_of_text
+from merginguriel.embedded.synthetic import SyntheticSizes, generate
+from merginguriel.embedded.typology import BASIC_ORDERS, SCRIPTS, compute_typology, genetic_distance, load_typology
 from merginguriel.errors import InputError
 from merginguriel.io import read_manifest
 from merginguriel.locales import INTENTS, LOCALES
@@ -162,7 +162,7 @@ def test_lexical_overlap_follows_genetic_distance(built):
 
 def test_word_order_follows_typology():
     # One meaning rendered in an SVO, SOV and VSO language: the verb's position in the word sequence.
-    from merginguriel.data.synthetic import Meaning, SyntheticMassive
+    from merginguriel.embedded.synthetic import Meaning, SyntheticMassive
 
     world = SyntheticMassive(SIZES)
     m = Meaning(intent="play_music", verb="iv:play_music:0", noun="in:play_music:0", adjective="adj:1", possessor=False,

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("merginguriel.cli.lightning:main", "evaluate a checkpoint on a test split, write metrics JSON (LightningCLI)"),
     "predict": ("merginguriel.cli.lightning:main", "predict intents (LightningCLI)"),
     "base": ("merginguriel.models.base:cli", "save the shared base (pretrained encoder + seeded 60-intent head)"),
-    "embedded": ("merginguriel.data.embedded:cli", "build the embedded default: synthetic MASSIVE data and the tiny backbone"),
+    "embedded": ("merginguriel.embedded.build:cli", "build the embedded default: synthetic MASSIVE data and the tiny backbone"),
     "merge": ("merginguriel.merging.cli:main", "merge fine-tuned models (every static method, AdaMerging, Fisher, RegMean)"),
     "nxn": ("merginguriel.evaluation.nxn:cli", "evaluate every fine-tuned model on every locale: the NxN transfer matrix"),
     "similarity": ("merginguriel.similarity.cli:main", "URIEL or REAL language similarity matrix (CSV + heatmap)"),

@@ -39,7 +39,7 @@ def release_path(data: DataConfig) -> Path:
         folder = Path(data.root).resolve() / "embedded"
         known = _EMBEDDED.get(folder)
         if known is None or not known.exists():
-            from merginguriel.data.embedded import ensure_embedded_data  # heavy (generator, URIEL): only when used
+            from merginguriel.embedded.build import ensure_embedded_data  # heavy (generator, URIEL): only when used
 
             known = _EMBEDDED[folder] = Path(ensure_embedded_data(folder))
         return known

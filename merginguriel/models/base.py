@@ -23,7 +23,7 @@ def resolve_backbone(backbone: str, root: str | os.PathLike = DEFAULT_ROOT) -> t
     ``embedded`` is the tiny XLM-R-architecture backbone built on the spot (cached under ``<root>/embedded``).
     """
     if backbone == EMBEDDED:
-        from merginguriel.data.embedded import ensure_embedded_backbone
+        from merginguriel.embedded.build import ensure_embedded_backbone
 
         return str(ensure_embedded_backbone(Path(root) / "embedded")), Layout.for_backbone(backbone, root)
     return backbone, Layout.for_backbone(backbone, root)

@@ -59,10 +59,9 @@ class IntentClassifier(L.LightningModule):
         self.save_hyperparameters()
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from merginguriel.models.base import ensure_base, resolve_backbone
+        from merginguriel.models.base import ensure_base
         from merginguriel.models.export import check_intent_labels
 
-        _, self.layout = resolve_backbone(backbone, root)
         if checkpoint is None:
             path = ensure_base(backbone, root, base_seed)
         else:

@@ -10,7 +10,7 @@ What the generator takes from real typology:
 - the locale's real writing system (hand table below) and whether it separates words with spaces.
 
 The derived table is shipped as ``typology_table.json`` beside this module, so building data needs neither lang2vec nor
-urielplus at run time; ``python -m merginguriel.data.typology`` regenerates it from the live library, and a test checks
+urielplus at run time; ``python -m merginguriel.embedded.typology`` regenerates it from the live library, and a test checks
 entries against it.
 """
 

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from merginguriel.data import scripts as S
-from merginguriel.data.typology import genetic_tree, load_typology
+from merginguriel.embedded import scripts as S
+from merginguriel.embedded.typology import genetic_tree, load_typology
 from merginguriel.errors import InputError
 from merginguriel.locales import INTENTS, LOCALES, check_locales
 

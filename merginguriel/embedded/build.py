@@ -21,9 +21,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from merginguriel.data.pretrain import BackboneSettings, pretrain_mlm, train_tokenizer
-from merginguriel.data.synthetic import GENERATOR_VERSION, SyntheticSizes, sizes_dict, write_release
-from merginguriel.data.typology import TABLE_PATH
+from merginguriel.embedded.pretrain import BackboneSettings, pretrain_mlm, train_tokenizer
+from merginguriel.embedded.synthetic import GENERATOR_VERSION, SyntheticSizes, sizes_dict, write_release
+from merginguriel.embedded.typology import TABLE_PATH
 from merginguriel.errors import InputError
 from merginguriel.io import atomic_dir, checkpoint_hash, file_sha256, read_manifest, write_manifest
 from merginguriel.locales import LOCALES, NUM_INTENTS
@@ -85,7 +85,7 @@ def _build_data(out: Path, sizes: SyntheticSizes) -> None:
         write_manifest(
             tmp,
             DATA_KIND,
-            produced_by="merginguriel.data.synthetic.write_release",
+            produced_by="merginguriel.embedded.synthetic.write_release",
             generator_version=GENERATOR_VERSION,
             seed=sizes.seed,
             sizes=sizes_dict(sizes),
@@ -156,7 +156,7 @@ def _build_backbone(out: Path, data_dir: Path, settings: BackboneSettings) -> No
         write_manifest(
             tmp,
             BACKBONE_KIND,
-            produced_by="merginguriel.data.pretrain (SentencePiece unigram + XLMRobertaForMaskedLM MLM)",
+            produced_by="merginguriel.embedded.pretrain (SentencePiece unigram + XLMRobertaForMaskedLM MLM)",
             hash=checkpoint_hash(tmp),
             seed=settings.seed,
             settings=asdict(settings),
