@@ -1,13 +1,20 @@
-"""Where outputs live, in one place: the checkpoint layout under ``checkpoints/`` (or a root the user gives).
+"""Where every artifact lives, in one place: the checkpoint layout under ``checkpoints/`` (or a root the user gives).
 
 ```
-<root>/<backbone>/base/                      the shared base every fine-tune starts from
-<root>/<backbone>/finetuned/<locale>/        one fine-tune per locale (HF folder + manifest.json)
-<root>/<backbone>/finetuned/<locale>.lightning/  Lightning .ckpt files for resuming that fit
-<root>/<backbone>/merged/<target>/<run>/     merged models
-<root>/<backbone>/nxn/<split>/               the NxN transfer matrix
-<root>/<backbone>/statistics/<kind>/<locale>/  cached Fisher / RegMean statistics
+<root>/<backbone>/base/                          the shared base every fine-tune starts from
+<root>/<backbone>/finetuned/<locale>/            one fine-tune per locale (HF folder + manifest.json)
+<root>/<backbone>/finetuned/<locale>.lightning/  Lightning logs and .ckpt files for resuming that fit
+<root>/<backbone>/merged/<target>/<run>/         merged models (<run>.lightning/ beside an AdaMerging run)
+<root>/<backbone>/nxn/<split>/                   the NxN transfer matrix (evaluation_matrix.csv, cells, summary, heatmap)
+<root>/<backbone>/statistics/<kind>/<locale>/<key>/  cached Fisher / RegMean statistics, one folder per settings key
+<root>/<backbone>/similarity/<kind>/             similarity matrices (similarity.csv + heatmap)
+<root>/<backbone>/compatibility/<kind>/          source compatibility matrices
+<root>/embedded/                                 the embedded default (synthetic data + tiny backbone)
+<root>/experiments/<name>/                       a sweep's results database, kept manifests, report
+<root>/cache/<kind>/                             caches (tokenised data, URIEL matrices)
 ```
+
+Every path that code writes or reads comes from here; nothing rebuilds a layout from a path it was given.
 """
 
 from __future__ import annotations
@@ -19,9 +26,20 @@ from pathlib import Path
 from merginguriel.errors import InputError
 from merginguriel.io.manifest import read_manifest
 
-DEFAULT_ROOT = Path("checkpoints")
+DEFAULT_ROOT = "checkpoints"  # the one spelling of the default root
 EMBEDDED = "embedded"  # the backbone name of the embedded default (the tiny backbone built offline)
 EMBEDDED_SLUG = "embedded-tiny"
+
+# File names inside artifact folders (the one spelling of each).
+NXN_MATRIX = "evaluation_matrix.csv"
+NXN_CELLS = "cells.jsonl"
+NXN_SUMMARY = "summary.json"
+NXN_HEATMAP = "heatmap.png"
+BASE_ACCURACY = "base_accuracy.json"
+SIMILARITY_MATRIX = "similarity.csv"
+COMPATIBILITY_MATRIX = "matrix.csv"
+SWEEP_DB = "results.sqlite"
+PREDICTIONS = "predictions.jsonl"
 
 
 def backbone_slug(backbone: str) -> str:
@@ -33,6 +51,21 @@ def backbone_slug(backbone: str) -> str:
     if p.is_dir():
         return p.name if p.name != "base" else p.parent.name
     return backbone.strip("/").replace("/", "--")
+
+
+def embedded_home(root: str | os.PathLike = DEFAULT_ROOT) -> Path:
+    """Where the embedded default (synthetic data and tiny backbone) is built."""
+    return Path(root) / "embedded"
+
+
+def cache_dir(root: str | os.PathLike, kind: str) -> Path:
+    """A cache folder under the root (``tokenized``, ``similarity``)."""
+    return Path(root) / "cache" / kind
+
+
+def experiment_dir(root: str | os.PathLike, name: str) -> Path:
+    """A sweep's folder: its results database, the manifests of deleted merges, its report."""
+    return Path(root) / "experiments" / name
 
 
 @dataclass(frozen=True)
@@ -59,28 +92,53 @@ class Layout:
         return self.home / "finetuned" / locale
 
     def lightning_dir(self, locale: str) -> Path:
+        """Lightning logs and checkpoints of ``locale``'s fit (``locale`` may be ``a+b`` for a multi-locale fit)."""
         return self.home / "finetuned" / f"{locale}.lightning"
 
     def merged(self, target: str, run: str) -> Path:
         return self.home / "merged" / target / run
 
+    @staticmethod
+    def merge_logs(output: str | os.PathLike) -> Path:
+        """Lightning logs and checkpoints of a learned merge (AdaMerging), beside its output folder."""
+        out = Path(output)
+        return out.with_name(out.name + ".lightning")
+
     def nxn(self, split: str) -> Path:
         return self.home / "nxn" / split
 
-    def statistics(self, kind: str, locale: str) -> Path:
-        return self.home / "statistics" / kind / locale
+    def nxn_matrix(self, split: str) -> Path:
+        return self.nxn(split) / NXN_MATRIX
+
+    def base_accuracy(self, split: str) -> Path:
+        """The untrained base's accuracy per locale on ``split`` (a cache beside that split's NxN matrix)."""
+        return self.nxn(split) / BASE_ACCURACY
+
+    def statistics(self, kind: str, locale: str, key: str) -> Path:
+        """Cached ``kind`` statistics of ``locale``'s model under the settings whose hash is ``key``."""
+        return self.home / "statistics" / kind / locale / key
+
+    def similarity(self, kind: str) -> Path:
+        return self.home / "similarity" / kind
+
+    def compatibility(self, kind: str) -> Path:
+        return self.home / "compatibility" / kind
 
     def finetuned_locales(self) -> list[str]:
         """Locales with a finished fine-tune (a folder holding a manifest), sorted."""
         folder = self.home / "finetuned"
         if not folder.is_dir():
             return []
-        return sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "manifest.json").is_file())
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and is_finished(p))
 
 
 def is_finished(folder: str | os.PathLike) -> bool:
-    """A model folder is finished when its manifest was written (always the last step of an atomic write)."""
-    return (Path(folder) / "manifest.json").is_file()
+    """A model folder is finished when its weights and its manifest are both there (the manifest is always the last
+    thing an atomic write adds; weights without a manifest, or a manifest left without weights, are not finished)."""
+    folder = Path(folder)
+    if not (folder / "manifest.json").is_file():
+        return False
+    return any(folder.glob("*.safetensors"))
 
 
 def base_reference(folder: str | os.PathLike) -> dict:

@@ -1,8 +1,9 @@
-"""`merginguriel quickstart`: the whole flow end to end, one step after another, each through the same code the
-subcommands run — data and backbone, shared base, fine-tunes, NxN, similarity, a sweep of merges, the report.
+"""The quick start: the whole flow end to end, each step through the library functions the commands use -- data and
+backbone, shared base, fine-tunes, NxN, similarity, a sweep of merge jobs, the report with one verdict per target.
 
-Every step reuses what an earlier run finished (fine-tunes, NxN cells, sweep rows), so a rerun is quick and an
-interrupted run resumes. On the embedded default it needs no network and runs in minutes on two CPU cores.
+Every step reuses what an earlier run finished (fine-tunes, NxN cells, the similarity matrix, sweep rows), so a rerun
+is quick and an interrupted run resumes. On the embedded default it needs no network and runs in minutes on two CPU
+cores.
 """
 
 from __future__ import annotations
@@ -25,55 +26,62 @@ def _done(t0: float, text: str = "") -> None:
     print(f"      done in {time.time() - t0:.1f} s{(': ' + text) if text else ''}", flush=True)
 
 
-def quickstart(
-    sweep: str = "configs/quickstart_sweep.yaml",
+def run_quickstart(
+    sweep: str = "quickstart_sweep",
     locales: Optional[list[str]] = None,
-    fit_config: str = "configs/fit-embedded.yaml",
+    fit_config: str = "fit-embedded",
     report: Optional[str] = None,
     device: str = "auto",
     torch_threads: int = 0,
-) -> Path:
-    """Run the whole flow for the sweep's backbone and data, and print the comparison table.
+):
+    """Run the whole flow for the sweep's backbone and data; returns the report folder and the verdicts.
 
     Args:
-        sweep: the sweep YAML of merges to run (its ``fixed`` settings give backbone, root and data).
+        sweep: the sweep of merge jobs to run (a shipped config name or a YAML path); its ``fixed`` settings give
+            backbone, root and data.
         locales: locales to fine-tune (default: the sweep's targets plus every locale they may select from).
-        fit_config: the `merginguriel fit` config used for every fine-tune.
+        fit_config: the fit recipe (a shipped name or a path) used for every fine-tune.
         report: the report folder (default: beside the sweep's results database).
         device: device for evaluations (``auto``: the GPU when there is one).
         torch_threads: CPU threads for torch (0: torch's default; the tiny embedded backbone is fastest on 1).
     """
     import yaml
 
-    from merginguriel.data.config import DataConfig
-    from merginguriel.experiments.runner import Sweep
+    from merginguriel.checkpoints import EMBEDDED, embedded_home
+    from merginguriel.configs import config_path
+    from merginguriel.data.config import DataSource
+    from merginguriel.evaluation.nxn import compute_nxn
+    from merginguriel.experiments.runner import Sweep, run_sweep
+    from merginguriel.io import read_manifest
     from merginguriel.locales import check_locales
-    from merginguriel.checkpoints import Layout
-    from merginguriel.models.base import EMBEDDED, ensure_base
+    from merginguriel.models.base import ensure_base
+    from merginguriel.models.finetune import finetune
+    from merginguriel.report import build_report, rows_from_db
+    from merginguriel.report.rows import features_from_db
+    from merginguriel.similarity.output import write_similarity
 
     started = time.time()
     if torch_threads > 0:
         import torch
 
         torch.set_num_threads(torch_threads)
-    spec = yaml.safe_load(Path(sweep).read_text(encoding="utf-8"))
+    spec = yaml.safe_load(config_path(sweep).read_text(encoding="utf-8"))
     plan = Sweep(**{k: v for k, v in spec.items() if k in Sweep.__dataclass_fields__})
     fixed = plan.fixed
-    backbone, root = fixed.get("backbone", EMBEDDED), fixed.get("root", "checkpoints")
-    data = DataConfig(**{"root": root, **fixed.get("data", {})})
-    targets = sorted({p["target"] for p in plan.points()})
+    backbone, root = fixed.get("backbone", EMBEDDED), str(fixed.get("root", "checkpoints"))
+    source = DataSource(**fixed.get("data", {}))
+    data = source.at(root)
+    targets = sorted(set(_targets(plan)))  # the points are checked only once the fine-tunes exist (K is checked against them)
     locales = check_locales(locales or sorted(set(targets) | set(fixed.get("selection", {}).get("candidates", []) or [])))
     missing = sorted(set(targets) - set(locales))
     if missing:
         raise InputError(f"the sweep's targets {missing} are not among --locales; add them (each target needs its own fine-tune)")
-    layout = Layout.for_backbone(backbone, root)
 
     t = _step(1, f"data ({data.source}) and backbone ({backbone})")
     if backbone == EMBEDDED:
-        from merginguriel.embedded.build import ensure_embedded_backbone, ensure_embedded_data
+        from merginguriel.embedded.build import ensure_embedded_backbone
 
-        ensure_embedded_data(Path(root) / "embedded")
-        ensure_embedded_backbone(Path(root) / "embedded")
+        ensure_embedded_backbone(embedded_home(root))
     _done(t)
 
     t = _step(2, "shared base (pretrained encoder + seeded 60-intent head)")
@@ -81,59 +89,54 @@ def quickstart(
     _done(t, str(base))
 
     t = _step(3, f"fine-tune {len(locales)} locales: {' '.join(locales)}")
-    from merginguriel.cli.lightning import main as lightning_main
+    from merginguriel.checkpoints import Layout, is_finished
     from merginguriel.evaluation.evaluate import quiet_lightning
-    from merginguriel.io import read_manifest
 
+    layout = Layout.for_backbone(backbone, root)
     for i, loc in enumerate(locales, 1):
         folder = layout.finetuned(loc)
-        if not (folder / "manifest.json").is_file():
-            t_loc = time.time()
+        t_loc = time.time()
+        reused = is_finished(folder)
+        if not reused:
             with quiet_lightning():
-                lightning_main(["fit", "--config", fit_config, "--data.locales", loc, "--model.backbone", backbone,
-                                "--model.root", str(root), "--data.source", data.source,
-                                "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
-            took = f"{time.time() - t_loc:.0f} s"
-        else:
-            took = "reused"
+                finetune(fit_config, {
+                    "model": {"backbone": backbone, "root": root},
+                    "data": {"locales": loc, "source": data.source, "data_path": data.data_path, "max_length": data.max_length},
+                    "trainer": {"enable_progress_bar": False, "enable_model_summary": False},
+                })
         acc = read_manifest(folder)["metrics"]["best_val_accuracy"]
-        print(f"      {i}/{len(locales)} {loc}: validation accuracy {acc:.3f} ({took})", flush=True)
+        print(f"      {i}/{len(locales)} {loc}: validation accuracy {acc:.3f} ({'reused' if reused else f'{time.time() - t_loc:.0f} s'})",
+              flush=True)
     _done(t)
 
-    t = _step(4, "NxN transfer matrix (validation for REAL similarity, test for the baselines)")
-    from merginguriel.evaluation.nxn import compute_nxn
-
-    nxn = {}
+    t = _step(4, "NxN transfer matrix (validation for every choice, test for the final numbers)")
     for split in ("validation", "test"):
-        nxn[split] = compute_nxn(backbone=backbone, root=str(root), split=split, locales=locales, models=locales,
-                                 data=data, device=device, progress=True)
-    _done(t, ", ".join(str(p) for p in nxn.values()))
+        compute_nxn(backbone=backbone, root=root, split=split, locales=locales, models=locales, data=data, device=device,
+                    progress=True)
+    _done(t, str(layout.home / "nxn"))
 
     t = _step(5, "URIEL similarity")
-    from merginguriel.similarity.cli import main as similarity_main
+    sim, reused = write_similarity("uriel", locales, backbone, root)
+    _done(t, f"{sim}{' (reused)' if reused else ''}")
 
-    sim_dir = layout.home / "similarity"
-    similarity_main(["--kind", "uriel", "--locales", f"[{', '.join(locales)}]", "--output", str(sim_dir)])
-    _done(t, str(sim_dir))
-
-    t = _step(6, f"sweep: {len(plan.points())} merges (select -> merge -> test) into {plan.db}")
-    from merginguriel.experiments.cli import main as experiment_main
-
-    experiment_main(["--config", sweep])
+    t = _step(6, f"sweep: {len(plan.points())} merge jobs (choose on validation -> merge -> judge on validation and test) into {plan.db}")
+    run_sweep(plan)
     _done(t)
 
     t = _step(7, "report against every baseline")
-    from merginguriel.report.cli import main as report_main
-
     out = Path(report) if report else Path(plan.db).with_name("report")
-    report_main(["--db", plan.db, "--nxn", str(nxn["test"]), "--output", str(out), "--overwrite", "true"])
-    _done(t, str(out))
-    print(f"\nquickstart finished in {time.time() - started:.0f} s. Report: {out}", flush=True)
-    return out
+    folder, found = build_report(rows_from_db(plan.db, plan.name), str(out), overwrite=True,
+                                 features=features_from_db(plan.db, plan.name), sources={"db": plan.db})
+    _done(t, str(folder))
+    print(f"\nquickstart finished in {time.time() - started:.0f} s. Report: {folder / 'summary.md'}", flush=True)
+    return folder, found
 
 
-def cli(argv: list[str]) -> int:
-    from merginguriel.cli.function import parse_function_args
-
-    quickstart(**parse_function_args(quickstart, argv, "merginguriel quickstart"))
-    return 0
+def _targets(plan) -> list[str]:
+    """The sweep's targets, read from its settings without checking the points (the fine-tunes may not exist yet)."""
+    grid_targets = plan.grid.get("target")
+    if grid_targets:
+        return list(grid_targets)
+    if plan.fixed.get("target"):
+        return [plan.fixed["target"]]
+    raise InputError("the quick start sweep names no target; set `target` under fixed or grid")

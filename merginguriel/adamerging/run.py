@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import resource
 import shutil
 import sys
 import time
@@ -30,33 +29,8 @@ TEST_SPLIT_WARNING = (
 )
 
 
-def _peak_rss_bytes() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * (1 if sys.platform == "darwin" else 1024)
-
-
-def checkpoint_ref(folder: str | Path) -> dict[str, str]:
-    """``{"path", "hash"}`` of a checkpoint: the hash its manifest records, else the hash of its weights."""
-    from merginguriel.io import checkpoint_hash, read_manifest
-
-    folder = Path(folder)
-    try:
-        digest = read_manifest(folder).get("hash")
-    except FileNotFoundError:
-        digest = None
-    return {"path": str(folder), "hash": digest or checkpoint_hash(folder)}
-
-
-def check_spec(spec: Any, options: AdaMergingOptions) -> None:
-    """Validate everything cheap before anything heavy is loaded or written."""
-    if getattr(spec, "target", None) is None:
-        raise InputError(
-            "AdaMerging adapts on the target locale's unlabelled utterances, but no target was given; pass --target LOCALE"
-        )
-    from merginguriel.locales import check_locale
-
-    check_locale(spec.target)
-    if not spec.sources:
-        raise InputError("AdaMerging needs at least one source model; pass --sources (or --similarity and --num_sources)")
+def check_options(options: AdaMergingOptions) -> None:
+    """The options alone, before any model is read (sweeps check every point this way at planning)."""
     if options.split == "test" and not options.allow_test_split:
         raise InputError(
             "adamerging.split=test adapts on the evaluation data (test-set leakage); use validation (the default) or "
@@ -67,45 +41,34 @@ def check_spec(spec: Any, options: AdaMergingOptions) -> None:
             f"adamerging needs steps >= 0, batch_size >= 1 and lr >= 0 (got steps={options.steps}, "
             f"batch_size={options.batch_size}, lr={options.lr})"
         )
+    if not 0 < options.ties_density <= 1:
+        raise InputError(f"adamerging.ties_density must be in (0, 1], got {options.ties_density}")
+
+
+def check_spec(spec: Any, options: AdaMergingOptions):
+    """Validate everything before anything heavy is loaded or written: the options, the target, and every input
+    check any merge makes (merging.validate.check_inputs: base, sources, labels, architecture, weights, IncTar/ExcTar)."""
+    if getattr(spec, "target", None) is None:
+        raise InputError(
+            "AdaMerging adapts on the target locale's unlabelled utterances, but no target was given; pass --target LOCALE"
+        )
+    from merginguriel.locales import check_locale
+
+    check_locale(spec.target)
+    check_options(options)
     if options.init == "weights" and not any(float(s.weight) != 0 for s in spec.sources):
         raise InputError("adamerging.init=weights but every source weight is 0; give weights or use init=constant")
-    out = Path(spec.output)
-    if out.exists() and not getattr(spec, "overwrite", False):
-        raise InputError(f"{out} already exists; choose another --run name or pass --overwrite true")
-    base = Path(spec.base)
-    if not base.is_dir():
-        raise InputError(f"base checkpoint {base} not found; create it with `merginguriel base` or pass --base")
-    for s in spec.sources:
-        if not Path(s.path).is_dir():
-            raise InputError(f"source checkpoint {s.path} not found; fine-tune it first (`merginguriel fit`)")
-    base_hash = checkpoint_ref(base)["hash"]
-    from merginguriel.io import read_manifest
+    from merginguriel.merging.validate import check_inputs
 
-    for s in spec.sources:
-        try:
-            recorded = (read_manifest(s.path).get("base") or {}).get("hash")
-        except FileNotFoundError:
-            recorded = None
-        if recorded is not None and recorded != base_hash:
-            raise InputError(
-                f"{s.path} was fine-tuned from a different base (hash {recorded[:12]}, this base {base_hash[:12]}); "
-                "task vectors must be taken against the base every source started from: pass that --base"
-            )
-    from merginguriel.adamerging.vectors import check_compatible
-
-    check_compatible(base, [s.path for s in spec.sources])
-    # Every check the merge engine makes for any merge (shared base, architecture, labels, vocabulary, duplicates,
-    # IncTar/ExcTar, weights, exclude patterns), run as for a linear merge of the same inputs.
-    from merginguriel.merging.validate import prepare
-
-    prepare(dataclasses.replace(spec, method="linear", params={}))
+    return check_inputs(spec)
 
 
 def _lightning_dir(spec: Any, trainer: TrainerOptions) -> Path:
     if trainer.default_root_dir:
         return Path(trainer.default_root_dir)
-    out = Path(spec.output)
-    return out.with_name(out.name + ".lightning")
+    from merginguriel.checkpoints import Layout
+
+    return Layout.merge_logs(spec.output)
 
 
 def _resume_path(options: AdaMergingOptions, root: Path) -> str | None:
@@ -126,11 +89,11 @@ def build_module(spec: Any, options: AdaMergingOptions, device: str | torch.devi
     from merginguriel.adamerging.module import AdaMergingModule
     from merginguriel.adamerging.vectors import load_task_vectors, ties_process
 
-    from merginguriel.merging.validate import _compile_exclude
+    from merginguriel.merging.validate import exclude_matches
 
     model = AutoModelForSequenceClassification.from_pretrained(spec.base)
     names = [n for n, _ in model.named_parameters()]
-    skip = _compile_exclude(list(spec.exclude or []), names)  # the engine's glob / re: pattern semantics
+    skip = exclude_matches(list(spec.exclude or []), names)  # the engine's glob / re: pattern semantics
     params = {n: p.detach() for n, p in model.named_parameters() if n not in skip}
     if not params:
         raise InputError("every tensor is excluded (--exclude); nothing is left to merge")
@@ -171,10 +134,13 @@ def run_adamerging(spec: Any, options: AdaMergingOptions, trainer: TrainerOption
 
     from merginguriel.adamerging.data import TargetUtterances, target_utterances
 
+    from merginguriel.memory import PeakMemory
+
     t0 = time.perf_counter()
+    probe = PeakMemory(spec.device if spec.device != "auto" else None).__enter__()
     # The base model is deliberately in eval mode (no dropout in the entropy objective).
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-    check_spec(spec, options)
+    inputs = check_spec(spec, options)
     warnings_out = []
     if options.split == "test":
         warnings.warn(TEST_SPLIT_WARNING, stacklevel=2)
@@ -223,7 +189,6 @@ def run_adamerging(spec: Any, options: AdaMergingOptions, trainer: TrainerOption
     timings = {"load_s": round(t_load - t0, 3), "fit_s": round(t_fit - t_load, 3)}
     params = {**dataclasses.asdict(options), "trainer": dataclasses.asdict(trainer)}
     extra = {
-        "target": spec.target,
         "adaptation": {
             "split": options.split, "utterances": len(rows), "world_size": pl_trainer.world_size,
             "steps_done": pl_trainer.global_step, "entropy_first": entropies[0] if entropies else None,
@@ -232,7 +197,7 @@ def run_adamerging(spec: Any, options: AdaMergingOptions, trainer: TrainerOption
         },
         "warnings": warnings_out,
     }
-    write_merged(spec, model, tokenizer, module, params, timings, extra, t0, log_rows)
+    write_merged(spec, inputs, model, tokenizer, module, params, timings, extra, t0, log_rows, probe, str(pl_trainer.strategy.root_device))
     return Path(spec.output)
 
 
@@ -267,10 +232,12 @@ def _read_logs(logs: Path) -> list[dict[str, str]]:
 
 
 def write_merged(
-    spec: Any, model, tokenizer, module, params: dict, timings: dict, extra: dict, t0: float, log_rows: list[dict]
+    spec: Any, inputs, model, tokenizer, module, params: dict, timings: dict, extra: dict, t0: float,
+    log_rows: list[dict], probe, device: str,
 ) -> Path:
     """Write the merged model (HF folder), its coefficients, the coefficient log and the manifest, atomically."""
-    from merginguriel.io import atomic_dir, checkpoint_hash, write_json_atomic, write_manifest
+    from merginguriel.io import atomic_dir, write_json_atomic
+    from merginguriel.merging.manifest import write_merged_manifest
 
     out = Path(spec.output)
     coefficients = module.coefficient_table()
@@ -286,25 +253,26 @@ def write_merged(
             summary = coefficients
         else:
             summary = {s: sum(v.values()) / len(v) for s, v in coefficients.items()}
-        peak = {"rss_bytes": _peak_rss_bytes()}
-        if torch.cuda.is_available():
-            peak["cuda_bytes"] = int(torch.cuda.max_memory_allocated())
-        write_manifest(
+        total = sum(inputs.weights)
+        write_merged_manifest(
             tmp,
-            "merged",
-            hash=checkpoint_hash(tmp),
-            base=checkpoint_ref(spec.base),
-            sources=[
-                {"locale": s.locale, **checkpoint_ref(s.path), "weight": float(s.weight)} for s in spec.sources
-            ],
             method="adamerging",
             params=params,
-            coefficients=summary,
-            seed=getattr(spec, "seed", None),
-            selection=getattr(spec, "selection", None),
-            exclude=list(getattr(spec, "exclude", []) or []),
+            base={"path": str(spec.base), "hash": inputs.base_hash},
+            sources=inputs.records,
+            weights_normalised=[w / total for w in inputs.weights],
+            seed=spec.seed,
+            target=spec.target,
+            include_target=spec.include_target,
+            selection=spec.selection,
+            exclude={"patterns": list(spec.exclude or []), "tensors": inputs.excluded},
+            statistics={},
+            dtype="float32",
+            device=device,
             timings=timings,
-            peak_memory=peak,
+            memory=probe.stop().record(),
+            job=spec.job,
+            coefficients=summary,
             **extra,
         )
     return out

@@ -1,8 +1,9 @@
-"""`merginguriel <subcommand>`: one command, LightningCLI style.
+"""`merginguriel <command>`: one command, LightningCLI style; the one package that parses arguments and prints.
 
-`fit`, `validate`, `test` and `predict` are LightningCLI subcommands (model + datamodule + trainer). The others are
-jsonargparse parsers over typed signatures, so every subcommand takes `--config file.yaml`, dotted overrides and
-`--print_config`. Subcommand modules are imported only when used, to keep start-up fast.
+Every command is a typed function registered in ``COMMANDS`` (the litgpt way): its signature and docstring are the
+command's options, so every command takes ``-c/--config file.yaml`` (or a shipped config's name), dotted overrides and
+``--print_config``. `fit`, `validate` and `test` are LightningCLI over IntentClassifier and MassiveDataModule. Command
+modules are imported only when used, so `--help` answers fast. Nothing below this package imports it.
 """
 
 from __future__ import annotations
@@ -14,30 +15,35 @@ import sys
 
 from merginguriel.errors import InputError
 
-# name -> ("module:function", one-line help). Each function takes argv (list[str]) and returns an exit status or None.
+LIGHTNING = "merginguriel.cli.lightning:main"
+# name -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "fit": ("merginguriel.cli.lightning:main", "fine-tune a model on one or several locales (LightningCLI)"),
-    "validate": ("merginguriel.cli.lightning:main", "evaluate a checkpoint on a validation split (LightningCLI)"),
-    "test": ("merginguriel.cli.lightning:main", "evaluate a checkpoint on a test split, write metrics JSON (LightningCLI)"),
-    "predict": ("merginguriel.cli.lightning:main", "predict intents (LightningCLI)"),
-    "base": ("merginguriel.models.base:cli", "save the shared base (pretrained encoder + seeded 60-intent head)"),
-    "embedded": ("merginguriel.embedded.build:cli", "build the embedded default: synthetic MASSIVE data and the tiny backbone"),
-    "merge": ("merginguriel.merging.cli:main", "merge fine-tuned models (every static method, AdaMerging, Fisher, RegMean)"),
-    "nxn": ("merginguriel.evaluation.nxn:cli", "evaluate every fine-tuned model on every locale: the NxN transfer matrix"),
-    "similarity": ("merginguriel.similarity.cli:main", "URIEL or REAL language similarity matrix (CSV + heatmap)"),
-    "compatibility": ("merginguriel.compatibility.cli:main", "task-vector cosine / CKA compatibility of source models"),
-    "report": ("merginguriel.report.cli:main", "compare merges against every baseline: tables and plots"),
-    "experiment": ("merginguriel.experiments.cli:main", "run a sweep from a YAML grid into a results database"),
-    "advise": ("merginguriel.experiments.advise:cli", "pilot merges on validation data: merge or not?"),
-    "quickstart": ("merginguriel.quickstart:cli", "the whole flow end to end (embedded default unless configured)"),
+    "fit": (LIGHTNING, "fine-tune a model on one or several locales (LightningCLI)"),
+    "validate": (LIGHTNING, "evaluate a checkpoint on a validation split (LightningCLI)"),
+    "test": (LIGHTNING, "evaluate a checkpoint on a test split, write metrics JSON (LightningCLI)"),
+    "predict": ("merginguriel.cli.predict:predict", "write a checkpoint's predictions (JSONL or CSV) for a locale's split"),
+    "base": ("merginguriel.cli.base:base", "save the shared base (pretrained encoder + seeded 60-intent head)"),
+    "embedded": ("merginguriel.cli.embedded:embedded", "build the embedded default: synthetic MASSIVE data and the tiny backbone"),
+    "nxn": ("merginguriel.cli.nxn:nxn", "evaluate every fine-tuned model on every locale: the NxN transfer matrix"),
+    "similarity": ("merginguriel.cli.similarity:similarity", "URIEL or REAL language similarity matrix (CSV + heatmap)"),
+    "compatibility": ("merginguriel.cli.compatibility:compatibility", "task-vector cosine / CKA compatibility of source models"),
+    "merge": ("merginguriel.cli.merge:merge", "one merge job: choose sources, merge (any method), judge against baselines"),
+    "experiment": ("merginguriel.cli.experiment:experiment", "a sweep of merge jobs from a YAML grid into a results database"),
+    "report": ("merginguriel.cli.report", "verdicts, tables and plots: `report sweep --db ...` or `report models --merged ...`"),
+    "advise": ("merginguriel.cli.advise:advise", "pilot merges on validation data: merge or not?"),
+    "quickstart": ("merginguriel.cli.quickstart:quickstart", "the whole flow end to end (embedded default unless configured)"),
 }
+# Commands with sub-forms: name -> {form: function}
+FORMS = {"report": {"sweep": "report_sweep", "models": "report_models"}}
+LIST_OPTIONS = {"merge": ("--selection.sources", "--selection.weights", "--selection.candidates", "--merge.exclude",
+                          "--evaluate.splits")}
 
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: merginguriel <subcommand> [--config FILE.yaml] [--key.sub value ...] [--print_config]", "", "subcommands:"]
+    lines = ["usage: merginguriel <command> [-c CONFIG] [--key.sub value ...] [--print_config]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "`merginguriel <subcommand> --help` shows a subcommand's options."]
+    lines += ["", "`merginguriel <command> --help` shows a command's options."]
     return "\n".join(lines)
 
 
@@ -47,14 +53,10 @@ def _quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*pkg_resources is deprecated.*")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover
-        pass
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers / the hub client are imported
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("urielplus").setLevel(logging.WARNING)
 
 
 def _unshadow_bin_scripts() -> None:
@@ -62,6 +64,43 @@ def _unshadow_bin_scripts() -> None:
     that would shadow the lang2vec package (URIEL similarity then fails on a missing data file): drop that entry."""
     if sys.path and sys.path[0] and os.path.isfile(os.path.join(sys.path[0], "lang2vec.py")):
         sys.path.pop(0)
+
+
+def _shipped_configs(argv: list[str]) -> list[str]:
+    """``-c NAME`` / ``--config NAME`` naming a shipped config becomes its path."""
+    from merginguriel.configs import config_path
+
+    out = list(argv)
+    for i, tok in enumerate(out[:-1]):
+        if tok in ("-c", "--config"):
+            out[i], out[i + 1] = "--config", str(config_path(out[i + 1]))
+    return out
+
+
+def run(name: str, rest: list[str]) -> int:
+    target, _ = COMMANDS[name]
+    rest = _shipped_configs(rest)
+    if target == LIGHTNING:
+        from merginguriel.cli.lightning import main as lightning_main
+
+        return int(lightning_main([name, *rest]) or 0)
+    if name in FORMS:
+        forms = FORMS[name]
+        if not rest or rest[0] not in forms:
+            choice = "|".join(forms)
+            print(f"usage: merginguriel {name} {{{choice}}} [options]  (`merginguriel {name} <form> --help`)",
+                  file=sys.stderr if rest and rest[0] not in ("-h", "--help") else sys.stdout)
+            return 0 if rest and rest[0] in ("-h", "--help") else 2
+        func = getattr(importlib.import_module(target), forms[rest[0]])
+        prog, rest = f"merginguriel {name} {rest[0]}", rest[1:]
+    else:
+        module_name, func_name = target.split(":")
+        func = getattr(importlib.import_module(module_name), func_name)
+        prog = f"merginguriel {name}"
+    from merginguriel.cli.parse import parse_function_args
+
+    kwargs = parse_function_args(func, rest, prog, list_options=LIST_OPTIONS.get(name, ()))
+    return int(func(**kwargs) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,24 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"merginguriel: unknown subcommand {name!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.getLogger("urielplus").setLevel(logging.WARNING)
     _quiet_libraries()
-    target, _ = COMMANDS[name]
-    module_name, func_name = target.split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
+    if name not in COMMANDS:
+        print(f"merginguriel: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
     try:
-        if module_name == "merginguriel.cli.lightning":
-            status = func([name, *rest])
-        else:
-            status = func(rest)
+        return run(name, rest)
     except InputError as err:
         print(f"merginguriel {name}: error: {err}", file=sys.stderr)
         return 2
-    return int(status or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

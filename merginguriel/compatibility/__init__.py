@@ -6,7 +6,6 @@ from merginguriel.compatibility.weighting import (
     WEIGHTING,
     apply_compatibility,
     compatibility_weights,
-    select_with_compatibility,
 )
 
 __all__ = [
@@ -15,7 +14,6 @@ __all__ = [
     "cka_matrix",
     "compatibility_weights",
     "linear_cka",
-    "select_with_compatibility",
     "task_vector_cosine",
     "task_vector_gram",
 ]

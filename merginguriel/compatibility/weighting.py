@@ -75,30 +75,3 @@ def compatibility_for(
     from merginguriel.compatibility.cosine import task_vector_cosine
 
     return task_vector_cosine(base, {s: checkpoints[s] for s in sources})
-
-
-def select_with_compatibility(
-    target: str,
-    similarity: str,
-    num_sources: int,
-    include_target: bool = False,
-    candidates: Optional[list[str]] = None,
-    nxn_csv: Optional[str] = None,
-    compatibility_csv: Optional[str] = None,
-    backbone: str = "embedded",
-    root: str = "checkpoints",
-    **uriel_options: Any,
-) -> Any:
-    """``select_for_target`` with score weights, then reweighted by task-vector compatibility: the selection path's
-    ``--weighting similarity_x_compatibility``."""
-    from merginguriel.checkpoints import Layout
-    from merginguriel.similarity import select_for_target
-
-    layout = Layout.for_backbone(backbone, root)
-    selection = select_for_target(
-        target, similarity, num_sources, include_target, "scores", candidates, nxn_csv=nxn_csv, **uriel_options
-    )
-    compat = compatibility_for(
-        list(selection.sources), layout.base, {s: layout.finetuned(s) for s in selection.sources}, compatibility_csv
-    )
-    return apply_compatibility(selection, compat)

@@ -29,3 +29,30 @@ class DataConfig:
     data_path: Optional[str] = None
     root: str = "checkpoints"
     max_length: int = 128
+
+    def key(self, split: str) -> str:
+        """What decides an evaluation besides the model: the data source, its path, the length limit and the split."""
+        import json
+
+        return json.dumps({"source": self.source, "data_path": self.data_path, "max_length": self.max_length,
+                           "split": split}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where MASSIVE data comes from, without the checkpoints root (a merge job and a sweep give the root once).
+
+    Args:
+        source: ``embedded`` (generated offline, the default), ``release`` (the official jsonl files or tarball at
+            ``data_path``) or ``hub`` (``AmazonScience/massive`` through its parquet revision).
+        data_path: the release folder or ``.tar.gz`` (``release`` only).
+        max_length: tokenisation length limit.
+    """
+
+    source: DataSourceKind = "embedded"
+    data_path: Optional[str] = None
+    max_length: int = 128
+
+    def at(self, root: str) -> DataConfig:
+        """The full data config under a checkpoints root (which holds the embedded data and the tokenisation cache)."""
+        return DataConfig(source=self.source, data_path=self.data_path, root=str(root), max_length=self.max_length)

@@ -36,7 +36,9 @@ def release_path(data: DataConfig) -> Path:
     """
     check_source(data)
     if data.source == "embedded":
-        folder = Path(data.root).resolve() / "embedded"
+        from merginguriel.checkpoints import embedded_home
+
+        folder = embedded_home(data.root).resolve()
         known = _EMBEDDED.get(folder)
         if known is None or not known.exists():
             from merginguriel.embedded.build import ensure_embedded_data  # heavy (generator, URIEL): only when used

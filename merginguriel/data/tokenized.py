@@ -13,8 +13,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
-import os
-import uuid
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,7 +115,9 @@ def tokenizer_hash(tokenizer: Any) -> str:
 def cache_file(data: DataConfig, tokenizer: Any, locale: str) -> Path:
     """Where ``locale``'s tokenisation under ``tokenizer`` and ``data`` is cached."""
     src = hashlib.sha256(source_identity(data, locale).encode()).hexdigest()[:16]
-    return Path(data.root) / "cache" / "tokenized" / f"{tokenizer_hash(tokenizer)[:16]}-{data.max_length}" / f"{locale}-{src}.pt"
+    from merginguriel.checkpoints import cache_dir
+
+    return cache_dir(data.root, "tokenized") / f"{tokenizer_hash(tokenizer)[:16]}-{data.max_length}" / f"{locale}-{src}.pt"
 
 
 def _tokenize_locale(data: DataConfig, tokenizer: Any, locale: str) -> dict[str, TokenizedSplit]:
@@ -151,13 +151,10 @@ def _save(path: Path, splits: dict[str, TokenizedSplit], meta: dict) -> None:
             name: {"flat": s.flat, "offsets": s.offsets, "labels": s.labels, "ids": s.ids} for name, s in splits.items()
         },
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
+    from merginguriel.io import atomic_file
+
+    with atomic_file(path) as tmp:  # concurrent writers produce identical files; the last rename wins
         torch.save(payload, tmp)
-        os.replace(tmp, path)  # concurrent writers produce identical files; the last rename wins
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _load(path: Path) -> dict[str, TokenizedSplit] | None:

@@ -220,31 +220,3 @@ def _explicit(cls, built: Path, key: str, fields: dict[str, Any]):
         recorded = read_manifest(built).get(key, {})
         base = replace(base, **{k: v for k, v in recorded.items() if k in base.__dataclass_fields__})
     return replace(base, **given)
-
-
-def cli(argv: list[str]) -> int:
-    """`merginguriel embedded`: build (or find) the embedded data and backbone, and say what was built and where."""
-    from merginguriel.cli.function import parse_function_args
-
-    kwargs = parse_function_args(build_embedded, argv, "merginguriel embedded")
-    started = time.perf_counter()
-    built = build_embedded(**kwargs)
-    for name, path in built.items():
-        m = read_manifest(path)
-        if name == "data":
-            s = m["sizes"]
-            print(
-                f"embedded data: {path}  ({len(m['locales'])} locales x {m['rows_per_locale']} rows: "
-                f"{s['train_per_intent']}/{s['dev_per_intent']}/{s['test_per_intent']} train/dev/test per intent; "
-                f"seed {m['seed']}; built {m['created']} in {m['build_seconds']} s)"
-            )
-        else:
-            p = m["pretraining"]
-            print(
-                f"embedded backbone: {path}  (XLM-R architecture, {p['parameters'] / 1e6:.2f} M parameters, "
-                f"vocab {m['vocab_size']}, hidden {m['settings']['hidden_size']} x {m['settings']['num_layers']} layers; "
-                f"MLM {p['steps']} steps, loss {p['loss_first']} -> {p['loss_last']}; seed {m['seed']}; "
-                f"built {m['created']} in {m['build_seconds']} s)"
-            )
-    print(f"done in {time.perf_counter() - started:.1f} s")
-    return 0

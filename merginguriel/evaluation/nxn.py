@@ -27,26 +27,16 @@ from typing import Literal, Optional
 
 import pandas as pd
 
-from merginguriel.checkpoints import DEFAULT_ROOT, Layout
+from merginguriel.checkpoints import DEFAULT_ROOT, NXN_CELLS, NXN_HEATMAP, NXN_MATRIX, NXN_SUMMARY, Layout
 from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig
 from merginguriel.errors import InputError
 from merginguriel.io import read_manifest, write_json_atomic, write_manifest
 from merginguriel.io.atomic import atomic_write_text
 from merginguriel.locales import check_locales
 
-CELLS_FILE = "cells.jsonl"
-MATRIX_FILE = "evaluation_matrix.csv"
-SUMMARY_FILE = "summary.json"
-HEATMAP_FILE = "heatmap.png"
 
 Cell = dict
 CellCallback = Callable[[Cell], None]
-
-
-def data_key(data: DataConfig, split: str) -> str:
-    """What decides a cell's value besides the model: the data source, its path, the length limit and the split."""
-    return json.dumps({"source": data.source, "data_path": data.data_path, "max_length": data.max_length, "split": split},
-                      sort_keys=True)
 
 
 def read_cells(path: Path) -> list[Cell]:
@@ -104,7 +94,7 @@ def summarize(matrix: pd.DataFrame) -> dict:
 
 def compute_nxn(
     backbone: str = "embedded",
-    root: str = str(DEFAULT_ROOT),
+    root: str = DEFAULT_ROOT,
     split: Literal["validation", "test"] = "validation",
     locales: Optional[list[str]] = None,
     models: Optional[list[str]] = None,
@@ -165,8 +155,8 @@ def compute_nxn(
         data = dataclasses.replace(data, root=str(root))
 
     folder = Path(output) if output else layout.nxn(split)  # created with the first finished cell
-    cells_path = folder / CELLS_FILE
-    key = data_key(data, split)
+    cells_path = folder / NXN_CELLS
+    key = data.key(split)
     hashes = {m: _model_hash(layout.finetuned(m)) for m in models}
     repair_cells(cells_path)
     done: dict[tuple[str, str], Cell] = {}
@@ -216,7 +206,7 @@ def compute_nxn(
     for (source, target), cell in done.items():
         if source in matrix.index and target in matrix.columns:
             matrix.at[source, target] = float(cell["accuracy"])
-    atomic_write_text(folder / MATRIX_FILE, matrix.to_csv())  # full precision: the same numbers as the cells
+    atomic_write_text(folder / NXN_MATRIX, matrix.to_csv())  # full precision: the same numbers as the cells
     summary = {
         "split": split,
         "models": models,
@@ -227,10 +217,10 @@ def compute_nxn(
         "timings": {"total_s": round(total_s, 3), "load_s": round(load_s, 3), "eval_s": round(eval_s, 3),
                     "examples": examples, "examples_per_s": round(examples / eval_s, 1) if eval_s else None},
     }
-    write_json_atomic(folder / SUMMARY_FILE, summary)
+    write_json_atomic(folder / NXN_SUMMARY, summary)
     from merginguriel.report.plots import heatmap
 
-    heatmap(matrix, folder / HEATMAP_FILE, f"NxN accuracy ({split})", xlabel="evaluated locale", ylabel="source model")
+    heatmap(matrix, folder / NXN_HEATMAP, f"NxN accuracy ({split})", xlabel="evaluated locale", ylabel="source model")
     write_manifest(folder, "nxn", backbone=layout.backbone, split=split, models=models, locales=locales,
                    model_hashes=hashes, data=dataclasses.asdict(data), batch_size=batch_size, device=device,
                    timings=summary["timings"], loads=loads)
@@ -249,18 +239,3 @@ def _evaluate_cells(model, tokenizer, source: str, targets: list[str], split: st
     return [{"source": source, "target": t, "accuracy": float(results[t]["accuracy"]),
              "macro_f1": float(results[t].get("macro_f1", float("nan"))), "n": int(results[t]["n"]),
              "seconds": round(seconds * int(results[t]["n"]) / total, 4)} for t in targets]
-
-
-def cli(argv: list[str]) -> int:
-    """`merginguriel nxn`: the NxN transfer matrix (resumable)."""
-    from merginguriel.cli.function import parse_function_args
-
-    folder = compute_nxn(**parse_function_args(compute_nxn, argv, "merginguriel nxn", skip={"on_cell"}))
-    matrix = pd.read_csv(folder / MATRIX_FILE, index_col=0)
-    summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
-    print(matrix.round(4).to_string())
-    t = summary["timings"]
-    print(f"\n{summary['cells']['computed']} cell(s) computed, {summary['cells']['resumed']} resumed, "
-          f"{summary['loads']} model load(s), {t['total_s']} s")
-    print(f"NxN matrix written to {folder / MATRIX_FILE}")
-    return 0

@@ -45,7 +45,18 @@ CREATE TABLE IF NOT EXISTS points (
     timings TEXT,
     manifest TEXT,
     metrics TEXT,
-    selection TEXT
+    selection TEXT,
+    similarity TEXT,
+    num_sources INTEGER,
+    include_target INTEGER,
+    weighting TEXT,
+    seed INTEGER,
+    val_accuracy REAL,
+    test_accuracy REAL,
+    val_gain REAL,
+    test_gain REAL,
+    val_effect REAL,
+    test_effect REAL
 );
 CREATE INDEX IF NOT EXISTS points_sweep_status ON points (sweep, status);
 CREATE INDEX IF NOT EXISTS points_target_method ON points (target, method);
@@ -57,15 +68,26 @@ CREATE TABLE IF NOT EXISTS features (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS features_target ON features (target);
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+# The flat columns people filter on (plain sqlite3 / pandas.read_sql); JSON columns keep the rest.
+FLAT = ("similarity", "num_sources", "include_target", "weighting", "seed", "val_accuracy", "test_accuracy", "val_gain",
+        "test_gain", "val_effect", "test_effect")
 
 
 def _process_start(pid: int) -> Optional[float]:
-    """Start time of a live process (guards against a recycled pid), or None when it is gone."""
+    """Start time of a live process (guards against a recycled pid), or None when it is gone. A killed process that
+    its parent has not reaped yet (a zombie) is gone: it will never finish its point."""
     try:
         import psutil
 
-        return psutil.Process(pid).create_time()
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
     except Exception:  # psutil.NoSuchProcess, AccessDenied, or psutil missing
         return None
 
@@ -87,8 +109,18 @@ class Worker:
 class ResultsDB:
     """A results database file. Open one per process (or thread); every method is its own transaction."""
 
-    def __init__(self, path: str | os.PathLike, timeout: float = 60.0):
+    def __init__(self, path: str | os.PathLike, timeout: float = 60.0, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            # a report only reads: no -wal/-shm files are created beside a database that has none
+            if not self.path.is_file():
+                from merginguriel.errors import InputError
+
+                raise InputError(f"results database {self.path} not found; run a sweep first (`merginguriel experiment`)")
+            self.conn = _connect_readonly(self.path, timeout)
+            self.conn.row_factory = sqlite3.Row
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the lock before reading what it
         # will change (no read-then-upgrade deadlocks between two claimers).
@@ -117,6 +149,33 @@ class ResultsDB:
     def close(self) -> None:
         self.conn.close()
 
+    # -- paths: stored relative to the database's folder, so a report finds them wherever it runs ----------------------
+    def set_workdir(self, workdir: str | os.PathLike) -> None:
+        """Record where the sweep's relative paths (root, data) start from, relative to this database's folder."""
+        rel = os.path.relpath(Path(workdir).resolve(), self.path.parent.resolve())
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('workdir', ?)", (rel,))
+
+    def workdir(self) -> Path:
+        """The folder the sweep's relative paths start from (the database's own folder when none was recorded)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE name = 'workdir'").fetchone()
+        return (self.path.parent / (row["value"] if row else ".")).resolve()
+
+    def resolve(self, path: Optional[str]) -> Optional[Path]:
+        """A path stored in this database (a job's root, a manifest), made absolute."""
+        if path is None:
+            return None
+        p = Path(path)
+        return p if p.is_absolute() else (self.workdir() / p).resolve()
+
+    def stored(self, path: str | os.PathLike) -> str:
+        """How a path is stored: relative to the recorded workdir when under it, else absolute."""
+        p = Path(path).resolve()
+        try:
+            return str(p.relative_to(self.workdir()))
+        except ValueError:
+            return str(p)
+
     def __enter__(self) -> "ResultsDB":
         return self
 
@@ -140,10 +199,15 @@ class ResultsDB:
         added = 0
         with self.transaction() as conn:
             for key, config in points:
+                sel = config.get("selection") or {}
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO points (key, sweep, target, method, config, status, created) "
-                    "VALUES (?, ?, ?, ?, ?, 'planned', ?)",
-                    (key, sweep, config.get("target"), _method_of(config), json.dumps(config, sort_keys=True), now),
+                    "INSERT OR IGNORE INTO points (key, sweep, target, method, config, status, created, similarity, "
+                    "num_sources, include_target, weighting, seed) VALUES (?, ?, ?, ?, ?, 'planned', ?, ?, ?, ?, ?, ?)",
+                    (key, sweep, config.get("target"), _method_of(config), json.dumps(config, sort_keys=True), now,
+                     sel.get("similarity"), len(sel["sources"]) if sel.get("sources") else sel.get("num_sources"),
+                     None if sel.get("include_target") is None else int(bool(sel.get("include_target"))),
+                     sel.get("weighting") if sel.get("similarity") else (sel.get("weights") and "manual" or "average"),
+                     (config.get("merge") or {}).get("seed")),
                 )
                 added += cur.rowcount
         return added
@@ -209,9 +273,11 @@ class ResultsDB:
         """Record a finished point (only the worker that holds it may). Returns whether the row was written."""
         worker = worker or Worker.current()
         with self.transaction() as conn:
+            flat = _flat_metrics(metrics)
             cur = conn.execute(
                 "UPDATE points SET status = 'done', error = NULL, finished = ?, heartbeat = ?, metrics = ?, timings = ?, "
-                "manifest = ?, selection = ? WHERE key = ? AND status = 'running' AND host = ? AND pid = ?",
+                "manifest = ?, selection = ?, " + ", ".join(f"{c} = ?" for c in flat)
+                + " WHERE key = ? AND status = 'running' AND host = ? AND pid = ?",
                 (
                     time.time(),
                     time.time(),
@@ -219,6 +285,7 @@ class ResultsDB:
                     json.dumps(timings, sort_keys=True),
                     manifest,
                     json.dumps(selection, sort_keys=True) if selection is not None else None,
+                    *flat.values(),
                     key,
                     worker.host,
                     worker.pid,
@@ -282,6 +349,28 @@ class ResultsDB:
             d["features"] = json.loads(d["features"])
             out.append(d)
         return out
+
+
+def _connect_readonly(path: Path, timeout: float) -> sqlite3.Connection:
+    """Open read-only. A WAL database that was closed cleanly has no -shm file, which a read-only connection cannot
+    create; it is then read as immutable (no locks, nothing written beside it)."""
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(path.resolve()))}"
+    shm = path.with_name(path.name + "-shm")
+    mode = "?mode=ro" if shm.exists() else "?immutable=1"
+    return sqlite3.connect(uri + mode, uri=True, timeout=timeout, isolation_level=None)
+
+
+def _flat_metrics(metrics: dict) -> dict:
+    """The numbers of a finished point as flat columns: accuracy, gain and merging effect per split."""
+    out = {}
+    for prefix, split in (("val", "validation"), ("test", "test")):
+        rec = (metrics.get("splits") or {}).get(split) or {}
+        out[f"{prefix}_accuracy"] = rec.get("accuracy")
+        out[f"{prefix}_gain"] = rec.get("gain")
+        out[f"{prefix}_effect"] = rec.get("merging_effect")
+    return out
 
 
 def _method_of(config: dict) -> Optional[str]:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import pandas as pd
 
 from merginguriel.errors import InputError
-from merginguriel.checkpoints import Layout
 
 FEATURES = (
     "num_sources",
@@ -40,11 +39,13 @@ def _stats(values: list[float]) -> tuple[float, float, float, float]:
     return mean, min(values), max(values), std
 
 
-def read_nxn(path: Optional[Path]) -> Optional[pd.DataFrame]:
-    """The NxN matrix (row = source model, column = evaluated locale), or None when absent."""
+def read_nxn_if_present(path: Optional[Path]) -> Optional[pd.DataFrame]:
+    """The NxN matrix through its one validating reader, or None when there is none."""
     if path is None or not Path(path).is_file():
         return None
-    return pd.read_csv(path, index_col=0)
+    from merginguriel.similarity.real import read_nxn
+
+    return read_nxn(path)
 
 
 def source_accuracies(nxn: Optional[pd.DataFrame], sources: list[str], target: str) -> Optional[list[float]]:
@@ -75,31 +76,34 @@ def source_diversity(kind: str, sources: list[str], options: dict, nxn_path: Opt
     return 1.0 - sum(pairs) / len(pairs)
 
 
-def point_features(config: dict, selection: Any) -> dict:
-    """The merging-effect features of a point's selection (None where an input, e.g. the NxN matrix, is missing)."""
-    from merginguriel.experiments.point import nxn_csv
+def point_features(job, chosen) -> dict:
+    """The merging-effect features of a job's chosen sources (None where an input, e.g. the NxN matrix, is missing).
+    Everything comes from validation data: the test split stays for the final number."""
+    from merginguriel.jobs.select import as_selection, validation_nxn
 
-    sources = list(selection.sources)
-    target = config["target"]
+    sources = [s for s in chosen.names]
+    target = job.target
     out: dict[str, Optional[float]] = {name: None for name in FEATURES}
     out["num_sources"] = float(len(sources))
-    scores = [float(s) for s in (getattr(selection, "scores", None) or [])]
+    selection = as_selection(chosen)
+    scores = [float(s) for s in (selection.scores if selection is not None else [])]
     if scores:
         out["similarity_mean"], out["similarity_min"], out["similarity_max"], out["similarity_std"] = _stats(scores)
-    nxn_path = nxn_csv(config, "validation")
-    sel = config["selection"]
-    out["source_diversity"] = source_diversity(sel["similarity"], sources, dict(sel.get("options") or {}), nxn_path, config["root"])
-    nxn = read_nxn(nxn_path)
+    nxn_path = validation_nxn(job)
+    if selection is not None:
+        options = {"feature_set": job.selection.feature_set} if selection.similarity == "uriel" else {}
+        out["source_diversity"] = source_diversity(selection.similarity, sources, options, nxn_path, job.root)
+    nxn = read_nxn_if_present(nxn_path)
     accs = source_accuracies(nxn, sources, target)
     if accs:
         out["source_acc_mean"], _, out["source_acc_max"], out["source_acc_std"] = _stats(accs)
         if nxn is not None and target in nxn.index and float(nxn.loc[target, target]) > 0:
             out["source_quality"] = out["source_acc_mean"] / float(nxn.loc[target, target])
-    if config.get("features", {}).get("compatibility") and len(sources) >= 2:
+    if len(sources) >= 2 and all(loc is not None for loc in chosen.locales):
         from merginguriel.compatibility.weighting import compatibility_for
 
-        layout = Layout.for_backbone(config["backbone"], config["root"])
-        compat = compatibility_for(sources, layout.base, {s: layout.finetuned(s) for s in sources}, sel.get("compatibility_csv"))
+        layout = job.layout
+        compat = compatibility_for(sources, layout.base, {s: layout.finetuned(s) for s in sources}, job.selection.compatibility)
         pairs = [float(compat.loc[a, b]) for i, a in enumerate(sources) for b in sources[i + 1 :]]
         out["compatibility_mean"] = sum(pairs) / len(pairs)
         out["compatibility_min"] = min(pairs)

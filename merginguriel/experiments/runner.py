@@ -19,20 +19,22 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from merginguriel.errors import InputError
+from merginguriel.checkpoints import DEFAULT_ROOT, SWEEP_DB, experiment_dir
 from merginguriel.experiments.db import DEFAULT_STALE_AFTER, ResultsDB
-from merginguriel.experiments.grid import expand, point_key
+from merginguriel.experiments.grid import expand
+from merginguriel.jobs.spec import MergeJob
 
 
 @dataclass
 class Sweep:
-    """A sweep: fixed settings + a grid over any point config keys, and how to run it.
+    """A sweep: fixed settings + a grid over any merge-job keys, and how to run it.
 
     Args:
         name: the sweep's name (rows of several sweeps can share one database).
-        fixed: point settings shared by every point (nested, or dotted keys).
+        fixed: merge-job settings shared by every point (nested, or dotted keys; see merginguriel.jobs.MergeJob).
         grid: dotted key -> list of values; the points are the cartesian product.
         zip: groups of dotted keys whose lists vary together (each group is one axis of the product).
-        db: the results database (SQLite file).
+        db: the results database (SQLite file); default ``<root>/experiments/<name>/results.sqlite``.
         keep_models: keep merged models after evaluation (each XLM-R-base merge is 1.1 GB).
         launcher: ``local`` (points run in this process, one after another) or ``submitit`` (each point a job).
         submitit: submitit settings: ``folder`` (logs and job files), ``cluster`` (``slurm``, ``local``, or null to
@@ -47,7 +49,7 @@ class Sweep:
     fixed: dict = field(default_factory=dict)
     grid: dict = field(default_factory=dict)
     zip: list = field(default_factory=list)
-    db: str = "results.sqlite"
+    db: Optional[str] = None
     keep_models: bool = False
     launcher: Literal["local", "submitit"] = "local"
     submitit: dict = field(default_factory=dict)
@@ -56,7 +58,11 @@ class Sweep:
     heartbeat_s: float = 10.0
     manifests: Optional[str] = None
 
-    def points(self) -> list[dict]:
+    def __post_init__(self) -> None:
+        if self.db is None:
+            self.db = str(experiment_dir(self.fixed.get("root", DEFAULT_ROOT), self.name) / SWEEP_DB)
+
+    def points(self) -> list[MergeJob]:
         return expand(self.fixed, self.grid, self.zip)
 
     def manifests_dir(self) -> Path:
@@ -104,18 +110,21 @@ def execute_point(
     """Claim, run and record one planned point. Returns its status afterwards: ``done``, ``failed``, ``skipped``
     (done already, or held by a live worker) or ``lost`` (this worker's claim was taken over as stale while it ran)."""
     from merginguriel.experiments.point import run_point
+    from merginguriel.jobs.spec import job_from_dict
 
-    if workdir:  # a cluster job: relative paths in the point config (root, data) mean the launch directory
-        os.chdir(workdir)
     db = ResultsDB(db_path)
+    if workdir is None:  # relative paths in the point config (root, data) start where the sweep was planned
+        workdir = str(db.workdir())
+    os.chdir(workdir)
     try:
         config = db.claim(key, retry_failed=retry_failed, stale_after=stale_after)
         if config is None:
             return "skipped"
         start = time.perf_counter()
         try:
+            job = job_from_dict(config)
             with _Heartbeat(db_path, key, heartbeat_s):
-                result = run_point(config, keep_models=keep_models, manifests_dir=Path(manifests_dir) if manifests_dir else None)
+                result = run_point(job, keep_models=keep_models, manifests_dir=Path(manifests_dir) if manifests_dir else None)
         except Exception as err:  # a failed point is recorded and the sweep goes on
             detail = str(err) if isinstance(err, InputError) else "".join(traceback.format_exception(err)[-3:])
             db.fail(key, f"{type(err).__name__}: {detail}".strip(), {"total_s": time.perf_counter() - start})
@@ -125,30 +134,24 @@ def execute_point(
             raise
         if result.features:
             db.put_features(key, config["target"], result.features, origin="sweep")
-        if not db.finish(key, result.metrics, result.timings, result.manifest, result.selection):
+        manifest = db.stored(result.manifest) if result.manifest is not None else None
+        if not db.finish(key, result.metrics, result.timings, manifest, result.selection):
             return "lost"  # declared stale and taken over meanwhile; the new holder records the point
         return "done"
     finally:
         db.close()
 
 
-def _describe(config: dict) -> str:
-    sel, m = config["selection"], config["merge"]
-    params = ",".join(f"{k}={v}" for k, v in sorted((m.get("params") or {}).items()))
-    inc = "IncTar" if sel["include_target"] else "ExcTar"
-    return f"{config['target']:<6} {m['method']}{'(' + params + ')' if params else ''} {sel['similarity']} K={sel['num_sources']} {inc} {sel['weighting']}"
-
-
-def plan_table(sweep: Sweep, points: list[dict]) -> str:
+def plan_table(sweep: Sweep, points: list[MergeJob]) -> str:
     """The plan as text: one line per point with its key, status (from the database when it exists) and settings."""
     status: dict[str, str] = {}
     if Path(sweep.db).is_file():
-        with ResultsDB(sweep.db) as db:
+        with ResultsDB(sweep.db, readonly=True) as db:
             status = {r["key"]: r["status"] for r in db.rows()}
     lines = [f"sweep {sweep.name!r}: {len(points)} points, database {sweep.db}, launcher {sweep.launcher}"]
     for p in points:
-        k = point_key(p)
-        lines.append(f"  {k[:12]}  {status.get(k, 'new'):<8} {_describe(p)}")
+        k = p.key()
+        lines.append(f"  {k[:12]}  {status.get(k, 'new'):<8} {p.describe()}")
     return "\n".join(lines)
 
 
@@ -187,7 +190,7 @@ def _run_submitit(sweep: Sweep, keys: list[str], labels: dict[str, str]) -> dict
         [sweep.stale_after] * n,
         [sweep.heartbeat_s] * n,
         [str(sweep.manifests_dir().resolve())] * n,
-        [os.getcwd()] * n,
+        [None] * n,
     )
     _log(f"submitted {n} jobs to {executor.cluster} (logs in {folder})")
     out = {}
@@ -211,9 +214,10 @@ def run_sweep(sweep: Sweep, dry_run: bool = False) -> dict[str, Any]:
     if dry_run:
         print(plan_table(sweep, points))
         return {"points": len(points), "ran": {}, "counts": {}}
-    keyed = [(point_key(p), p) for p in points]
-    labels = {k: _describe(p) for k, p in keyed}
+    keyed = [(p.key(), p.to_dict()) for p in points]
+    labels = {p.key(): p.describe() for p in points}
     with ResultsDB(sweep.db) as db:
+        db.set_workdir(os.getcwd())
         added = db.plan(sweep.name, keyed)
         done = {r["key"] for r in db.rows(status="done")}
     todo = [k for k, _ in keyed if k not in done]

@@ -6,9 +6,11 @@ An interrupted run therefore never leaves a folder or file that looks finished, 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,41 @@ from typing import Any
 
 
 def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    # host and pid in the name let a rerun tell a dead run's leftovers from a live run's work in progress
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs here (a killed process that is not yet reaped, a zombie, counts as dead)."""
+    try:
+        import psutil
+
+        return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except Exception:  # psutil.NoSuchProcess between the two calls
+        return False
+
+
+def remove_dead_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the hidden temporaries that runs killed on this host left beside ``path`` (``.<name>.tmp-<host>-<pid>-<id>``
+    whose pid is dead); a live run's temporary and another host's are left alone. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    host = socket.gethostname()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        parts = tmp.name.rsplit("-", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue
+        owner_host = parts[0][len(f".{path.name}.tmp-"):]
+        if owner_host != host or _alive(int(parts[1])):
+            continue
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
 
 
 @contextlib.contextmanager
@@ -43,6 +79,21 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file name beside ``path`` to write to; on success it replaces ``path`` (concurrent writers of
+    identical content are harmless: the last rename wins), on any error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import resource
 import shutil
 import sys
 import time
@@ -21,8 +20,9 @@ from pathlib import Path
 import torch
 
 from merginguriel.errors import InputError
-from merginguriel.io import atomic_dir, write_manifest
+from merginguriel.io import atomic_dir
 from merginguriel.merging.dare_mask import apply_dare, keep_mask
+from merginguriel.merging.manifest import write_merged_manifest
 from merginguriel.merging.registry import Block
 from merginguriel.merging.spec import MergeSpec
 from merginguriel.merging.threshold import RadixSelect, SampledSelect, kth_largest_abs
@@ -54,17 +54,6 @@ def _keep_freed_memory() -> None:
         libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         return
-
-
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def plan_units(plan: Plan) -> tuple[list[list[Item]], dict[str, int]]:
@@ -364,8 +353,10 @@ def merge(spec: MergeSpec) -> Path:
     Nothing is written unless every check passes; a failure while streaming (e.g. NaN in a source) removes the
     half-written output.
     """
+    from merginguriel.memory import PeakMemory
+
     t0 = time.perf_counter()
-    rss_start = _rss_mb()
+    probe = PeakMemory(spec.device if spec.device != "auto" else None).__enter__()
     plan = prepare(spec)
     _keep_freed_memory()
     method, params = plan.method, plan.params
@@ -378,8 +369,6 @@ def merge(spec: MergeSpec) -> Path:
     merged_set = set(plan.merged)
     tensors = [(n, info.shape, _out_dtype(plan, n)) for n, info in plan.base.tensors.items()]
     t_valid = time.perf_counter() - t0
-    if plan.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(plan.device)
 
     with atomic_dir(spec.output, overwrite=spec.overwrite) as tmp, _progress(spec.progress, len(tensors)) as bar:
         t1 = time.perf_counter()
@@ -448,30 +437,24 @@ def merge(spec: MergeSpec) -> Path:
         writer.close()
         _copy_side_files(spec.base, tmp, spec.dtype)
         wall = time.perf_counter() - t0
-        peak = _peak_rss_mb()
-        write_manifest(
+        write_merged_manifest(
             tmp,
-            "merged",
             method=method.name,
             params=dataclasses.asdict(params),
             base={"path": str(spec.base), "hash": plan.base_hash},
             sources=plan.records,
-            weights_normalised=[float(x) for x in w.tolist()],
+            weights_normalised=w.tolist(),
             seed=spec.seed,
             target=spec.target,
             include_target=spec.include_target,
             selection=spec.selection,
             exclude={"patterns": spec.exclude, "tensors": plan.excluded},
             statistics={kind: [str(c.folder) for c in cks] for kind, cks in plan.statistics.items()},
-            device=str(plan.device),
             dtype=spec.dtype,
-            blocks={"memory_mb": spec.memory_mb, "units": len(units), "split_tensors": sum(1 for v in nblocks.values() if v > 1)},
+            device=str(plan.device),
             timings={"total_s": round(wall, 3), "validate_s": round(t_valid, 3), "prepass_s": round(t_prepass, 3)},
-            memory={
-                "peak_rss_mb": round(peak, 1),
-                "rss_start_mb": round(rss_start, 1),
-                "peak_rss_delta_mb": round(peak - rss_start, 1),
-                **({"cuda_peak_mb": round(torch.cuda.max_memory_allocated(plan.device) / 2**20, 1)} if plan.device.type == "cuda" else {}),
-            },
+            memory=probe.stop().record(),
+            job=spec.job,
+            blocks={"memory_mb": spec.memory_mb, "units": len(units), "split_tensors": sum(1 for v in nblocks.values() if v > 1)},
         )
     return spec.output

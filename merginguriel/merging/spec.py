@@ -44,11 +44,12 @@ class MergeSpec:
         overwrite: replace an existing output folder.
         include_target: IncTar (True: the target's own model must be a source) / ExcTar (False: it must not be);
             None: not checked.
-        statistics: per statistics kind, one folder per source (in source order) overriding the default
-            ``Layout.statistics(kind, locale)`` next to the base.
+        statistics: per statistics kind (a method's ``needs``), one folder per source in source order; a merge job
+            computes and caches them (merginguriel.statistics.cache.ensure_statistics).
         memory_mb: working-memory budget for the blocks held at once (all K sources of a block together).
         shard_mb: weights larger than this are written as several safetensors shards plus an index.
         progress: show a progress bar over tensors.
+        job: the merge job (merginguriel.jobs) that asked for this merge, recorded in the manifest as given.
     """
 
     base: Path
@@ -68,6 +69,7 @@ class MergeSpec:
     memory_mb: float = 256.0
     shard_mb: float = 2048.0
     progress: bool = True
+    job: Optional[dict[str, Any]] = None
 
     def __post_init__(self) -> None:
         self.base = Path(self.base)

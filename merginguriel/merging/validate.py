@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from merginguriel.errors import InputError
-from merginguriel.io import checkpoint_hash, file_sha256, read_manifest
+from merginguriel.io import checkpoint_ref, file_sha256, read_manifest
 from merginguriel.merging.checkpoint import Checkpoint
 from merginguriel.merging.registry import Method, get_method
 from merginguriel.merging.spec import MergeSpec
@@ -111,7 +111,9 @@ def _check_outside(base: Checkpoint, other: Checkpoint) -> None:
             )
 
 
-def _compile_exclude(patterns: list[str], names: list[str]) -> set[str]:
+def exclude_matches(patterns: list[str], names: list[str]) -> set[str]:
+    """The tensor names that exclude ``patterns`` (globs over full names, or ``re:<regex>``) match; a pattern that
+    matches nothing is an error (it is almost always a typo)."""
     out: set[str] = set()
     for pat in patterns:
         if pat.startswith("re:"):
@@ -131,45 +133,35 @@ def _compile_exclude(patterns: list[str], names: list[str]) -> set[str]:
     return out
 
 
-def _statistics_folder(spec: MergeSpec, kind: str, index: int) -> Path:
-    if spec.statistics and kind in spec.statistics:
-        folders = spec.statistics[kind]
-        if len(folders) != len(spec.sources):
-            raise InputError(
-                f"statistics[{kind!r}] lists {len(folders)} folders for {len(spec.sources)} sources; give one per source"
-            )
-        return Path(folders[index])
-    src = spec.sources[index]
-    if not src.locale:
-        raise InputError(
-            f"source {src.path} has no locale, so its {kind} statistics cannot be found; give its locale "
-            f"or pass statistics={{'{kind}': [folders]}}"
-        )
-    from merginguriel.checkpoints import Layout
+@dataclass
+class Inputs:
+    """The checked inputs of any merge, whatever its method: base, sources, their records, weights, tensors."""
 
-    return Layout(spec.base.parent.parent, spec.base.parent.name).statistics(kind, src.locale)
+    base: Checkpoint
+    base_hash: str
+    sources: list[Checkpoint]
+    records: list[dict]
+    weights: list[float]
+    source_keys: list[str]
+    merged: list[str]
+    excluded: list[str]
+    device: torch.device
 
 
-def prepare(spec: MergeSpec) -> Plan:
-    """Validate ``spec`` completely and return the plan; raise InputError on the first problem found."""
-    method = get_method(spec.method)
-    params = method.make_params(spec.params)
+def check_inputs(spec: MergeSpec, weights: list[float] | None = None) -> Inputs:
+    """Every method-independent check of a merge (the engine's methods and AdaMerging alike): sources, weights,
+    output, duplicates, IncTar/ExcTar, shared base, architecture, labels, vocabulary, exclude patterns, device.
+    ``weights`` are the weights the method will use (default: the sources' weights)."""
     if not spec.sources:
-        raise InputError("no sources to merge; give at least one source checkpoint (--sources or --similarity/--num_sources)")
-    if method.check:
-        method.check(params, len(spec.sources))
+        raise InputError("no sources to merge; give at least one source checkpoint (selection.sources or selection.similarity)")
     if spec.dtype not in (*OUT_DTYPES, "base"):
         raise InputError(f"unknown output dtype {spec.dtype!r}; use one of {', '.join([*OUT_DTYPES, 'base'])}")
-    if spec.memory_mb <= 0 or spec.shard_mb <= 0:
-        raise InputError(f"memory_mb and shard_mb must be positive (got {spec.memory_mb}, {spec.shard_mb})")
     device = resolve_device(spec.device)
-
-    weights = [float(s.weight) for s in spec.sources]
-    for s, w in zip(spec.sources, weights):
+    given = [float(s.weight) for s in spec.sources]
+    for s, w in zip(spec.sources, given):
         if not math.isfinite(w) or w < 0:
-            raise InputError(f"source {s.path} has weight {w}; weights must be finite and >= 0: fix --weights")
-    if method.effective_weights:
-        weights = [float(w) for w in method.effective_weights(params, weights)]
+            raise InputError(f"source {s.path} has weight {w}; weights must be finite and >= 0: fix selection.weights")
+    weights = given if weights is None else [float(w) for w in weights]
     if sum(weights) <= 0:
         raise InputError(f"the source weights {weights} sum to zero; give at least one positive weight")
 
@@ -197,19 +189,18 @@ def prepare(spec: MergeSpec) -> Plan:
         if spec.include_target and not has_target:
             raise InputError(
                 f"IncTar asks for the target {spec.target}'s own model among the sources, but none of them is {spec.target}; "
-                f"fine-tune {spec.target} first (merginguriel fit) and add it, or use --include_target false (ExcTar)"
+                f"fine-tune {spec.target} first (merginguriel fit) and add it, or use --selection.include_target false (ExcTar)"
             )
         if not spec.include_target and has_target:
             raise InputError(
                 f"ExcTar leaves the target's own model out, but {spec.target} is among the sources; "
-                "remove it, or use --include_target true (IncTar)"
+                "remove it, or use --selection.include_target true (IncTar)"
             )
 
     base = Checkpoint(spec.base, "base")
     base_cfg = base.config()
     check_intent_labels(SimpleNamespace(id2label=base_cfg.get("id2label")), spec.base)
-    base_manifest = _manifest_or_none(spec.base)
-    base_hash = (base_manifest or {}).get("hash") or checkpoint_hash(spec.base)
+    base_hash = checkpoint_ref(spec.base)["hash"]
 
     sources, records, keys = [], [], []
     for i, (s, w) in enumerate(zip(spec.sources, weights)):
@@ -226,12 +217,11 @@ def prepare(spec: MergeSpec) -> Plan:
                     f"not from {spec.base} (hash {base_hash[:12]}); task vectors must be taken against the base a source "
                     "was fine-tuned from: pass that base, or drop the source"
                 )
-            source_hash = manifest.get("hash") or checkpoint_hash(s.path)
             origin = "finetuned"
         else:
             _check_outside(base, ck)
-            source_hash = checkpoint_hash(s.path)
             origin = "outside"
+        source_hash = checkpoint_ref(s.path)["hash"]  # the bytes as they are now, not a stale recorded hash
         sources.append(ck)
         records.append(
             {"locale": s.locale, "path": str(s.path), "hash": source_hash, "weight": w, "origin": origin}
@@ -246,24 +236,46 @@ def prepare(spec: MergeSpec) -> Plan:
         raise InputError(f"sources need distinct locales or folder names (got {keys}); give each source its locale")
 
     names = list(base.tensors)
-    excluded = _compile_exclude(spec.exclude, names)
+    excluded = exclude_matches(spec.exclude, names)
     merged = [n for n in names if n not in excluded and base.tensors[n].is_float]
     if not merged:
         raise InputError("the exclude patterns leave no tensor to merge; narrow them")
+    return Inputs(base, base_hash, sources, records, weights, keys, merged, sorted(excluded), device)
+
+
+def prepare(spec: MergeSpec) -> Plan:
+    """Validate ``spec`` completely and return the plan; raise InputError on the first problem found."""
+    method = get_method(spec.method)
+    params = method.make_params(spec.params)
+    if not spec.sources:
+        raise InputError("no sources to merge; give at least one source checkpoint (selection.sources or selection.similarity)")
+    if method.check:
+        method.check(params, len(spec.sources))
+    if spec.memory_mb <= 0 or spec.shard_mb <= 0:
+        raise InputError(f"memory_mb and shard_mb must be positive (got {spec.memory_mb}, {spec.shard_mb})")
+    weights = [float(s.weight) for s in spec.sources]
+    if method.effective_weights and all(math.isfinite(w) and w >= 0 for w in weights):
+        weights = [float(w) for w in method.effective_weights(params, weights)]
+    inputs = check_inputs(spec, weights)
 
     statistics: dict[str, list[Checkpoint]] = {}
     for kind in method.needs:
+        folders = (spec.statistics or {}).get(kind)
+        if folders is None:
+            raise InputError(
+                f"method {method.name} needs {kind} statistics of every source; `merginguriel merge` computes and caches "
+                f"them (library: pass MergeSpec.statistics={{'{kind}': [one folder per source]}})"
+            )
+        if len(folders) != len(spec.sources):
+            raise InputError(f"statistics[{kind!r}] lists {len(folders)} folders for {len(spec.sources)} sources; give one per source")
         statistics[kind] = []
-        for i in range(len(spec.sources)):
-            folder = _statistics_folder(spec, kind, i)
-            if not folder.is_dir():
-                raise InputError(
-                    f"method {method.name} needs {kind} statistics for source {keys[i]}, but {folder} does not exist; "
-                    f"compute them first (see `merginguriel merge --list`)"
-                )
-            statistics[kind].append(Checkpoint(folder, f"{kind} statistics of {keys[i]}"))
+        for key, folder in zip(inputs.source_keys, folders):
+            if not Path(folder).is_dir():
+                raise InputError(f"{kind} statistics of source {key}: {folder} does not exist; recompute them (merginguriel merge does)")
+            statistics[kind].append(Checkpoint(Path(folder), f"{kind} statistics of {key}"))
 
     return Plan(
-        spec=spec, method=method, params=params, base=base, base_hash=base_hash, sources=sources, records=records,
-        weights=weights, source_keys=keys, merged=merged, excluded=sorted(excluded), statistics=statistics, device=device,
+        spec=spec, method=method, params=params, base=inputs.base, base_hash=inputs.base_hash, sources=inputs.sources,
+        records=inputs.records, weights=inputs.weights, source_keys=inputs.source_keys, merged=inputs.merged,
+        excluded=inputs.excluded, statistics=statistics, device=inputs.device,
     )

@@ -58,13 +58,3 @@ def ensure_base(
     tokenizer = AutoTokenizer.from_pretrained(source)
     export_hf(model, tokenizer, folder, kind="base", backbone=backbone, source=source, seed=seed, overwrite=False)
     return folder
-
-
-def cli(argv: list[str]) -> int:
-    """`merginguriel base`: save (or find) the shared base of a backbone and print its folder."""
-    from merginguriel.cli.function import parse_function_args
-
-    folder = ensure_base(**parse_function_args(ensure_base, argv, "merginguriel base"))
-    manifest = read_manifest(folder)
-    print(f"shared base: {folder} (hash {manifest['hash'][:12]}, head seed {manifest['seed']})")
-    return 0

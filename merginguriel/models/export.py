@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from merginguriel.errors import InputError
-from merginguriel.io import atomic_dir, checkpoint_hash, write_manifest
+from merginguriel.io import atomic_dir, checkpoint_hash, weights_stat, write_manifest
 from merginguriel.locales import ID2LABEL, INTENTS, LABEL2ID, NUM_INTENTS
 
 
@@ -48,5 +48,5 @@ def export_hf(
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        write_manifest(tmp, kind, hash=checkpoint_hash(tmp), **manifest)
+        write_manifest(tmp, kind, hash=checkpoint_hash(tmp), weights_stat=weights_stat(tmp), **manifest)
     return folder

@@ -1,6 +1,7 @@
-"""Merges against baselines: the report core over a frame of result rows (table.py), baselines, plots, manifests."""
+"""The report: verdicts per target, merges beside every baseline on the same rows with paired intervals, plots."""
 
-from merginguriel.report.baselines import target_baselines
-from merginguriel.report.table import RESULT_COLUMNS, compare, markdown, to_markdown, write_report
+from merginguriel.report.build import build_report
+from merginguriel.report.rows import rows_from_db, rows_from_manifests
+from merginguriel.report.verdict import Verdict, verdicts
 
-__all__ = ["RESULT_COLUMNS", "compare", "markdown", "target_baselines", "to_markdown", "write_report"]
+__all__ = ["Verdict", "build_report", "rows_from_db", "rows_from_manifests", "verdicts"]

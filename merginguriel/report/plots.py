@@ -6,7 +6,6 @@ Matplotlib's Agg backend is used so figures render on headless machines; every f
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -22,14 +21,11 @@ def _pyplot():
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
+    from merginguriel.io import atomic_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     return path
 
 
@@ -59,22 +55,37 @@ def heatmap(frame: pd.DataFrame, path: str | os.PathLike, title: str, xlabel: st
         plt.close(fig)
 
 
-def bar_chart(values: dict[str, float], path: str | os.PathLike, title: str, highlight: str | None = None) -> Path:
-    """Horizontal bars of accuracies (``highlight`` drawn in another colour), NaN values left out."""
+def wilson(acc: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson 95% interval of an accuracy measured on n rows."""
+    if n <= 0 or acc != acc:
+        return acc, acc
+    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((acc * (1 - acc) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def target_chart(merges: list[tuple[str, float, int]], baselines: list[tuple[str, float]], path: str | os.PathLike,
+                 title: str, split: str) -> Path:
+    """Merges (accuracy with its Wilson 95% interval over n rows) above a separator, baselines below in grey and
+    hatched, so the two are never confused."""
     plt = _pyplot()
-    items = [(k, float(v)) for k, v in values.items() if v is not None and pd.notna(v)]
-    fig, ax = plt.subplots(figsize=(7.0, 0.45 * len(items) + 1.5))
+    items = [(label, v, n) for label, v, n in merges if v == v] + [(label, v, None) for label, v in baselines if v == v]
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(items) + 1.6))
     try:
-        labels = [k for k, _ in items]
-        colours = ["tab:orange" if k == highlight else "tab:blue" for k in labels]
-        ax.barh(range(len(items)), [v for _, v in items], color=colours)
-        ax.set_yticks(range(len(items)), labels)
+        for i, (label, v, n) in enumerate(items):
+            if n is not None:
+                lo, hi = wilson(v, n)
+                ax.barh(i, v, color="tab:blue", xerr=[[v - lo], [hi - v]], capsize=3)
+            else:
+                ax.barh(i, v, color="lightgrey", hatch="//", edgecolor="grey")
+            ax.text(min(v + 0.01, 0.9), i, f"{v:.3f}", va="center", fontsize=8)
+        if merges and len(items) > len(merges):
+            ax.axhline(len([m for m in merges if m[1] == m[1]]) - 0.5, color="black", lw=0.8)
+        ax.set_yticks(range(len(items)), [label for label, _, _ in items], fontsize=8)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
-        ax.set_xlabel("accuracy")
+        ax.set_xlabel(f"{split} accuracy (merges: blue, 95% interval; baselines: grey)")
         ax.set_title(title)
-        for i, (_, v) in enumerate(items):
-            ax.text(min(v + 0.01, 0.93), i, f"{v:.3f}", va="center", fontsize=8)
         return _save(fig, path)
     finally:
         plt.close(fig)

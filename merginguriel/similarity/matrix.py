@@ -9,7 +9,7 @@ import pandas as pd
 from merginguriel.errors import InputError
 from merginguriel.locales import LOCALES, check_locale, check_locales
 from merginguriel.similarity.real import read_nxn, real_scores, real_similarity
-from merginguriel.similarity.selection import Selection, Weighting, select_sources
+from merginguriel.similarity.selection import DEFAULT_TEMPERATURE, Selection, Weighting, select_sources
 from merginguriel.similarity.uriel import DEFAULT_FEATURE_SET, URIEL_KINDS, uriel_similarity
 
 SIMILARITY_KINDS: tuple[str, ...] = (*URIEL_KINDS, "real")
@@ -50,6 +50,7 @@ def select_for_target(
     nxn_csv: str | os.PathLike | None = None,
     feature_set: str = DEFAULT_FEATURE_SET,
     root: str | os.PathLike | None = "checkpoints",
+    temperature: float = DEFAULT_TEMPERATURE,
 ) -> Selection:
     """Select and weight ``num_sources`` sources for ``target`` by a named similarity.
 
@@ -58,12 +59,13 @@ def select_for_target(
         similarity: a kind of ``similarity_matrix`` (``uriel``, ``uriel_genetic``, ..., ``real``).
         num_sources: K.
         include_target: IncTar (true) or ExcTar (false).
-        weighting: ``scores`` or ``sinkhorn``.
+        weighting: ``scores``, ``softmax`` or ``sinkhorn``.
         candidates: locales allowed as sources (normally the locales with a fine-tuned model). Default: for ``real``
             the NxN matrix's model rows, for URIEL kinds every MASSIVE locale.
         nxn_csv: the NxN matrix (``real`` only; use the validation split so the test split stays unseen).
         feature_set: lang2vec feature set (``uriel`` only).
         root: checkpoints root for the URIEL cache.
+        temperature: the softmax temperature (``weighting="softmax"``).
     """
     check_locale(target)
     if similarity not in SIMILARITY_KINDS:
@@ -91,6 +93,7 @@ def select_for_target(
         frame = uriel_similarity(list(dict.fromkeys([*candidates, target])), kind=similarity, feature_set=feature_set, root=root)
         if similarity == "uriel":
             options["feature_set"] = feature_set
-    selection = select_sources(target, frame, num_sources, include_target, weighting, candidates, name=similarity)
-    selection.options = options
+    selection = select_sources(target, frame, num_sources, include_target, weighting, candidates, name=similarity,
+                               temperature=temperature)
+    selection.options.update(options)
     return selection

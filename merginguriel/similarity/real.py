@@ -18,11 +18,38 @@ from merginguriel.errors import InputError
 from merginguriel.locales import check_locales
 
 
+def nxn_file(nxn: str | os.PathLike) -> Path:
+    """The matrix file of an NxN given as the file or as its folder."""
+    from merginguriel.checkpoints import NXN_MATRIX
+
+    path = Path(nxn)
+    return path / NXN_MATRIX if path.is_dir() else path
+
+
+def nxn_split(nxn: str | os.PathLike) -> str | None:
+    """The split an NxN matrix was computed on, from the summary `merginguriel nxn` writes beside it (None if unknown)."""
+    import json
+
+    from merginguriel.checkpoints import NXN_SUMMARY
+
+    summary = nxn_file(nxn).parent / NXN_SUMMARY
+    try:
+        return json.loads(summary.read_text(encoding="utf-8")).get("split")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def nxn_record(nxn: str | os.PathLike) -> dict:
+    """Which NxN matrix a choice read: its file, split and SHA-256 (recorded in every manifest that used one)."""
+    from merginguriel.io import file_sha256
+
+    path = nxn_file(nxn)
+    return {"path": str(path.resolve()), "split": nxn_split(path), "sha256": file_sha256(path)}
+
+
 def read_nxn(nxn_csv: str | os.PathLike) -> pd.DataFrame:
     """Read an ``evaluation_matrix.csv`` (row = source model locale, column = evaluated locale, accuracy in [0, 1])."""
-    path = Path(nxn_csv)
-    if path.is_dir():
-        path = path / "evaluation_matrix.csv"
+    path = nxn_file(nxn_csv)
     if not path.is_file():
         raise InputError(
             f"NxN matrix {path} not found; run `merginguriel nxn --split validation` first, or pass the path of its "

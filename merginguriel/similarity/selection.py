@@ -8,7 +8,11 @@ Selection (``select_sources``):
 * ExcTar (``include_target=False``): the K sources are the pool's K highest scores in the target's row. IncTar: the
   target's own model is always one of the K (it must then have one, i.e. a column), with the pool's K - 1 highest. Ties are broken deterministically by locale name
   (ascending), i.e. the ranking key is ``(-score, locale)``; every one of the K sources takes part in the merge;
-* weights are either ``scores`` -- the K scores renormalised to sum to 1 -- or ``sinkhorn``, described below.
+* weights are ``scores`` -- the K scores renormalised to sum to 1 (the research log's mapping) --, ``softmax`` --
+  ``exp(score / T)`` renormalised, a sharper mapping: URIEL's ``(cos + 1) / 2`` scores of binary ``syntax_knn``
+  features never fall below 0.5, so renormalised scores stay near uniform (pt-PT's top 3: 0.335/0.333/0.333), while a
+  temperature T of 0.05 turns a 0.1 score gap into a weight ratio of e^2 ~ 7.4; choose T on validation --, or
+  ``sinkhorn``, described below.
 
 Sinkhorn weighting (as in the reference runs: top-k sparsification, then 20 alternating row/column normalisations):
 
@@ -35,8 +39,9 @@ import pandas as pd
 from merginguriel.errors import InputError
 from merginguriel.locales import check_locale, check_locales
 
-Weighting = Literal["scores", "sinkhorn"]
-WEIGHTINGS: tuple[str, ...] = ("scores", "sinkhorn")
+Weighting = Literal["scores", "softmax", "sinkhorn"]
+WEIGHTINGS: tuple[str, ...] = ("scores", "softmax", "sinkhorn")
+DEFAULT_TEMPERATURE = 0.05
 SINKHORN_ITERATIONS = 20
 
 
@@ -56,6 +61,7 @@ class Selection:
     include_target: bool
     weighting: str
     options: dict = field(default_factory=dict)
+    temperature: float | None = None
 
     @property
     def num_sources(self) -> int:
@@ -132,6 +138,7 @@ def select_sources(
     weighting: Weighting = "scores",
     candidates: list[str] | None = None,
     name: str = "custom",
+    temperature: float = DEFAULT_TEMPERATURE,
 ) -> Selection:
     """Pick the ``num_sources`` best sources for ``target`` from ``similarity`` (``S.loc[target, source]``) and weight them.
 
@@ -140,9 +147,11 @@ def select_sources(
         similarity: frame with ``S.loc[target, source]``; values must be finite and non-negative.
         num_sources: K, the number of sources (all take part).
         include_target: IncTar (the target's own model is always one of the K) or ExcTar (it never is).
-        weighting: ``scores`` (renormalised scores) or ``sinkhorn`` (balanced, see module docstring).
+        weighting: ``scores`` (renormalised scores), ``softmax`` (of the scores over ``temperature``) or ``sinkhorn``
+            (balanced, see module docstring).
         candidates: the locales allowed as sources (default: every column); typically those with a fine-tuned model.
         name: the similarity's name recorded in the Selection.
+        temperature: the softmax temperature (``weighting="softmax"``).
     """
     check_locale(target)
     if weighting not in WEIGHTINGS:
@@ -180,6 +189,12 @@ def select_sources(
         if total <= 0:
             raise InputError(f"the {name} scores of {target}'s top-{num_sources} sources sum to zero; weights are undefined")
         weights = [s / total for s in scores]
+    elif weighting == "softmax":
+        if not temperature > 0:
+            raise InputError(f"softmax weighting needs a positive temperature, got {temperature}")
+        z = np.exp((np.array(scores) - max(scores)) / temperature)
+        weights = list(z / z.sum())
     else:
         weights = sinkhorn_weights(target, similarity, pool, sources, include_target)
-    return Selection(target, sources, [float(w) for w in weights], scores, name, bool(include_target), weighting)
+    return Selection(target, sources, [float(w) for w in weights], scores, name, bool(include_target), weighting,
+                     temperature=float(temperature) if weighting == "softmax" else None)

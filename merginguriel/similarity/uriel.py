@@ -172,7 +172,9 @@ def urielplus_similarity_matrix(codes: list[str], distance: str) -> pd.DataFrame
 
 
 def _cache_dir(root: str | os.PathLike) -> Path:
-    return Path(root) / "cache" / "similarity"
+    from merginguriel.checkpoints import cache_dir
+
+    return cache_dir(root, "similarity")
 
 
 def _cache_key(kind: str, feature_set: str) -> str:

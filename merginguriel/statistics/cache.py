@@ -1,6 +1,6 @@
 """Per-locale statistics for Fisher and RegMean merging, computed once and reused.
 
-A source model's statistics live in ``Layout.statistics(kind, locale)/<key>/`` (``statistics.safetensors`` +
+A source model's statistics live in ``Layout.statistics(kind, locale, key)`` (``statistics.safetensors`` +
 ``manifest.json``), where ``<key>`` is a short hash of everything that decides the numbers: the model's weights
 hash, the locales and split the examples come from, the number of examples, the label mode (Fisher), the seed, the
 data source and the tokenisation length. A later merge with the same settings finds the folder and reads it; any
@@ -38,10 +38,9 @@ def settings_key(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def statistics_folder(base: str | Path, kind: str, locale: str, settings: dict[str, Any]) -> Path:
+def statistics_folder(layout: Layout, kind: str, locale: str, settings: dict[str, Any]) -> Path:
     """Where the statistics of ``kind`` for the model of ``locale`` under ``settings`` are cached."""
-    base = Path(base)
-    return Layout(base.parent.parent, base.parent.name).statistics(kind, locale) / settings_key(settings)
+    return layout.statistics(kind, locale, settings_key(settings))
 
 
 def _example_rows(data: DataConfig, tokenizer, locales: list[str], split: str, examples: int, seed: int) -> list[list[int]]:
@@ -87,7 +86,7 @@ def _compute(kind: str, model_path: Path, rows: list[list[int]], params: Any, se
 
 def source_statistics(
     kind: str,
-    base: Path,
+    layout: Layout,
     source: Any,
     params: Any,
     data: DataConfig,
@@ -99,8 +98,7 @@ def source_statistics(
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
-    from merginguriel.adamerging.run import checkpoint_ref
-    from merginguriel.io import atomic_dir, write_manifest
+    from merginguriel.io import atomic_dir, checkpoint_ref, write_manifest
 
     if params.split not in ("train", "validation"):
         raise InputError(
@@ -123,7 +121,7 @@ def source_statistics(
     }
     if kind == "fisher":
         settings["label"] = params.label
-    folder = statistics_folder(base, kind, name, settings)
+    folder = statistics_folder(layout, kind, name, settings)
     if (folder / "manifest.json").is_file() and (folder / STATISTICS_FILE).is_file():
         return folder
     t0 = time.perf_counter()
@@ -149,9 +147,10 @@ def source_statistics(
     return folder
 
 
-def ensure_statistics(spec: Any, data: DataConfig) -> Any:
-    """For a method that ``needs`` statistics, make sure every source has them (computing the missing ones) and
-    return a copy of ``spec`` whose ``statistics`` lists one folder per source; other specs are returned unchanged."""
+def ensure_statistics(spec: Any, data: DataConfig, layout: Layout) -> Any:
+    """For a method that ``needs`` statistics, make sure every source has them (computing the missing ones, cached in
+    ``layout``) and return a copy of ``spec`` whose ``statistics`` lists one folder per source; other specs are
+    returned unchanged."""
     from merginguriel.merging.registry import get_method
     from merginguriel.merging.validate import resolve_device
 
@@ -167,6 +166,6 @@ def ensure_statistics(spec: Any, data: DataConfig) -> Any:
         if kind in folders:  # given explicitly by the user
             continue
         folders[kind] = [
-            source_statistics(kind, Path(spec.base), s, params, data, spec.target, spec.seed, device) for s in spec.sources
+            source_statistics(kind, layout, s, params, data, spec.target, spec.seed, device) for s in spec.sources
         ]
     return dataclasses.replace(spec, statistics=folders)

@@ -1,0 +1,30 @@
+"""The configs that ship with merginguriel (fit recipes, the quick start, ablation sweeps), found by name or by path:
+``--config quickstart`` is ``merginguriel/configs/quickstart.yaml``, ``--config ablations/dare`` its ablation; a path
+that exists is used as it is."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from merginguriel.errors import InputError
+
+HERE = Path(__file__).parent
+
+
+def shipped() -> list[str]:
+    """The names of every shipped config (``fit-embedded``, ``ablations/dare``, ...)."""
+    return sorted(str(p.relative_to(HERE).with_suffix("")) for p in HERE.rglob("*.yaml"))
+
+
+def config_path(name: str | os.PathLike) -> Path:
+    """A config file by path, or a shipped config by name (with or without ``.yaml``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    stem = str(name)[:-5] if str(name).endswith(".yaml") else str(name)
+    stem = stem.removeprefix("configs/")
+    shipped_file = HERE / f"{stem}.yaml"
+    if shipped_file.is_file():
+        return shipped_file
+    raise InputError(f"config {str(name)!r} is neither a file nor a shipped config; shipped: {', '.join(shipped())}")

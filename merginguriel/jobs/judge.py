@@ -1,0 +1,111 @@
+"""Judging a merged model: on each of the job's splits, beside the baselines a user would otherwise pick, on the same
+rows, with paired intervals.
+
+Baselines (all on the target's split, all on the same rows):
+
+* ``self``: the target's own fine-tuned model, when it has one;
+* ``best_source``: the selected source with the best VALIDATION accuracy -- the honest comparator, the model a user
+  would pick without merging; ``oracle_source``: the best selected source on the judged split itself (an oracle when
+  that split is test: it is labelled so in the report);
+* ``source_mean``: the mean zero-shot accuracy of the selected sources (unweighted; ``source_mean_weighted`` too);
+* ``ensembles``: majority, weighted majority, soft and logit vote of the same sources with the same weights;
+* ``base``: the untrained shared base.
+
+Vocabulary (the research log's; the same names in the database, the report, the plots and `advise`):
+``merging_effect`` = merged - source_mean (positive: synergy, negative: interference);
+``gain`` = merged - best_source (chosen on validation), with a paired bootstrap 95% interval (``gain_ci``) and an
+exact McNemar p-value (``gain_p``); ``vs_self`` likewise against the target's own model.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from merginguriel.jobs.select import Chosen
+from merginguriel.jobs.spec import MergeJob
+
+
+def best_by_validation(accuracies: dict[str, float]) -> str:
+    """The source with the highest validation accuracy (ties: the earlier in selection order, i.e. the more similar)."""
+    names = list(accuracies)
+    return max(names, key=lambda n: (accuracies[n], -names.index(n)))
+
+
+def pack(values: torch.Tensor) -> str:
+    """Per-example labels (0..59) as compact text: one byte each, base64 (300 rows -> 400 characters)."""
+    return base64.b64encode(values.to(torch.uint8).numpy().tobytes()).decode("ascii")
+
+
+def unpack(text: str) -> torch.Tensor:
+    import numpy as np
+
+    return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).astype("int64"))
+
+
+def _paired(a: torch.Tensor, b: torch.Tensor) -> dict:
+    from merginguriel.evaluation.paired import compare
+
+    return compare(a.numpy(), b.numpy()).to_dict()
+
+
+def judge(job: MergeJob, output: Optional[Path], chosen: Chosen, splits: list[str]) -> dict[str, dict]:
+    """Per split: the merged model's metrics (when ``output`` is given), every baseline, the merging effect, the gain
+    over the validation-chosen best source and the comparison with the target's own model."""
+    from merginguriel.checkpoints import is_finished
+    from merginguriel.ensembles.vote import COMBINERS
+    from merginguriel.evaluation.outputs import checkpoint_outputs
+
+    data, target, bs, device = job.data_config, job.target, job.evaluate.batch_size, job.device
+    layout = job.layout
+    names = chosen.names
+    weights = torch.tensor([w / sum(chosen.weights) for w in chosen.weights], dtype=torch.float64)
+
+    def outputs(path, split, cache=True):
+        return checkpoint_outputs(path, target, split, data, bs, device, cache=cache)
+
+    val_acc = {n: float(outputs(p, "validation").correct.float().mean()) for n, p in zip(names, chosen.paths)}
+    chosen_best = best_by_validation(val_acc)
+    own = layout.finetuned(target)
+    has_self = is_finished(own)
+    result: dict[str, dict] = {}
+    for split in splits:
+        srcs = [outputs(p, split) for p in chosen.paths]
+        correct = {n: o.correct for n, o in zip(names, srcs)}
+        accs = {n: float(c.float().mean()) for n, c in correct.items()}
+        mean = sum(accs.values()) / len(accs)
+        oracle = max(names, key=lambda n: (accs[n], -names.index(n)))
+        labels = srcs[0].labels
+        logits = torch.stack([o.logits for o in srcs])
+        record = {
+            "split": split,
+            "n": int(labels.numel()),
+            "source_accuracy": accs,
+            "source_mean": mean,
+            "source_mean_weighted": float(sum(w * accs[n] for w, n in zip(weights.tolist(), names))),
+            "best_source": chosen_best,
+            "best_source_accuracy": accs[chosen_best],
+            "oracle_source": oracle,
+            "oracle_source_accuracy": accs[oracle],
+            "ensembles": {name: float((fn(logits, weights) == labels).float().mean()) for name, fn in COMBINERS.items()},
+            "base_accuracy": float(outputs(layout.base, split).correct.float().mean()),
+            "labels": pack(labels),
+        }
+        self_correct = None
+        if has_self:
+            self_correct = outputs(own, split).correct
+            record["self_accuracy"] = float(self_correct.float().mean())
+        if output is not None:
+            merged = outputs(output, split, cache=False)
+            m = merged.metrics()
+            record.update(accuracy=m["accuracy"], macro_f1=m["macro_f1"], predictions=pack(merged.predictions))
+            record["merging_effect"] = m["accuracy"] - mean
+            vs_best = _paired(merged.correct, correct[chosen_best])
+            record.update(gain=vs_best["delta"], gain_ci=[vs_best["ci_low"], vs_best["ci_high"]], gain_p=vs_best["p_value"])
+            if self_correct is not None:
+                record["vs_self"] = _paired(merged.correct, self_correct)
+        result[split] = record
+    return result

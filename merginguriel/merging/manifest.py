@@ -1,0 +1,62 @@
+"""The one writer of a merged model's manifest, for the streaming engine and for AdaMerging alike.
+
+Every merged folder records the same fields, so the report, the sweep and a reader of the folder never need to know
+which path made it: ``method`` and ``params``, the shared ``base`` and the ``sources`` (locale, path, hash, weight,
+origin) with the normalised weights, the ``target``, IncTar/ExcTar, the ``selection`` (how the sources were chosen:
+similarity, scores, NxN file/split/hash), ``exclude``, ``statistics``, ``seed``, ``dtype``, ``device``, ``timings``
+and ``memory`` (the job's own peak, see merginguriel.memory), plus the ``job`` that asked for it when a merge job did.
+Method-specific records (AdaMerging's coefficients and adaptation log) go under ``extra`` keys.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from merginguriel.io import write_manifest
+
+KIND = "merged"
+
+
+def write_merged_manifest(
+    folder: str | os.PathLike,
+    *,
+    method: str,
+    params: dict,
+    base: dict,
+    sources: list[dict],
+    weights_normalised: list[float],
+    seed: Optional[int],
+    target: Optional[str],
+    include_target: Optional[bool],
+    selection: Optional[dict],
+    exclude: dict,
+    statistics: dict,
+    dtype: str,
+    device: str,
+    timings: dict,
+    memory: dict,
+    job: Optional[dict] = None,
+    **extra: Any,
+) -> None:
+    write_manifest(
+        folder,
+        KIND,
+        method=method,
+        params=params,
+        base=base,
+        sources=sources,
+        weights_normalised=[float(w) for w in weights_normalised],
+        seed=seed,
+        target=target,
+        include_target=include_target,
+        selection=selection,
+        exclude=exclude,
+        statistics=statistics,
+        dtype=dtype,
+        device=device,
+        timings=timings,
+        memory=memory,
+        job=job,
+        **extra,
+    )

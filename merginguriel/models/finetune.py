@@ -1,0 +1,232 @@
+"""Fine-tuning one model per locale: the recipe (a LightningCLI parser over IntentClassifier, MassiveDataModule and
+the Trainer), resuming, and the export to ``<root>/<backbone>/finetuned/<locale>/``. `merginguriel fit` and the quick
+start both run :func:`finetune`.
+
+Resuming. ``last.ckpt`` is saved at the end of EVERY epoch (Lightning's own ``save_last`` only saves it with a new best
+when ``save_top_k`` is set, so a resumed run would retrain later epochs), and ``final.ckpt`` once training has ended,
+before the export starts. A fit killed during training resumes from ``last.ckpt``; one killed after training goes
+straight to the export from ``final.ckpt``: either way the exported model is the one an uninterrupted run exports.
+
+Determinism. The seed is applied right before training, so a fit gives the same weights whatever ran before it in
+the process (building the embedded backbone, other fits).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from merginguriel.data.datamodule import MassiveDataModule
+from merginguriel.errors import InputError
+from merginguriel.models.classifier import IntentClassifier
+
+LAST = "last.ckpt"
+FINAL = "final.ckpt"
+NEAR_CHANCE = 3 / 60  # three times chance over the 60 intents
+# The recipe a fit without --config gets: the one made for its backbone.
+RECIPES = {"embedded": "fit-embedded", "FacebookAI/xlm-roberta-base": "fit-xlmr-base", "xlm-roberta-base": "fit-xlmr-base"}
+
+
+def recipe_for(backbone: str) -> Optional[str]:
+    """The shipped fit recipe of a backbone (None for a backbone without one: the library defaults apply)."""
+    return RECIPES.get(backbone)
+
+
+def best_checkpoint(callback: ModelCheckpoint) -> tuple[Optional[str], Optional[float]]:
+    """The best checkpoint file and its score.
+
+    Usually the callback's own record. But a fit killed after a new best was saved (and the old one deleted) and before
+    the resume point was rewritten resumes with a record naming the deleted file: then the best surviving file wins, by
+    the score each file recorded when it was saved.
+    """
+    best = callback.best_model_path
+    if best and Path(best).is_file():
+        return best, float(callback.best_model_score) if callback.best_model_score is not None else None
+    scored = []
+    for path in Path(callback.dirpath).glob("best-*.ckpt"):
+        states = torch.load(path, map_location="cpu", weights_only=False).get("callbacks", {})
+        values = [v.get("best_model_score") for k, v in states.items() if k.startswith("ModelCheckpoint")]
+        if values and values[0] is not None:
+            scored.append((float(values[0]), str(path)))
+    if not scored:
+        return None, None
+    score, path = max(scored) if callback.mode == "max" else min(scored)
+    return path, score
+
+
+class ResumePoint(Callback):
+    """Saves ``last.ckpt`` at the end of every training epoch (after validation and the best-model checkpoint)."""
+
+    def __init__(self, dirpath: str):
+        self.dirpath = Path(dirpath)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(str(self.dirpath / LAST))
+
+
+class FinetuneCLI(LightningCLI):
+    """The fit recipe: model, data, trainer, early stopping and best-checkpoint options, plus output and threads."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({"early_stopping.monitor": "val/accuracy", "early_stopping.mode": "max", "early_stopping.patience": 3})
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {"checkpoint.monitor": "val/accuracy", "checkpoint.mode": "max", "checkpoint.save_top_k": 1,
+             "checkpoint.save_last": False, "checkpoint.filename": "best-{epoch:02d}"}
+        )
+        parser.add_argument("--output", type=Optional[str], default=None,
+                            help="fit: export folder (default <root>/<backbone>/finetuned/<locale>); test/validate: metrics JSON path")
+        parser.add_argument("--overwrite", type=bool, default=False, help="fit: fine-tune again over a finished fine-tune")
+        parser.add_argument("--torch_threads", type=int, default=0,
+                            help="CPU threads for torch (0: torch's default). Tiny models run fastest on 1, especially on a busy machine")
+        parser.link_arguments("model.root", "data.root")
+        # The data is tokenised with the tokenizer saved beside the weights the model starts from.
+        parser.link_arguments("model", "data.tokenizer", compute_fn=lambda model: str(model.source_path), apply_on="instantiate")
+
+    def _config(self):
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self._config()
+        threads = cfg.get("torch_threads") or 0
+        if threads > 0:
+            torch.set_num_threads(threads)
+        if self.subcommand not in (None, "fit"):
+            return
+        from merginguriel.checkpoints import Layout
+
+        locales = [cfg.data.locales] if isinstance(cfg.data.locales, str) else list(cfg.data.locales)
+        self.export_dir = Path(cfg.output) if cfg.output else Layout.for_backbone(cfg.model.backbone, cfg.model.root).finetuned("+".join(locales))
+        ckpt_dir = self.export_dir.with_name(self.export_dir.name + ".lightning")
+        if cfg.overwrite and ckpt_dir.is_dir():
+            shutil.rmtree(ckpt_dir)  # a fresh fit: no resuming from the earlier one
+        # Fixed places (not a new version folder per run) so that a rerun finds the resume points.
+        if cfg.trainer.default_root_dir is None:
+            cfg.trainer.default_root_dir = str(ckpt_dir)
+        if cfg.checkpoint.dirpath is None:
+            cfg.checkpoint.dirpath = str(ckpt_dir / "checkpoints")
+
+    # --- validate / test: print per locale, write a metrics JSON -----------------------------------------------------
+    def before_test(self) -> None:
+        self.model.set_eval_names(list(self.datamodule.locales))
+        self.config_init["test"]["verbose"] = False  # the per-locale summary below replaces Lightning's table
+
+    def after_test(self) -> None:
+        from merginguriel.io import write_json_atomic
+
+        results = self.model.eval_results
+        for loc, values in results.items():
+            print(f"test {loc}: accuracy {values['accuracy']:.4f}  macro-F1 {values['macro_f1']:.4f}  (n={values['n']})")
+        output = self.config["test"].get("output")
+        path = Path(output) if output else Path(self.model.source_path) / "eval" / f"test-{'+'.join(results)}.json"
+        if self.trainer.is_global_zero:
+            write_json_atomic(path, {"checkpoint": str(self.model.source_path), "split": "test", "metrics": results})
+            print(f"metrics: {path}")
+
+
+def make_cli(args: Any, run: bool) -> FinetuneCLI:
+    precision = "bf16-mixed" if torch.cuda.is_available() else "32-true"
+    return FinetuneCLI(
+        IntentClassifier, MassiveDataModule, args=args, run=run, seed_everything_default=42,
+        trainer_defaults={"max_epochs": 15, "precision": precision, "log_every_n_steps": 10},
+        save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": "merginguriel" if run else "merginguriel fit"},
+    )
+
+
+def _export(cli: FinetuneCLI, callback: ModelCheckpoint, started: float, resumed: Optional[str]) -> Path:
+    from merginguriel.models.export import export_hf
+
+    best, score = best_checkpoint(callback)
+    if best:
+        cli.model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+    final = torch.load(Path(callback.dirpath) / FINAL, map_location="cpu", weights_only=False)
+    metrics = {"best_val_accuracy": score, "epochs": int(final["epoch"]), "global_steps": int(final["global_step"]),
+               "fit_seconds": round(time.time() - started, 2)}
+    found: list[str] = []
+    if score is None or score < NEAR_CHANCE:
+        found.append(
+            f"best validation accuracy {score} is near chance (1/60 = 0.017): the recipe does not suit this backbone "
+            "(learning rate, epochs); for the embedded backbone use --config fit-embedded, for XLM-R --config fit-xlmr-base"
+        )
+    export = cli.export_dir
+    if cli.trainer.is_global_zero:
+        config = json.loads(json.dumps(cli._config().as_dict(), default=str))
+        export_hf(
+            cli.model.model, cli.model.tokenizer, export, kind="finetuned", overwrite=True,
+            locale="+".join(cli.datamodule.locales), locales=list(cli.datamodule.locales), base=cli.model.base_ref,
+            best_checkpoint=best or None, seed=config.get("seed_everything"), metrics=metrics, config=config,
+            resumed_from=resumed, warnings=found,
+        )
+        print(f"fine-tuned model: {export}  (best validation accuracy {metrics['best_val_accuracy']})")
+        for w in found:
+            print(f"\nWARNING: {w}\n")
+            warnings.warn(w, stacklevel=2)
+    return export
+
+
+def finetune_with(cli: FinetuneCLI) -> Path:
+    """Fit (resuming where an interrupted fit stopped) and export, for an instantiated recipe."""
+    from merginguriel.checkpoints import is_finished
+
+    cfg = cli._config()
+    export = cli.export_dir
+    if is_finished(export) and not cfg.overwrite:
+        print(f"{export} is already fine-tuned (reused; pass --overwrite true to fine-tune it again)")
+        return export
+    if cli.model.hparams.checkpoint is not None:
+        raise InputError("fit starts from the shared base; drop --model.checkpoint (it is for validate/test)")
+    callback = cli.trainer.checkpoint_callback
+    ckpt_dir = Path(callback.dirpath)
+    started = time.time()
+    final, last = ckpt_dir / FINAL, ckpt_dir / LAST
+    resumed: Optional[str] = None
+    if final.is_file():
+        # training had ended; only the export was interrupted: restore the callback's record and export
+        state = torch.load(final, map_location="cpu", weights_only=False)
+        for key, value in state.get("callbacks", {}).items():
+            if key.startswith("ModelCheckpoint"):
+                callback.load_state_dict(value)
+        print(f"training had finished ({final}); exporting")
+        resumed = str(final)
+    else:
+        if last.is_file():
+            print(f"resuming the interrupted fit from {last}")
+            resumed = str(last)
+        cli.trainer.callbacks.append(ResumePoint(str(ckpt_dir)))
+        L.seed_everything(cfg.get("seed_everything", 42), workers=True, verbose=False)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resumed)
+        cli.trainer.save_checkpoint(str(final))
+    return _export(cli, callback, started, resumed)
+
+
+def _deep_update(base: dict, overrides: dict) -> dict:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def finetune(recipe: Optional[str], overrides: dict) -> Path:
+    """Fine-tune from a recipe (a shipped config name or a YAML path; None: the library defaults) with ``overrides``
+    (nested like the YAML: ``{"data": {"locales": "es-ES"}, "model": {"root": "checkpoints"}}``)."""
+    import yaml
+
+    from merginguriel.configs import config_path
+
+    config = yaml.safe_load(config_path(recipe).read_text(encoding="utf-8")) if recipe else {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        cli = make_cli(_deep_update(config or {}, overrides), run=False)
+    return finetune_with(cli)

@@ -1,0 +1,147 @@
+"""The report: one verdict per target first, then per-target tables of every merge beside every baseline, plots with
+intervals, and (only where it can mean something) the synergy predictor.
+
+Everything is ranked on validation; test numbers are shown beside them. Files written (atomically) into the output
+folder: ``summary.md`` (verdicts, tables, notes), ``report.csv`` (every row, every column), ``<target>.png``,
+``loto.csv`` when shown, and a manifest.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from merginguriel.errors import InputError
+from merginguriel.report.rows import ENSEMBLES, as_float
+from merginguriel.report.verdict import Verdict, describe, verdicts
+
+MIN_LOTO_TARGETS = 4  # leave-one-target-out needs several targets to train on and both outcomes to mean anything
+
+
+def _pts(x) -> str:
+    x = as_float(x)
+    return "" if math.isnan(x) else f"{100 * x:+.1f}"
+
+
+def _acc(x) -> str:
+    x = as_float(x)
+    return "" if math.isnan(x) else f"{x:.3f}"
+
+
+def _ci(lo, hi) -> str:
+    lo, hi = as_float(lo), as_float(hi)
+    return "" if math.isnan(lo) else f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def _p(x) -> str:
+    x = as_float(x)
+    return "" if math.isnan(x) else f"{x:.2g}"
+
+
+def target_table(group: pd.DataFrame) -> str:
+    """Merges ranked on validation, then the baselines on the same rows (test numbers beside validation ones)."""
+    g = group.assign(_v=pd.to_numeric(group["val_accuracy"], errors="coerce").fillna(-1))
+    g = g.sort_values(["_v", "num_sources", "method"], ascending=[False, True, True], kind="stable")
+    head = ("| merge | sources (weights) | val acc | test acc | test gain vs best source, pts [95% CI] | p | "
+            "merging effect (test) | vs self, pts [95% CI] |")
+    lines = [head, "|" + "---|" * 8]
+    for _, r in g.iterrows():
+        srcs = ", ".join(f"{s} {w:.2f}" for s, w in zip(r["sources"], r["weights"]))
+        lines.append(
+            f"| {describe(r.to_dict())} {r['params'] if r['params'] != '{}' else ''} | {srcs} | {_acc(r['val_accuracy'])} | "
+            f"{_acc(r['test_accuracy'])} | {_pts(r['test_gain'])} {_ci(r['test_gain_ci_low'], r['test_gain_ci_high'])} | "
+            f"{_p(r['test_gain_p'])} | {_pts(r['test_merging_effect'])} | "
+            f"{_pts(r['test_self_delta'])} {_ci(r['test_self_ci_low'], r['test_self_ci_high'])} |"
+        )
+    first = g.iloc[0]
+    lines += ["", "| baseline (same rows) | val acc | test acc |", "|---|---|---|"]
+    base_rows = [
+        (f"best selected source, chosen on validation ({first['val_best_source']})", first["val_best_source_accuracy"],
+         first["test_best_source_accuracy"]),
+        (f"ORACLE: best selected source on test ({first['test_oracle_source']})", None, first["test_oracle_source_accuracy"]),
+        ("mean of the selected sources (zero-shot)", first["val_source_mean"], first["test_source_mean"]),
+        *((f"ensemble {e.replace('_', ' ')} of the same sources", first[f"val_ensemble_{e}"], first[f"test_ensemble_{e}"])
+          for e in ENSEMBLES),
+        ("self: the target's own fine-tuned model", first["val_self_accuracy"], first["test_self_accuracy"]),
+        ("untrained shared base", first["val_base_accuracy"], first["test_base_accuracy"]),
+    ]
+    for label, v, t in base_rows:
+        if not (math.isnan(as_float(v)) and math.isnan(as_float(t))):
+            lines.append(f"| {label} | {_acc(v)} | {_acc(t)} |")
+    if g["sources"].map(tuple).nunique() > 1:
+        lines.append("\n(baselines of the merge ranked first; other merges' own best sources are in report.csv)")
+    return "\n".join(lines)
+
+
+def _loto(features: Optional[pd.DataFrame], notes: list[str]) -> Optional[pd.DataFrame]:
+    """The leave-one-target-out synergy predictor, only where it can mean something."""
+    from merginguriel.experiments.effect import loto_accuracy
+    from merginguriel.experiments.features import FEATURES
+
+    if features is None or features.empty or "merging_effect" not in features:
+        notes.append("synergy predictor not shown: no merging-effect features recorded (sweeps record them)")
+        return None
+    data = features[pd.to_numeric(features["merging_effect"], errors="coerce").notna()]
+    targets = data["target"].nunique()
+    outcomes = set((pd.to_numeric(data["merging_effect"]) > 0).tolist())
+    if targets < MIN_LOTO_TARGETS or len(outcomes) < 2:
+        notes.append(f"synergy predictor not shown: it needs at least {MIN_LOTO_TARGETS} targets and both outcomes "
+                     f"(synergy and interference); here {targets} target(s), outcomes {sorted(outcomes)}")
+        return None
+    usable = [f for f in FEATURES if f in data and pd.to_numeric(data[f], errors="coerce").nunique(dropna=True) > 1]
+    dropped = [f for f in FEATURES if f in data and f not in usable]
+    if dropped:
+        notes.append(f"constant or missing features dropped from the predictor: {', '.join(dropped)}")
+    return loto_accuracy(data, usable)
+
+
+def build_report(table: pd.DataFrame, output: str, overwrite: bool = False, features: Optional[pd.DataFrame] = None,
+                 sources: dict | None = None) -> tuple[Path, list[Verdict]]:
+    """Write the report of ``table`` (report rows, merginguriel.report.rows) into ``output``; return it and the verdicts."""
+    from merginguriel.io import atomic_dir, write_manifest
+    from merginguriel.report.plots import target_chart
+
+    if table.empty:
+        raise InputError("no merge results to report; run merges (merginguriel merge) or a sweep (merginguriel experiment) first")
+    out = Path(output)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} already exists; choose another --output or pass --overwrite true")
+    found = verdicts(table)
+    notes: list[str] = []
+    loto = _loto(features, notes)
+    n_cmp = int(pd.to_numeric(table["test_gain_p"], errors="coerce").notna().sum())
+    summary = ["# Verdicts (merge chosen on validation, judged on test)", ""]
+    summary += [v.line for v in found]
+    summary += ["", f"The tables below hold {n_cmp} merge-vs-best-source comparison(s) on test; at 95%, about "
+                f"{0.05 * n_cmp:.1f} of them would look significant by chance alone. Merging effect = merged accuracy - "
+                "unweighted mean of the selected sources; gain = merged - the best selected source chosen on validation.", ""]
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        plots = []
+        for target, group in table.groupby("target", sort=True):
+            summary += [f"## {target}", "", target_table(group), ""]
+            first = group.iloc[0]
+            merges = [(f"{describe(r.to_dict())}", as_float(r["test_accuracy"]), int(as_float(r["test_n"]) or 0))
+                      for _, r in group.sort_values("val_accuracy", ascending=False).iterrows()]
+            baselines = [(f"best source (val-chosen) {first['test_best_source']}", as_float(first["test_best_source_accuracy"])),
+                         ("mean of sources", as_float(first["test_source_mean"])),
+                         *((f"ensemble {e}", as_float(first[f"test_ensemble_{e}"])) for e in ENSEMBLES),
+                         ("self", as_float(first["test_self_accuracy"])), ("untrained base", as_float(first["test_base_accuracy"]))]
+            plots.append(target_chart(merges, baselines, tmp / f"{target}.png", f"{target}: merges vs baselines (test)", "test"))
+        if loto is not None:
+            loto.to_csv(tmp / "loto.csv", index=False, float_format="%.6f")
+            from merginguriel.report.table_text import to_markdown
+
+            summary += ["## Does a feature predict synergy? Leave-one-target-out accuracy", "", to_markdown(loto, 3), ""]
+        summary += [f"note: {n}" for n in notes]
+        csv = table.copy()
+        for col in ("sources", "weights"):
+            csv[col] = csv[col].map(lambda v: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
+        csv.to_csv(tmp / "report.csv", index=False, float_format="%.6f")
+        (tmp / "summary.md").write_text("\n".join(summary) + "\n", encoding="utf-8")
+        write_manifest(tmp, "report", sources=sources or {}, rows=len(table), verdicts=[v.line for v in found],
+                       notes=notes, files=sorted(["summary.md", "report.csv", *(p.name for p in plots),
+                                                  *(["loto.csv"] if loto is not None else [])]))
+    return out, found

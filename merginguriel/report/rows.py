@@ -1,0 +1,177 @@
+"""Report rows: one per merged model, from a sweep's results database or from merged models' manifests.
+
+Both sources hold the same records (merginguriel.jobs.judge): per split, the merged model's accuracy and every
+baseline on the same rows. A row flattens them: ``val_*`` columns come from the validation split (where choices are
+made), ``test_*`` from the test split (the final number).
+
+Columns: target, method, similarity, num_sources, include_target, weighting, params, sources, weights, run, key,
+manifest; per split prefix (``val_``, ``test_``): accuracy, macro_f1, n, source_mean, source_mean_weighted,
+merging_effect, best_source, best_source_accuracy, gain, gain_ci_low, gain_ci_high, gain_p, oracle_source,
+oracle_source_accuracy, self_accuracy, self_delta, self_ci_low, self_ci_high, self_p, base_accuracy and
+ensemble_<name> for the four ensembles.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from merginguriel.errors import InputError
+
+PREFIX = {"validation": "val", "test": "test"}
+SPLIT_FIELDS = ("accuracy", "macro_f1", "n", "source_mean", "source_mean_weighted", "merging_effect", "best_source",
+                "best_source_accuracy", "gain", "oracle_source", "oracle_source_accuracy", "self_accuracy",
+                "base_accuracy")
+ENSEMBLES = ("majority", "weighted_majority", "soft_vote", "logit_vote")
+
+
+def flatten(meta: dict, evaluation: dict[str, dict]) -> dict:
+    """One report row from a merge's identity (``meta``) and its per-split records."""
+    row = dict(meta)
+    for split, prefix in PREFIX.items():
+        rec = evaluation.get(split) or {}
+        for f in SPLIT_FIELDS:
+            row[f"{prefix}_{f}"] = rec.get(f)
+        ci = rec.get("gain_ci") or [None, None]
+        row[f"{prefix}_gain_ci_low"], row[f"{prefix}_gain_ci_high"] = ci
+        row[f"{prefix}_gain_p"] = rec.get("gain_p")
+        vs_self = rec.get("vs_self") or {}
+        row[f"{prefix}_self_delta"] = vs_self.get("delta")
+        row[f"{prefix}_self_ci_low"], row[f"{prefix}_self_ci_high"] = vs_self.get("ci_low"), vs_self.get("ci_high")
+        row[f"{prefix}_self_p"] = vs_self.get("p_value")
+        for name in ENSEMBLES:
+            row[f"{prefix}_ensemble_{name}"] = (rec.get("ensembles") or {}).get(name)
+    return row
+
+
+def _meta(config: dict, selection: dict, key: str, manifest: Optional[str]) -> dict:
+    sel_cfg = config.get("selection") or {}
+    merge = config.get("merge") or {}
+    sources = list(selection.get("sources") or [])
+    return {
+        "target": config.get("target"),
+        "method": merge.get("method"),
+        "similarity": sel_cfg.get("similarity"),
+        "num_sources": len(sources),
+        "include_target": bool(sel_cfg.get("include_target")),
+        "weighting": selection.get("weighting", selection.get("origin")),
+        "params": json.dumps(merge.get("params") or {}, sort_keys=True),
+        "sources": sources,
+        "weights": [float(w) for w in selection.get("weights") or []],
+        "run": key[:12],
+        "key": key,
+        "manifest": manifest,
+    }
+
+
+def rows_from_db(db_path: str, sweep: Optional[str] = None) -> pd.DataFrame:
+    """Finished points of a results database (opened read-only), one row each."""
+    from merginguriel.experiments.db import ResultsDB
+
+    with ResultsDB(db_path, readonly=True) as db:
+        rows = []
+        for r in db.rows(sweep=sweep, status="done"):
+            evaluation = (r["metrics"] or {}).get("splits") or {}
+            manifest = db.resolve(r["manifest"])
+            rows.append({**flatten(_meta(r["config"], r["selection"] or {}, r["key"], str(manifest) if manifest else None),
+                                   evaluation), "sweep": r["sweep"]})
+    return pd.DataFrame(rows)
+
+
+def find_manifests(patterns: list[str]) -> list[Path]:
+    """Every merged manifest named by ``patterns``: manifest files, merged folders, folders above them, or globs."""
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(str(pattern), recursive=True)) if glob.has_magic(str(pattern)) else [str(pattern)]
+        for m in map(Path, matches):
+            if m.is_file() and m.name == "manifest.json":
+                candidates = [m]
+            elif m.is_dir():
+                candidates = [m / "manifest.json"] if (m / "manifest.json").is_file() else sorted(m.rglob("manifest.json"))
+            else:
+                raise InputError(f"{m} is neither a merged model folder nor a manifest.json; check --merged")
+            for c in candidates:
+                try:
+                    kind = json.loads(c.read_text(encoding="utf-8")).get("kind")
+                except (OSError, ValueError, AttributeError):
+                    kind = None
+                if kind == "merged" and c not in found:
+                    found.append(c)
+    if not found:
+        raise InputError(f"no merged models (manifests of kind 'merged') under {', '.join(map(str, patterns))}; "
+                         "run `merginguriel merge` first")
+    return found
+
+
+def rows_from_manifests(patterns: list[str], splits: tuple[str, ...] = ("validation", "test")) -> pd.DataFrame:
+    """Merged models named by ``patterns``, one row each; a model not yet judged on ``splits`` is judged now (its
+    weights must still be there) and the judgement is added to its manifest."""
+    from merginguriel.io import read_manifest
+    from merginguriel.jobs.spec import job_from_dict
+
+    rows = []
+    for path in find_manifests(patterns):
+        manifest = read_manifest(path.parent)
+        job_record = manifest.get("job") or {}
+        if not job_record.get("config"):
+            raise InputError(f"{path} records no merge job (made by an older merginguriel); merge it again with `merginguriel merge`")
+        job = job_from_dict(job_record["config"])
+        if not job.target:
+            raise InputError(f"{path} records no target locale; the report compares merges for a target (merge with --target)")
+        evaluation = dict(manifest.get("evaluation") or {})
+        missing = [s for s in splits if s not in evaluation]
+        if missing:
+            evaluation.update(_judge_now(path.parent, job, manifest, missing))
+        rows.append(flatten(_meta(job_record["config"], manifest.get("selection") or {}, job_record.get("key", ""), str(path)),
+                            evaluation))
+    return pd.DataFrame(rows)
+
+
+def _judge_now(folder: Path, job, manifest: dict, splits: list[str]) -> dict:
+    from merginguriel.checkpoints import is_finished
+    from merginguriel.io import write_json_atomic
+    from merginguriel.jobs.judge import judge
+    from merginguriel.jobs.select import Chosen
+
+    if not is_finished(folder):
+        raise InputError(f"{folder} has no {', '.join(splits)} judgement and no weights to evaluate; merge it again")
+    job.evaluate.splits = list(splits)
+    srcs = manifest.get("sources") or []
+    chosen = Chosen([s.get("locale") for s in srcs], [Path(s["path"]) for s in srcs],
+                    [float(w) for w in manifest.get("weights_normalised") or [s["weight"] for s in srcs]],
+                    manifest.get("selection") or {})
+    result = judge(job, folder, chosen, list(splits))
+    manifest["evaluation"] = {**(manifest.get("evaluation") or {}), **result}
+    write_json_atomic(folder / "manifest.json", manifest)
+    return result
+
+
+def as_float(v) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f
+
+
+def features_from_db(db_path: str, sweep: Optional[str] = None) -> pd.DataFrame:
+    """Each finished point's merging-effect features beside its measured merging effect on validation (the split the
+    features and every choice come from)."""
+    from merginguriel.experiments.db import ResultsDB
+
+    with ResultsDB(db_path, readonly=True) as db:
+        feats = {f["key"]: f for f in db.features()}
+        rows = []
+        for r in db.rows(sweep=sweep, status="done"):
+            f = feats.get(r["key"])
+            if f is None:
+                continue
+            rec = ((r["metrics"] or {}).get("splits") or {}).get("validation") or {}
+            rows.append({"key": r["key"], "target": r["target"], "method": r["method"], "origin": f["origin"],
+                         "merging_effect": rec.get("merging_effect"), **f["features"]})
+    return pd.DataFrame(rows)
