@@ -90,9 +90,19 @@ def test_fit_then_test_end_to_end(workspace: Path) -> None:
     assert metrics["es-ES"]["accuracy"] == pytest.approx(acc, abs=1e-6)
     assert metrics["es-ES"]["accuracy"] > 0.2
 
-    # A second fit of the same locale refuses instead of silently overwriting.
-    again = run_cli(fit_args(root, "--trainer.max_epochs", "1"), cwd=root, check=False)
-    assert again.returncode == 2 and "already fine-tuned" in again.stderr
+    # A second fit of the same locale reuses the finished fine-tune (a rerun is idempotent), untouched.
+    before = (out / "model.safetensors").read_bytes()
+    again = run_cli(fit_args(root, "--trainer.max_epochs", "1"), cwd=root)
+    assert "already fine-tuned" in again.stdout and (out / "model.safetensors").read_bytes() == before
+
+    # Killed after training, during the export: the rerun goes straight to the export (no epoch is trained again)
+    # and exports the very same model.
+    import shutil
+
+    shutil.rmtree(out)
+    resumed = run_cli(fit_args(root, "--trainer.max_epochs", "12"), cwd=root)
+    assert "training had finished" in resumed.stdout and "Epoch" not in resumed.stdout
+    assert (out / "model.safetensors").read_bytes() == before
 
 
 def test_fit_resumes_after_kill(tmp_path: Path) -> None:
@@ -157,7 +167,7 @@ def test_best_checkpoint_survives_a_kill_between_saves(tmp_path: Path) -> None:
     names a deleted file, and the best surviving file must be used instead."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from merginguriel.cli.lightning import best_checkpoint
+    from merginguriel.models.finetune import best_checkpoint
 
     for name, score in (("best-epoch=06.ckpt", 0.61), ("best-epoch=07.ckpt", 0.58)):
         state = {"callbacks": {"ModelCheckpoint{'monitor': 'val/accuracy'}": {"best_model_score": torch.tensor(score)}}}

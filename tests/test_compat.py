@@ -141,9 +141,12 @@ def test_apply_compatibility_on_a_selection_dataclass():
         weights: list
         weighting: str
 
-    compat = pd.DataFrame([[1.0, 0.8], [0.8, 1.0]], index=["a", "b"], columns=["a", "b"])
-    out = apply_compatibility(Sel("x", ["a", "b"], [0.75, 0.25], "scores"), compat)
-    assert out.weights == pytest.approx([0.75, 0.25]) and out.weighting == "similarity_x_compatibility"
+    # three sources, c agreeing with neither a nor b: reweighting must move weight away from c
+    compat = pd.DataFrame([[1.0, 0.8, 0.1], [0.8, 1.0, 0.2], [0.1, 0.2, 1.0]], index=list("abc"), columns=list("abc"))
+    out = apply_compatibility(Sel("x", ["a", "b", "c"], [0.4, 0.3, 0.3], "scores"), compat)
+    raw = [0.4 * 0.45, 0.3 * 0.5, 0.3 * 0.15]
+    assert out.weights == pytest.approx([r / sum(raw) for r in raw]) and out.weighting == "similarity_x_compatibility"
+    assert out.weights[2] < 0.15 < 0.3  # c lost most of its weight
 
 
 def test_compatibility_cli(family, tmp_path, capsys):
@@ -167,17 +170,18 @@ def test_merge_cli_similarity_x_compatibility(family):
     times each source's mean task-vector cosine with the others, renormalised."""
     import json
 
-    from merginguriel.merging.cli import main as merge_main
+    from merginguriel.cli.main import run
     from merginguriel.similarity import select_for_target
 
-    assert merge_main(["--backbone", "tiny", "--root", str(family.root), "--target", "sw-KE", "--similarity", "uriel",
-                       "--num_sources", "3", "--weighting", "similarity_x_compatibility", "--method", "linear",
-                       "--run", "compat"]) in (0, None)
+    assert run("merge", ["--backbone", "tiny", "--root", str(family.root), "--target", "sw-KE", "--selection.similarity",
+                         "uriel", "--selection.num_sources", "3", "--selection.weighting", "similarity_x_compatibility",
+                         "--merge.method", "linear", "--run", "compat", "--evaluate.splits", "[]"]) == 0
     manifest = json.loads((family.merged("sw-KE", "compat") / "manifest.json").read_text())
     sel = select_for_target("sw-KE", "uriel", 3, False, "scores", family.finetuned_locales(), root=str(family.root))
     cos = _direct_cosine(family.base, [family.finetuned(s) for s in sel.sources])
     compat = pd.DataFrame(cos.numpy(), index=sel.sources, columns=sel.sources)
     expected = compatibility_weights(sel.sources, sel.weights, compat)
+    assert max(abs(e - w) for e, w in zip(expected, sel.weights)) > 0.01  # the reweighting really moves the weights
     assert [s["locale"] for s in manifest["sources"]] == sel.sources
     assert [s["weight"] for s in manifest["sources"]] == pytest.approx(expected, abs=1e-6)
     assert manifest["selection"]["weighting"] == "similarity_x_compatibility"

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from merginguriel.embedded.build import torch_threads, cli, ensure_embedded_backbone, read_train_text
+from merginguriel.cli.main import run
+from merginguriel.embedded.build import torch_threads, ensure_embedded_backbone, read_train_text
 from merginguriel.embedded.pretrain import BackboneSettings
 from merginguriel.embedded.synthetic import SyntheticSizes, generate
 from merginguriel.errors import InputError
@@ -100,11 +101,11 @@ def test_bad_settings_are_refused(tmp_path):
 
 def test_cli_reports_the_build(backbone, capsys):
     root = backbone.parent.parent
-    assert cli(["--root", str(root)]) == 0
+    assert run("embedded", ["--root", str(root)]) == 0
     out = capsys.readouterr().out
     assert str(backbone) in out and "embedded data:" in out and "M parameters" in out
     with pytest.raises(InputError, match="other settings"):
-        cli(["--root", str(root), "--seed", "7"])
+        run("embedded", ["--root", str(root), "--seed", "7"])
 
 
 def _finetune(backbone: Path, rows: list[dict], epochs: int, lr: float = 1e-3):

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny import make_family, write_release_data
+from experiment_fixtures import noisy_copy, random_utterances, teacher_model
+from tiny import save_finetuned
 
 from merginguriel.data import DataConfig, load_locale
 from merginguriel.errors import InputError
@@ -16,10 +17,14 @@ from merginguriel.evaluation.evaluate import MODEL_LOADS, evaluate_checkpoint, l
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
+    """Models that are right most of the time and spread their predictions over many intents (teacher-labelled data,
+    sources = the teacher plus noise), so accuracy and macro-F1 can be wrong in many ways."""
+    from experiment_fixtures import build_scenario
+
     root = tmp_path_factory.mktemp("eval")
-    layout = make_family(root, ["es-ES", "it-IT"])
-    write_release_data(root / "data", ["es-ES", "it-IT"], per_intent=(1, 2, 3), shift={"it-IT": 7})
-    return layout, DataConfig(source="release", data_path=str(root / "data"), root=str(root))
+    layout, data = build_scenario(root, "es-ES", ["it-IT"], "helps")
+    save_finetuned(layout, noisy_copy(teacher_model(layout, random_utterances(300, seed=99)), 0.0006, seed=5), "es-ES")
+    return layout, DataConfig(source="release", data_path=str(data), root=str(root))
 
 
 def reference(folder: Path, data: DataConfig, locale: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +46,9 @@ def test_evaluate_checkpoint_matches_plain_forward(setup) -> None:
     assert MODEL_LOADS[str(folder)] == before + 1  # one load for every locale
     for loc in ("es-ES", "it-IT"):
         logits, labels = reference(folder, data, loc, "test")
-        assert results[loc]["n"] == len(labels) == 180
+        assert results[loc]["n"] == len(labels) == 150
+        preds = logits.argmax(-1)
+        assert len(set(preds.tolist())) >= 10 and 0.2 < (preds == labels).float().mean() < 1.0  # a non-degenerate model
         assert results[loc]["accuracy"] == pytest.approx((logits.argmax(-1) == labels).float().mean().item(), abs=1e-6)
         assert results[loc]["macro_f1"] == pytest.approx(macro_f1(logits.argmax(-1).tolist(), labels.tolist()), abs=1e-6)
 
@@ -63,7 +70,9 @@ def test_predict_logits_in_dataset_order(setup) -> None:
     logits, labels = predict_logits(model, tok, "it-IT", "validation", data, batch_size=7, device="cpu")
     ref_logits, ref_labels = reference(layout.finetuned("it-IT"), data, "it-IT", "validation")
     assert torch.equal(labels, ref_labels)
-    torch.testing.assert_close(logits, ref_logits, atol=1e-4, rtol=1e-4)
+    # padded batches vs one row at a time: float32 round-off, relative to the (large) logits of the teacher-made model
+    torch.testing.assert_close(logits, ref_logits, atol=1e-4 * float(ref_logits.abs().max()), rtol=1e-4)
+    assert torch.equal(logits.argmax(-1), ref_logits.argmax(-1))
 
 
 def test_bad_checkpoint_and_locale(setup, tmp_path) -> None:

@@ -8,13 +8,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
 from merginguriel.errors import InputError
 from merginguriel.experiments.db import ResultsDB, Worker
-from merginguriel.experiments.grid import DEFAULT_POINT, expand, point_key
+from merginguriel.experiments.grid import expand
 
 WORKER = textwrap.dedent(
     """
@@ -99,40 +98,60 @@ def test_claim_rules_and_staleness(tmp_path):
 
 
 def test_grid_expansion():
+    from merginguriel.jobs import MergeJob
+
     points = expand(
         fixed={"backbone": "tiny", "selection": {"similarity": "real"}, "merge.seed": 7},
         grid={"target": ["sw-KE", "th-TH"], "selection.num_sources": [3, 5]},
         zips=[{"merge.method": ["ties", "dare_ties"], "merge.params": [{"density": 0.2}, {"density": 0.2, "p": 0.9}]}],
     )
-    assert len(points) == 2 * 2 * 2
-    assert {(p["target"], p["selection"]["num_sources"], p["merge"]["method"]) for p in points} == {
+    assert len(points) == 2 * 2 * 2 and all(isinstance(p, MergeJob) for p in points)
+    assert {(p.target, p.selection.num_sources, p.merge.method) for p in points} == {
         (t, k, m) for t in ["sw-KE", "th-TH"] for k in [3, 5] for m in ["ties", "dare_ties"]
     }
     for p in points:
-        assert p["backbone"] == "tiny" and p["selection"]["similarity"] == "real" and p["merge"]["seed"] == 7
-        assert p["merge"]["params"] == ({"density": 0.2} if p["merge"]["method"] == "ties" else {"density": 0.2, "p": 0.9})
-        assert p["selection"]["weighting"] == DEFAULT_POINT["selection"]["weighting"]  # defaults filled in
-    keys = [point_key(p) for p in points]
+        assert p.backbone == "tiny" and p.selection.similarity == "real" and p.merge.seed == 7
+        assert p.merge.params == ({"density": 0.2} if p.merge.method == "ties" else {"density": 0.2, "p": 0.9})
+        assert p.selection.weighting == "scores"  # defaults filled in
+    keys = [p.key() for p in points]
     assert len(set(keys)) == len(points)
-    # The key is a function of the resolved config only (key order does not matter).
+    # The key is a function of the job only: the same job rebuilt from its own record has the same key; the device
+    # does not change it, and settings that do not apply (softmax temperature with score weights) neither.
+    from merginguriel.jobs import job_from_dict
+
     p = points[0]
-    assert point_key(json.loads(json.dumps(p, sort_keys=False))) == keys[0]
-    assert point_key(dict(reversed(list(p.items())))) == keys[0]
+    assert job_from_dict(json.loads(json.dumps(p.to_dict()))).key() == keys[0]
+    assert job_from_dict({**p.to_dict(), "device": "cuda"}).key() == keys[0]
+    assert job_from_dict({**p.to_dict(), "selection": {**p.to_dict()["selection"], "temperature": 9.0}}).key() == keys[0]
+    assert job_from_dict({**p.to_dict(), "selection": {**p.to_dict()["selection"], "num_sources": 4}}).key() != keys[0]
+    # Jobs that differ only in where they are judged share one merged model (folder name).
+    other = job_from_dict({**p.to_dict(), "evaluate": {"splits": ["validation"]}})
+    assert other.key() != keys[0] and other.run_name() == p.run_name()
     # Same point reached twice -> one point.
-    assert len(expand(grid={"target": ["sw-KE", "sw-KE"]})) == 1
+    assert len(expand(fixed={"selection": {"similarity": "uriel"}}, grid={"target": ["sw-KE", "sw-KE"]})) == 1
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"grid": {"selection.num_source": [3]}, "fixed": {"target": "sw-KE"}}, "unknown sweep config key 'selection.num_source'"),
+        ({"grid": {"selection.num_source": [3]}, "fixed": {"target": "sw-KE"}}, "unknown selection option.*num_source.*num_sources"),
+        ({"grid": {"targett": ["sw-KE"]}}, "unknown merge job key.*targett"),
         ({"grid": {"target": []}}, "non-empty list"),
-        ({"grid": {"target": ["xx-XX"]}}, "unknown locale"),
-        ({"fixed": {}}, "no target"),
+        ({"grid": {"target": ["xx-XX"]}, "fixed": {"selection.similarity": "uriel"}}, "unknown locale"),
+        ({"fixed": {"selection.similarity": "uriel"}}, "chooses sources for a target"),
         ({"grid": {"target": ["sw-KE"]}, "zips": [{"merge.method": ["a", "b"], "merge.params": [{}]}]}, "same length"),
-        ({"grid": {"target": ["sw-KE"], "merge.method": ["tiess"]}}, "unknown merge method 'tiess'"),
-        ({"fixed": {"target": "sw-KE", "merge": {"method": "ties", "params": {"k": 20}}}}, "no parameter"),
-        ({"fixed": {"target": "sw-KE", "merge.method": "adamerging", "adamerging": {"stepz": 3}}}, "unknown adamerging option"),
+        ({"grid": {"target": ["sw-KE"], "merge.method": ["tiess"]}, "fixed": {"selection.similarity": "uriel"}},
+         "unknown merge method 'tiess'"),
+        ({"fixed": {"target": "sw-KE", "selection.similarity": "uriel", "merge": {"method": "ties", "params": {"k": 20}}}},
+         "no parameter"),
+        ({"fixed": {"target": "sw-KE", "selection.similarity": "uriel", "merge.method": "adamerging",
+                    "adamerging": {"stepz": 3}}}, "unknown adamerging option"),
+        # values out of range are refused at planning (issue: they used to fail at every point)
+        ({"fixed": {"target": "sw-KE", "selection.similarity": "uriel", "merge": {"method": "ties", "params": {"density": 1.5}}}},
+         "density"),
+        ({"fixed": {"target": "sw-KE", "selection.similarity": "urial"}}, "unknown selection.similarity 'urial'"),
+        ({"fixed": {"target": "sw-KE", "selection": {"similarity": "uriel", "num_sources": 4, "candidates": ["de-DE", "fr-FR"]}}},
+         "num_sources=4 but sw-KE has only 2 candidate"),
     ],
 )
 def test_grid_errors(kwargs, match):
@@ -140,30 +159,46 @@ def test_grid_errors(kwargs, match):
         expand(**kwargs)
 
 
-ABLATIONS = sorted((Path(__file__).parent.parent / "configs" / "ablations").glob("*.yaml"))
+def test_every_shipped_config_loads():
+    """Every YAML shipped in merginguriel/configs parses through its command: fit recipes through the fit parser,
+    sweeps (the quick start's and the ablations) into checked merge jobs, the quick start config into its command."""
+    import yaml
 
-
-def test_ablation_configs_expand():
-    """Every ablation config parses and resolves (keys, locales, methods, parameters); each real one has an embedded variant."""
-    from merginguriel.experiments.cli import build_parser
+    from merginguriel.cli.experiment import experiment
+    from merginguriel.cli.parse import parse_function_args
+    from merginguriel.cli.quickstart import quickstart
+    from merginguriel.configs import config_path, shipped
     from merginguriel.experiments.runner import Sweep
 
-    names = {p.stem for p in ABLATIONS}
-    assert {"uriel_vs_real", "num_sources_methods", "dare", "adamerging_vs_ties", "consensus_neuromerging"} <= names
-    for path in ABLATIONS:
-        cfg = build_parser().parse_args(["--config", str(path)])
-        sweep = Sweep(**{k: cfg[k] for k in Sweep.__dataclass_fields__})
-        points = sweep.points()
-        assert points, path
-        embedded = path.stem.endswith("_embedded")
-        assert all((p["backbone"] == "embedded") == embedded for p in points), path
-        if not embedded:
-            assert path.with_name(path.stem + "_embedded.yaml") in ABLATIONS
-            assert all(p["data"]["source"] == "hub" and p["backbone"] == "FacebookAI/xlm-roberta-base" for p in points)
-    study = build_parser().parse_args(["--config", str(ABLATIONS[0].with_name("uriel_vs_real.yaml"))])
-    pts = Sweep(**{k: study[k] for k in Sweep.__dataclass_fields__}).points()
-    assert {p["target"] for p in pts} == {"sq-AL", "sw-KE", "vi-VN", "th-TH", "fi-FI", "tr-TR"}
-    assert {(p["selection"]["similarity"], p["selection"]["include_target"]) for p in pts} == {
+    names = shipped()
+    assert {"fit-embedded", "fit-xlmr-base", "quickstart", "quickstart_sweep", "ablations/uriel_vs_real",
+            "ablations/uriel_vs_real_embedded", "ablations/dare", "ablations/consensus_neuromerging"} <= set(names)
+    for name in names:
+        text = yaml.safe_load(config_path(name).read_text())
+        if name.startswith("fit-"):
+            # the fit parser itself reads the recipe (--print_config stops before anything is built)
+            proc = subprocess.run([sys.executable, "-m", "merginguriel.cli.main", "fit", "--config", name, "--print_config"],
+                                  capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stderr
+            printed = yaml.safe_load(proc.stdout)
+            assert printed["model"]["backbone"] == text["model"]["backbone"]
+            assert printed["model"]["learning_rate"] == pytest.approx(text["model"]["learning_rate"])
+        elif name == "quickstart":
+            kwargs = parse_function_args(quickstart, ["--config", str(config_path(name))], "q")
+            assert config_path(kwargs["sweep"]) and config_path(kwargs["fit_config"])
+        else:
+            kwargs = parse_function_args(experiment, ["--config", str(config_path(name))], "e")
+            kwargs.pop("dry_run")
+            points = Sweep(**kwargs).points()
+            assert points, name
+            embedded = name.endswith("_embedded") or name == "quickstart_sweep"
+            assert all((p.backbone == "embedded") == embedded for p in points), name
+            if name.startswith("ablations/") and not embedded:
+                assert f"{name}_embedded" in names
+                assert all(p.data.source == "hub" and p.backbone == "FacebookAI/xlm-roberta-base" for p in points)
+    pts = Sweep(**{k: v for k, v in yaml.safe_load(config_path("ablations/uriel_vs_real").read_text()).items()}).points()
+    assert {p.target for p in pts} == {"sq-AL", "sw-KE", "vi-VN", "th-TH", "fi-FI", "tr-TR"}
+    assert {(p.selection.similarity, p.selection.include_target) for p in pts} == {
         ("uriel", False), ("uriel", True), ("real", False), ("real", True)}
 
 
@@ -175,5 +210,5 @@ def test_bad_sweep_fails_early_and_writes_nothing(tmp_path, capsys):
     cfg.write_text(f"name: bad\ndb: {db}\ngrid:\n  target: [sw-KE]\n  selection.num_source: [3]\n")
     assert main(["experiment", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert "unknown sweep config key 'selection.num_source'" in err and "selection.num_sources" in err
+    assert "unknown selection option(s) num_source" in err and "num_sources" in err and "Traceback" not in err
     assert not db.exists()

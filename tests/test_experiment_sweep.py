@@ -18,8 +18,7 @@ from safetensors.torch import load_file
 
 from experiment_fixtures import build_scenario
 from merginguriel.experiments.db import ResultsDB
-from merginguriel.experiments.grid import expand, point_key
-from merginguriel.experiments.point import run_point
+from merginguriel.experiments.grid import expand
 
 TARGET = "sw-KE"
 SOURCES = ["th-TH", "vi-VN", "fi-FI", "tr-TR"]
@@ -39,8 +38,7 @@ def _fixed(root: Path, data: Path, **extra) -> dict:
         "root": str(root),
         "data": {"source": "release", "data_path": str(data)},
         "selection": {"similarity": "uriel", "num_sources": 3},
-        "evaluate": {"sources": True, "batch_size": 64},
-        "features": {"compatibility": True},
+        "evaluate": {"batch_size": 64},
     }
     fixed.update(extra)
     return fixed
@@ -56,18 +54,19 @@ def _cli(*args, timeout=300):
 
 
 def test_point_function_alone(scenario, tmp_path):
-    """select -> merge -> test for one config: the selection is select_for_target's, the kept merge is Σ w θ_i, and the
-    metrics are the evaluation module's on the merged folder."""
+    """choose -> merge -> judge for one job: the selection is select_for_target's, the kept merge is sum w theta_i, the
+    metrics are the evaluation module's on the merged folder, on validation and on test, beside the sources."""
     from merginguriel.evaluation.evaluate import evaluate_checkpoint
+    from merginguriel.experiments.point import run_point
     from merginguriel.similarity import select_for_target
 
     root, layout, data = scenario
-    config = expand(_fixed(root, data, merge={"method": "similarity"}), {"target": [TARGET]})[0]
-    result = run_point(config, keep_models=True, manifests_dir=tmp_path / "manifests")
+    job = expand(_fixed(root, data, merge={"method": "similarity"}), {"target": [TARGET]})[0]
+    result = run_point(job, keep_models=True, manifests_dir=tmp_path / "manifests")
     expected = select_for_target(TARGET, "uriel", 3, False, "scores", layout.finetuned_locales(), root=str(root))
     assert result.selection["sources"] == expected.sources
     assert result.selection["weights"] == pytest.approx(expected.weights)
-    output = layout.merged(TARGET, f"sweep-{point_key(config)[:12]}")
+    output = layout.merged(TARGET, job.run_name())
     merged = load_file(str(output / "model.safetensors"))
     states = [load_file(str(layout.finetuned(s) / "model.safetensors")) for s in expected.sources]
     for name in ["classifier.out_proj.weight", "roberta.encoder.layer.0.intermediate.dense.weight"]:
@@ -75,54 +74,73 @@ def test_point_function_alone(scenario, tmp_path):
         assert torch.allclose(merged[name], want, atol=1e-6)
     from merginguriel.data.config import DataConfig
 
-    direct = evaluate_checkpoint(output, [TARGET], "test", DataConfig(source="release", data_path=str(data), root=str(root)))
-    assert result.metrics["accuracy"] == pytest.approx(direct[TARGET]["accuracy"])
-    # The constructed case: averaging independent noise recovers the teacher, so the merge beats every source.
-    assert result.metrics["accuracy"] > result.metrics["source_best"]
-    assert result.metrics["merging_effect"] == pytest.approx(result.metrics["accuracy"] - result.metrics["source_mean"])
-    assert json.loads((tmp_path / "manifests" / f"{point_key(config)}.json").read_text())["kind"] == "merged"
-    assert set(result.timings) >= {"select_s", "merge_s", "evaluate_s", "overhead_s", "total_s"}
+    dc = DataConfig(source="release", data_path=str(data), root=str(root))
+    for split in ("validation", "test"):
+        rec = result.metrics["splits"][split]
+        direct = evaluate_checkpoint(output, [TARGET], split, dc)[TARGET]["accuracy"]
+        assert rec["accuracy"] == pytest.approx(direct)
+        srcs = {s: evaluate_checkpoint(layout.finetuned(s), [TARGET], split, dc)[TARGET]["accuracy"] for s in expected.sources}
+        assert rec["source_accuracy"] == pytest.approx(srcs)
+        assert rec["merging_effect"] == pytest.approx(rec["accuracy"] - sum(srcs.values()) / 3)
+        # the best source is chosen on VALIDATION, on both splits
+        val = result.metrics["splits"]["validation"]["source_accuracy"]
+        assert rec["best_source"] == max(val, key=val.get)
+        assert rec["gain"] == pytest.approx(rec["accuracy"] - srcs[rec["best_source"]])
+        # The constructed case: averaging independent noise recovers the teacher, so the merge clearly beats every source.
+        assert rec["gain"] > 0.1 and rec["gain_ci"][0] > 0 and rec["gain_p"] < 0.01
+    assert json.loads((tmp_path / "manifests" / f"{job.key()}.json").read_text())["kind"] == "merged"
+    assert set(result.timings) >= {"select_s", "merge_s", "evaluate_s", "total_s"}
     assert result.features["num_sources"] == 3 and -1 <= result.features["compatibility_mean"] <= 1
 
 
 def test_sweep_cli_end_to_end_and_rerun(scenario, tmp_path):
+    import sqlite3
+
     root, layout, data = scenario
     db = tmp_path / "results.sqlite"
-    grid = {"target": [TARGET], "merge.method": ["similarity", "ties", "ensemble"]}
-    cfg = _write_sweep(tmp_path / "sweep.yaml", name="e2e", db=str(db), fixed=_fixed(root, data), grid=grid)
+    fixed = _fixed(root, data, merge={"params": {}})
+    cfg = _write_sweep(tmp_path / "sweep.yaml", name="e2e", db=str(db), fixed=fixed,
+                       zip=[{"merge.method": ["similarity", "ties", "fisher", "regmean"],
+                             "merge.params": [{}, {}, {"examples": 24}, {"examples": 24}]}],
+                       grid={"target": [TARGET]})
     dry = _cli("experiment", "--config", str(cfg), "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.count(" new ") == 3 and not db.exists()  # the plan, nothing written
+    assert dry.stdout.count(" new ") == 4 and not db.exists()  # the plan, nothing written
 
     run = _cli("experiment", "--config", str(cfg))
     assert run.returncode == 0, run.stderr + run.stdout
-    assert "3 done, 0 failed" in run.stdout
-    with ResultsDB(db) as rdb:
+    assert "4 done, 0 failed" in run.stdout
+    with ResultsDB(db, readonly=True) as rdb:
         rows = rdb.rows()
-        assert len(rows) == 3 and {r["status"] for r in rows} == {"done"}
-        assert {r["key"] for r in rows} == {point_key(p) for p in expand(_fixed(root, data), grid)}
+        assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
         for r in rows:
-            if r["method"] == "ensemble":
-                assert set(r["metrics"]["ensembles"]) == {"majority", "weighted_majority", "soft_vote", "logit_vote"}
-            else:
-                assert 0 <= r["metrics"]["accuracy"] <= 1 and Path(r["manifest"]).is_file()
-        assert len(rdb.features()) == 3
+            assert {"validation", "test"} == set(r["metrics"]["splits"])
+            assert 0 <= r["metrics"]["splits"]["test"]["accuracy"] <= 1 and rdb.resolve(r["manifest"]).is_file()
+        assert len(rdb.features()) == 4
+    # Fisher and RegMean computed their statistics on demand (cached under the layout), once per source.
+    assert len(list((layout.home / "statistics" / "fisher").glob("*/*/statistics.safetensors"))) == 3
+    assert len(list((layout.home / "statistics" / "regmean").glob("*/*/statistics.safetensors"))) == 3
+    # Flat columns: the numbers people filter on, with plain sqlite3 (and nothing written beside the database).
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        flat = conn.execute("SELECT method, num_sources, similarity, val_accuracy, test_accuracy, test_gain FROM points").fetchall()
+    assert {m for m, *_ in flat} == {"similarity", "ties", "fisher", "regmean"}
+    assert all(k == 3 and s == "uriel" and 0 <= v <= 1 and 0 <= t <= 1 for _, k, s, v, t, _ in flat)
     # Merged models were deleted after evaluation (keep_models false).
-    for r in rows:
-        assert not layout.merged(r["target"], f"sweep-{r['key'][:12]}").exists()
+    merged = layout.home / "merged" / TARGET
+    assert not [p for p in merged.iterdir() if not p.name.startswith(".")]
 
     again = _cli("experiment", "--config", str(cfg))
     assert again.returncode == 0
-    assert "0 new, 3 done already" in again.stderr
-    with ResultsDB(db) as rdb:
-        assert [r["attempts"] for r in rdb.rows()] == [1] * 3
+    assert "0 new, 4 done already" in again.stderr
+    with ResultsDB(db, readonly=True) as rdb:
+        assert [r["attempts"] for r in rdb.rows()] == [1] * 4
 
 
 def test_resume_after_sigkill(scenario, tmp_path):
     root, layout, data = scenario
     db = tmp_path / "results.sqlite"
     grid = {"target": [TARGET], "merge.method": ["similarity", "average", "ties", "task_arithmetic", "dare_linear"]}
-    fixed = _fixed(root, data, features={"enabled": False}, evaluate={"sources": False})
+    fixed = _fixed(root, data, evaluate={"features": False, "splits": ["validation"]})
     cfg = _write_sweep(tmp_path / "sweep.yaml", name="killed", db=str(db), fixed=fixed, grid=grid)
     proc = subprocess.Popen([*CLI, "experiment", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -166,7 +184,7 @@ def test_submitit_local_executor(scenario, tmp_path):
         db=str(db),
         launcher="submitit",
         submitit={"cluster": "local", "folder": str(tmp_path / "jobs"), "timeout_min": 10},
-        fixed=_fixed(root, data, features={"enabled": False}, evaluate={"sources": False}),
+        fixed=_fixed(root, data, evaluate={"features": False, "splits": ["validation"]}),
         grid={"target": [TARGET], "merge.method": ["similarity", "average"]},
     )
     run = _cli("experiment", "--config", str(cfg), timeout=400)
@@ -180,51 +198,37 @@ def test_submitit_local_executor(scenario, tmp_path):
 
 
 def test_report_over_the_database(scenario, tmp_path):
-    """`merginguriel report --db`: rows in the report core's schema, baselines from the test NxN matrix, pivots, LOTO, plots."""
+    """`merginguriel report sweep`: verdicts first, merges ranked on validation with test beside them, baselines on the
+    same rows, plots; the database is only read."""
     import pandas as pd
 
-    from merginguriel.evaluation.nxn import compute_nxn
-    from merginguriel.experiments.frame import results_frame
+    from merginguriel.cli.main import main
     from merginguriel.experiments.runner import Sweep, run_sweep
-    from merginguriel.report.cli import main as report_main
-    from merginguriel.report.table import RESULT_COLUMNS, check_results
 
     root, layout, data = scenario
     db = tmp_path / "r.sqlite"
     sweep = Sweep(name="rep", db=str(db), fixed=_fixed(root, data),
-                  grid={"target": [TARGET, "th-TH"], "merge.method": ["similarity", "ensemble"]})
+                  grid={"target": [TARGET, "th-TH"], "merge.method": ["similarity", "ties"]})
     run_sweep(sweep)
-    frame = results_frame(db)
-    assert set(RESULT_COLUMNS) <= set(frame.columns)
-    check_results(frame)
-    assert len(frame) == 2 * (1 + 4)  # each ensemble point is four rows
-    assert set(frame["method"]) == {"similarity", "ensemble_majority", "ensemble_weighted_majority", "ensemble_soft_vote", "ensemble_logit_vote"}
-
-    from merginguriel.data.config import DataConfig
-
-    dc = DataConfig(source="release", data_path=str(data), root=str(root))
-    nxn_dir = compute_nxn(backbone="tiny", root=str(root), split="test", locales=[TARGET, *SOURCES], data=dc,
-                          output=str(tmp_path / "nxn"), progress=False)
+    before = sorted(p.name for p in tmp_path.iterdir())
     out = tmp_path / "report"
-    assert report_main(["--db", str(db), "--output", str(out), "--nxn", str(nxn_dir)]) == 0
-    pivot = pd.read_csv(out / "pivot.csv", index_col=0)
-    for _, r in frame.iterrows():
-        assert pivot.loc[r["target"], r["method"]] == pytest.approx(r["accuracy"], abs=1e-6)
-    nxn = pd.read_csv(nxn_dir / "evaluation_matrix.csv", index_col=0)
-    assert pivot.loc["th-TH", "baseline: self"] == pytest.approx(nxn.loc["th-TH", "th-TH"], abs=1e-6)
-    # The untrained shared base, evaluated on the points' split and data.
-    from merginguriel.evaluation.evaluate import evaluate_checkpoint
-
-    base = evaluate_checkpoint(layout.base, ["th-TH"], "test", dc)["th-TH"]["accuracy"]
-    assert pivot.loc["th-TH", "baseline: base"] == pytest.approx(base, abs=1e-6)
+    assert main(["report", "sweep", "--db", str(db), "--output", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "report"])  # no -wal/-shm beside the db
     report = pd.read_csv(out / "report.csv")
-    sim = report[(report["target"] == TARGET) & (report["method"] == "similarity")].iloc[0]
-    srcs = sim["sources"].split()
-    assert sim["zs_avg"] == pytest.approx(sum(nxn.loc[s, TARGET] for s in srcs) / len(srcs), abs=1e-6)
-    for name in ["nxn.png", "methods.png", "effect_vs_features.png", "loto.csv", "summary.md", "report.md", "manifest.json"]:
+    with ResultsDB(db, readonly=True) as rdb:
+        for r in rdb.rows():
+            row = report[report["key"] == r["key"]].iloc[0]
+            assert row["val_accuracy"] == pytest.approx(r["metrics"]["splits"]["validation"]["accuracy"])
+            assert row["test_accuracy"] == pytest.approx(r["metrics"]["splits"]["test"]["accuracy"])
+    summary = (out / "summary.md").read_text()
+    assert summary.startswith("# Verdicts")
+    verdict = next(line for line in summary.splitlines() if line.startswith(f"{TARGET}:"))
+    # the merge for sw-KE chosen on validation clearly beats its best source (constructed case)
+    assert verdict.startswith(f"{TARGET}: merge (") and "[95% CI +" in verdict
+    assert "hold 4 merge-vs-best-source comparison(s)" in summary
+    assert "synergy predictor not shown" in summary  # two targets cannot support a leave-one-target-out predictor
+    for name in [f"{TARGET}.png", "th-TH.png", "report.csv", "summary.md", "manifest.json"]:
         assert (out / name).is_file(), name
-    loto = pd.read_csv(out / "loto.csv")
-    assert "majority_class" in set(loto["feature"]) and (loto["targets"] <= 2).all()
 
 
 def test_loto_accuracy_by_hand():
@@ -251,13 +255,13 @@ def test_failed_point_is_recorded_and_the_sweep_goes_on(scenario, tmp_path):
 
     root, layout, data = scenario
     db = tmp_path / "r.sqlite"
-    sweep = Sweep(name="mixed", db=str(db), fixed=_fixed(root, data, features={"enabled": False}, evaluate={"sources": False}),
+    sweep = Sweep(name="mixed", db=str(db), fixed=_fixed(root, data, evaluate={"features": False, "splits": ["validation"]}),
                   grid={"target": [TARGET], "selection.similarity": ["real", "uriel"]})
     result = run_sweep(sweep)
     assert result["counts"] == {"planned": 0, "running": 0, "done": 1, "failed": 1}
     with ResultsDB(db) as rdb:
         failed = rdb.rows(status="failed")[0]
-        assert "REAL similarity needs the validation NxN matrix" in failed["error"] and "merginguriel nxn" in failed["error"]
+        assert "REAL similarity reads the validation NxN matrix" in failed["error"] and "merginguriel nxn" in failed["error"]
         assert failed["config"]["selection"]["similarity"] == "real"
     # A rerun retries the failed point (it fails again, once more) and leaves the done one alone.
     run_sweep(sweep)

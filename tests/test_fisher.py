@@ -61,7 +61,7 @@ def test_fisher_merge_is_the_formula_and_statistics_are_reused(world):
     params = {"examples": 10, "label": "argmax", "data": "both"}
     spec = world.spec("fisher1", method="fisher", params=params, weights=[0.5, 0.3, 0.2])
     before = COMPUTE_CALLS.copy()
-    ready = ensure_statistics(spec, world.data)
+    ready = ensure_statistics(spec, world.data, world.layout)
     assert [COMPUTE_CALLS[("fisher", s)] - before[("fisher", s)] for s in SOURCES] == [1, 1, 1]
     folders = ready.statistics["fisher"]
     manifest = json.loads((folders[0] / "manifest.json").read_text())
@@ -82,22 +82,22 @@ def test_fisher_merge_is_the_formula_and_statistics_are_reused(world):
     assert not torch.allclose(merged[name], avg, atol=1e-4)
     # A second merge with the same settings reads the cache: no recomputation, files untouched.
     mtimes = [(f / "statistics.safetensors").stat().st_mtime_ns for f in folders]
-    again = ensure_statistics(world.spec("fisher2", method="fisher", params=params, weights=[0.5, 0.3, 0.2]), world.data)
+    again = ensure_statistics(world.spec("fisher2", method="fisher", params=params, weights=[0.5, 0.3, 0.2]), world.data, world.layout)
     assert [COMPUTE_CALLS[("fisher", s)] - before[("fisher", s)] for s in SOURCES] == [1, 1, 1]
     assert again.statistics["fisher"] == folders
     assert [(f / "statistics.safetensors").stat().st_mtime_ns for f in folders] == mtimes
     torch.testing.assert_close(load_state(merge(again)), merged)
     # Other settings (more examples) are another cache entry.
-    other = ensure_statistics(world.spec("fisher3", method="fisher", params={**params, "examples": 6}), world.data)
+    other = ensure_statistics(world.spec("fisher3", method="fisher", params={**params, "examples": 6}), world.data, world.layout)
     assert other.statistics["fisher"][0] != folders[0]
 
 
 def test_fisher_bad_input(world, tmp_path):
     with pytest.raises(InputError, match="need --target"):
-        ensure_statistics(world.spec("f", method="fisher", target=None), world.data)
+        ensure_statistics(world.spec("f", method="fisher", target=None), world.data, world.layout)
     with pytest.raises(InputError, match="split"):
-        ensure_statistics(world.spec("f", method="fisher", params={"split": "test"}), world.data)
+        ensure_statistics(world.spec("f", method="fisher", params={"split": "test"}), world.data, world.layout)
     empty = make_world(tmp_path / "e", sizes={"train": 4, "dev": 0, "test": 2})
     with pytest.raises(InputError, match="has no utterances"):
-        ensure_statistics(empty.spec("f", method="fisher", params={"examples": 4}), empty.data)
+        ensure_statistics(empty.spec("f", method="fisher", params={"examples": 4}), empty.data, empty.layout)
     assert not (empty.root / "tiny" / "statistics").exists()

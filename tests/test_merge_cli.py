@@ -1,5 +1,5 @@
-"""`merginguriel merge` from the command line and from YAML (real subprocesses), --list, --print_config, the
-run-name hash, IncTar/ExcTar, and the similarity-selection seam."""
+"""`merginguriel merge` from the command line and from YAML (real subprocesses and in-process), --list, --dry-run,
+--print_config, the run name, reruns, IncTar/ExcTar, method names, and the similarity-selection seam."""
 
 from __future__ import annotations
 
@@ -13,17 +13,16 @@ import pytest
 import torch
 
 import merge_refs as ref
-from merginguriel.merging.cli import main
-from tiny import make_family
+from merginguriel.cli.main import run
+from merginguriel.errors import InputError
 
 LOCALES = ["de-DE", "fr-FR", "sw-KE", "it-IT"]
 EXE = Path(sys.executable).parent / "merginguriel"
 
 
 @pytest.fixture(scope="module")
-def family(tmp_path_factory):
-    root = tmp_path_factory.mktemp("family")
-    return make_family(root, LOCALES)
+def family(tiny_family_factory):
+    return tiny_family_factory(LOCALES)
 
 
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -33,17 +32,26 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def common(layout) -> list[str]:
-    return ["--root", str(layout.root), "--backbone", layout.backbone, "--progress", "false"]
+    # no evaluation here: the tiny family has no data (evaluation is tested in test_experiment_sweep / test_report)
+    return ["--root", str(layout.root), "--backbone", layout.backbone, "--progress", "false", "--evaluate.splits", "[]"]
+
+
+def main(args: list[str]) -> int:
+    """The command in-process (errors raise, as the command line prints them)."""
+    return run("merge", args)
 
 
 def test_command_line_merge_writes_the_expected_model(family):
-    res = cli(*common(family), "--target", "sw-KE", "--sources", "de-DE", "fr-FR", "--weights", "0.75", "0.25",
-              "--method", "ties", "--method_params.density", "0.4", "--method_params.scope", "tensor")
+    res = cli(*common(family), "--target", "sw-KE", "--selection.sources", "de-DE", "fr-FR", "--selection.weights", "0.75",
+              "0.25", "--merge.method", "ties", "--merge.params.density", "0.4", "--merge.params.scope", "tensor")
     assert res.returncode == 0, res.stderr
-    runs = list((family.root / family.backbone / "merged" / "sw-KE").iterdir())
+    runs = [p for p in (family.root / family.backbone / "merged" / "sw-KE").iterdir() if not p.name.startswith(".")]
     assert len(runs) == 1 and runs[0].name.startswith("ties-")
+    # merge prints the chosen sources and their weights
+    assert "source de-DE    weight 0.7500" in res.stdout and "source fr-FR    weight 0.2500" in res.stdout
     manifest = json.loads((runs[0] / "manifest.json").read_text())
     assert manifest["params"]["density"] == 0.4 and manifest["params"]["scope"] == "tensor"
+    assert manifest["job"]["config"]["merge"]["method"] == "ties"
     base = ref.load(family.base)
     want = ref.ties(base, [ref.load(family.finetuned(l)) for l in ("de-DE", "fr-FR")], [0.75, 0.25], 0.4, "tensor")
     got = ref.load(runs[0])
@@ -51,18 +59,23 @@ def test_command_line_merge_writes_the_expected_model(family):
         torch.testing.assert_close(got[n], want[n], atol=2e-6, rtol=1e-5)
 
 
-def test_yaml_config_with_override_and_print_config(family, tmp_path):
+def test_yaml_config_with_override_print_config_and_dry_run(family, tmp_path):
     cfg = tmp_path / "merge.yaml"
     cfg.write_text(
-        f"root: {family.root}\nbackbone: {family.backbone}\ntarget: it-IT\nsources: [de-DE, sw-KE]\nweights: [1, 3]\n"
-        "method: task_arithmetic\nmethod_params:\n  lam: 0.5\nexclude: ['*embeddings*']\nprogress: false\n"
-        f"output: {tmp_path / 'out'}\n"
+        f"root: {family.root}\nbackbone: {family.backbone}\ntarget: it-IT\n"
+        "selection: {sources: [de-DE, sw-KE], weights: [1, 3]}\n"
+        "merge:\n  method: task_arithmetic\n  params: {lam: 0.5}\n  exclude: ['*embeddings*']\n"
+        f"evaluate: {{splits: []}}\nprogress: false\noutput: {tmp_path / 'out'}\n"
     )
-    shown = cli("--config", str(cfg), "--method_params.lam", "0.25", "--print_config")
+    shown = cli("-c", str(cfg), "--merge.params.lam", "0.25", "--print_config")
     assert shown.returncode == 0, shown.stderr
     assert "lam: 0.25" in shown.stdout and "task_arithmetic" in shown.stdout
     assert not (tmp_path / "out").exists()
-    res = cli("--config", str(cfg), "--method_params.lam", "0.25")
+    dry = cli("-c", str(cfg), "--merge.params.lam", "0.25", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "source sw-KE    weight 0.7500" in dry.stdout and "expected peak memory" in dry.stdout
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+    res = cli("-c", str(cfg), "--merge.params.lam", "0.25")
     assert res.returncode == 0, res.stderr
     base = ref.load(family.base)
     want = ref.task_arithmetic(base, [ref.load(family.finetuned(l)) for l in ("de-DE", "sw-KE")], [1, 3], 0.25)
@@ -71,13 +84,13 @@ def test_yaml_config_with_override_and_print_config(family, tmp_path):
         expected = base[n] if "embeddings" in n else want[n]
         torch.testing.assert_close(got[n], expected, atol=2e-6, rtol=1e-5)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["params"] == {"lam": 0.25, "weighted": True}
+    assert manifest["params"]["lam"] == 0.25
     assert manifest["exclude"]["patterns"] == ["*embeddings*"]
 
 
 def test_bad_input_exits_2_with_the_message_and_writes_nothing(family, tmp_path):
-    res = cli(*common(family), "--target", "sw-KE", "--sources", "de-DE", "fr-FR", "--weights", "1", "-1",
-              "--output", str(tmp_path / "bad"))
+    res = cli(*common(family), "--target", "sw-KE", "--selection.sources", "de-DE", "fr-FR", "--selection.weights", "1", "-1",
+              "--merge.method", "linear", "--output", str(tmp_path / "bad"))
     assert res.returncode == 2
     assert "weights must be finite and >= 0" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "bad").exists()
@@ -86,74 +99,91 @@ def test_bad_input_exits_2_with_the_message_and_writes_nothing(family, tmp_path)
 def test_list_shows_every_method_with_parameters(capsys):
     assert main(["--list"]) == 0
     text = capsys.readouterr().out
-    for name in ("linear", "task_arithmetic", "ties", "dare_ties", "breadcrumbs", "directional_consensus", "neuromerging", "slerp"):
+    for name in ("linear", "task_arithmetic", "ties", "dare_ties", "breadcrumbs", "directional_consensus", "neuromerging",
+                 "slerp", "fisher", "regmean", "similarity", "average", "adamerging"):
         assert f"\n{name}: " in "\n" + text
-    assert "density (float, default 0.2)" in text and "adamerging" in text
+    assert "density (float, default 0.2)" in text
 
 
-def test_run_name_is_a_hash_of_the_config(family, tmp_path, capsys):
-    args = [*common(family), "--target", "de-DE", "--sources", "[fr-FR,it-IT]", "--method", "linear"]
+def test_run_name_is_a_hash_of_the_job_and_a_rerun_reuses(family, capsys):
+    args = [*common(family), "--target", "de-DE", "--selection.sources", "[fr-FR,it-IT]", "--merge.method", "average"]
     assert main(args) == 0
-    assert main([*args, "--method_params.normalise", "false"]) == 0
-    runs = sorted(p.name for p in (family.root / family.backbone / "merged" / "de-DE").iterdir())
-    assert len(runs) == 2 and all(r.startswith("linear-") for r in runs)
-    from merginguriel.errors import InputError
+    assert main([*args, "--merge.dtype", "float16"]) == 0
+    folder = family.root / family.backbone / "merged" / "de-DE"
+    runs = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    assert len(runs) == 2 and all(r.startswith("average-") for r in runs)
+    capsys.readouterr()
+    stamp = {r: (folder / r / "model.safetensors").stat().st_mtime_ns for r in runs}
+    assert main(args) == 0  # the same job again: reused, not refused and not merged again
+    assert "reused" in capsys.readouterr().out
+    assert {r: (folder / r / "model.safetensors").stat().st_mtime_ns for r in runs} == stamp
+    manifest = json.loads((folder / runs[0] / "manifest.json").read_text())
+    assert manifest["params"]["weighting"] == "average" and manifest["weights_normalised"] == [0.5, 0.5]
 
-    with pytest.raises(InputError, match="already exists"):
-        main(args)  # the same config again: same run name, refused instead of overwritten
-    manifest = json.loads((family.root / family.backbone / "merged" / "de-DE" / runs[0] / "manifest.json").read_text())
-    assert manifest["params"]["weighting"] == "average"
+
+def test_changed_inputs_need_overwrite(tiny_family_factory, tmp_path):
+    from tiny import make_finetuned
+
+    fam = tiny_family_factory(["de-DE", "fr-FR", "sw-KE"], root=tmp_path)
+    args = [*common(fam), "--target", "sw-KE", "--selection.sources", "[de-DE,fr-FR]", "--merge.method", "average"]
+    assert main(args) == 0
+    make_finetuned(fam.root, "fr-FR", fam.backbone, seed=999)  # fr-FR fine-tuned again: the merge's input changed
+    with pytest.raises(InputError, match="source fr-FR changed.*--overwrite true"):
+        main(args)
+    assert main([*args, "--overwrite", "true"]) == 0
 
 
 def test_include_target_checks(family, tmp_path):
-    from merginguriel.errors import InputError
-
-    base_args = [*common(family), "--target", "sw-KE", "--output", str(tmp_path / "o")]
+    base_args = [*common(family), "--target", "sw-KE", "--merge.method", "linear", "--output", str(tmp_path / "o")]
     with pytest.raises(InputError, match="IncTar"):
-        main([*base_args, "--sources", "[de-DE,fr-FR]", "--include_target", "true"])
+        main([*base_args, "--selection.sources", "[de-DE,fr-FR]", "--selection.include_target", "true"])
     with pytest.raises(InputError, match="ExcTar"):
-        main([*base_args, "--sources", "[de-DE,sw-KE]", "--include_target", "false"])
-    assert main([*base_args, "--sources", "[de-DE,sw-KE]", "--include_target", "true"]) == 0
+        main([*base_args, "--selection.sources", "[de-DE,sw-KE]", "--selection.include_target", "false"])
+    assert main([*base_args, "--selection.sources", "[de-DE,sw-KE]", "--selection.include_target", "true"]) == 0
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["include_target"] is True
 
 
-def test_linear_weighting_must_match_where_weights_come_from(family, tmp_path):
-    from merginguriel.errors import InputError
-
-    with pytest.raises(InputError, match="needs --weights"):
-        main([*common(family), "--sources", "[de-DE,fr-FR]", "--method_params.weighting", "manual", "--output", str(tmp_path / "o")])
-    with pytest.raises(InputError, match="needs --similarity"):
-        main([*common(family), "--sources", "[de-DE,fr-FR]", "--weights", "[1,2]", "--method_params.weighting", "similarity",
+def test_method_names_mean_the_same_everywhere(family, tmp_path):
+    with pytest.raises(InputError, match="method similarity .* needs selection.similarity"):
+        main([*common(family), "--selection.sources", "[de-DE,fr-FR]", "--merge.method", "similarity",
               "--output", str(tmp_path / "o")])
+    with pytest.raises(InputError, match="needs selection.weights"):
+        main([*common(family), "--selection.sources", "[de-DE,fr-FR]", "--merge.method", "linear",
+              "--merge.params.weighting", "manual", "--output", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
 
 
-def test_selection_path_records_the_selection(family, tmp_path):
-    try:
-        from merginguriel.similarity import select_for_target
-    except ImportError:
-        pytest.skip("merginguriel.similarity.select_for_target is not available yet")
+def test_similarity_method_with_a_similarity_selection(family, tmp_path):
+    from merginguriel.similarity import select_for_target
+
     out = tmp_path / "sel"
-    assert main([*common(family), "--target", "sw-KE", "--similarity", "uriel", "--num_sources", "2",
-                 "--method", "linear", "--output", str(out)]) == 0
+    assert main([*common(family), "--target", "sw-KE", "--selection.similarity", "uriel", "--selection.num_sources", "2",
+                 "--merge.method", "similarity", "--output", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     sel = select_for_target("sw-KE", "uriel", 2, False, "scores", ["de-DE", "fr-FR", "it-IT", "sw-KE"], root=str(family.root))
-    assert manifest["selection"]["sources"] == sel.sources
+    assert manifest["selection"]["sources"] == sel.sources and manifest["selection"]["origin"] == "similarity"
     assert [s["locale"] for s in manifest["sources"]] == sel.sources
     assert [s["weight"] for s in manifest["sources"]] == pytest.approx(sel.weights)
     assert manifest["params"]["weighting"] == "similarity" and manifest["include_target"] is False
     assert "sw-KE" not in sel.sources
+    base = ref.load(family.base)
+    want = ref.linear(base, [ref.load(family.finetuned(l)) for l in sel.sources], sel.weights)
+    got = ref.load(out)
+    for n in list(want)[:5]:
+        torch.testing.assert_close(got[n], want[n], atol=2e-6, rtol=1e-5)
+    assert base  # the base is recorded, not used by linear
 
 
-def test_evaluate_stores_the_target_metrics_in_the_manifest(family, tmp_path, capsys):
-    from merginguriel.data.config import DataConfig
-    from merginguriel.evaluation.evaluate import evaluate_checkpoint
+def test_softmax_weighting_separates_sources_that_scores_cannot(family, tmp_path):
+    """URIEL's (cos+1)/2 scores renormalise to near-uniform weights; the softmax mapping (temperature) makes them differ."""
+    from merginguriel.similarity import select_for_target
 
-    out = tmp_path / "evaluated"
-    assert main([*common(family), "--target", "sw-KE", "--sources", "[de-DE,fr-FR]", "--evaluate", "true",
-                 "--data.root", str(family.root), "--device", "cpu", "--output", str(out)]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["evaluation"]["split"] == "validation"
-    want = evaluate_checkpoint(out, ["sw-KE"], split="validation", data=DataConfig(root=str(family.root)), device="cpu")
-    assert manifest["evaluation"]["metrics"]["sw-KE"] == pytest.approx(want["sw-KE"])
-    assert f"accuracy {want['sw-KE']['accuracy']:.4f}" in capsys.readouterr().out
+    cands = ["de-DE", "fr-FR", "it-IT", "sw-KE"]
+    flat = select_for_target("sw-KE", "uriel", 3, False, "scores", cands, root=str(family.root))
+    sharp = select_for_target("sw-KE", "uriel", 3, False, "softmax", cands, root=str(family.root), temperature=0.02)
+    assert sharp.sources == flat.sources
+    assert max(sharp.weights) - min(sharp.weights) > 3 * (max(flat.weights) - min(flat.weights))
+    import numpy as np
+
+    z = np.exp((np.array(flat.scores) - max(flat.scores)) / 0.02)
+    assert sharp.weights == pytest.approx(list(z / z.sum()))

@@ -16,7 +16,8 @@ from merginguriel.cli.main import main as cli_main
 from merginguriel.data import DataConfig
 from merginguriel.errors import InputError
 from merginguriel.evaluation import evaluate as ev
-from merginguriel.evaluation.nxn import CELLS_FILE, compute_nxn
+from merginguriel.checkpoints import NXN_CELLS as CELLS_FILE
+from merginguriel.evaluation.nxn import compute_nxn
 
 LOCS = ["es-ES", "fr-FR", "it-IT"]
 

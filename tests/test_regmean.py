@@ -80,7 +80,7 @@ def test_regmean_merge_and_cache(world):
     params = {"examples": 12, "alpha": 0.6, "data": "sources"}
     weights = [0.5, 0.25, 0.25]
     before = COMPUTE_CALLS.copy()
-    ready = ensure_statistics(world.spec("rm1", method="regmean", params=params, weights=weights, target=None), world.data)
+    ready = ensure_statistics(world.spec("rm1", method="regmean", params=params, weights=weights, target=None), world.data, world.layout)
     assert [COMPUTE_CALLS[("regmean", s)] - before[("regmean", s)] for s in SOURCES] == [1, 1, 1]
     merged = load_state(merge(ready))
     grams = [load_state(f) for f in ready.statistics["regmean"]]
@@ -94,6 +94,6 @@ def test_regmean_merge_and_cache(world):
     # Reused on the second merge.
     folders = ready.statistics["regmean"]
     mtimes = [(f / "statistics.safetensors").stat().st_mtime_ns for f in folders]
-    again = ensure_statistics(world.spec("rm2", method="regmean", params=params, weights=weights, target=None), world.data)
+    again = ensure_statistics(world.spec("rm2", method="regmean", params=params, weights=weights, target=None), world.data, world.layout)
     assert [COMPUTE_CALLS[("regmean", s)] - before[("regmean", s)] for s in SOURCES] == [1, 1, 1]
     assert [(f / "statistics.safetensors").stat().st_mtime_ns for f in again.statistics["regmean"]] == mtimes

@@ -1,152 +1,120 @@
-"""The report: baselines and merging effect against a hand computation, the CLI over merged manifests, bad inputs."""
+"""The report: paired statistics against scipy, the verdict's choice on validation, the report over merged models'
+manifests from the command line, and when the synergy predictor is (not) shown."""
 
 from __future__ import annotations
 
 import json
-import math
-import shutil
-from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from tiny import make_base, make_finetuned, write_release_data
-
-from merginguriel.checkpoints import Layout
-from merginguriel.cli.main import main as cli_main
-from merginguriel.data import DataConfig
-from merginguriel.errors import InputError
-from merginguriel.evaluation import evaluate as ev
-from merginguriel.evaluation.nxn import compute_nxn
-from merginguriel.report import RESULT_COLUMNS, compare, markdown, write_report
-
-# row = source model, column = evaluated locale
-NXN = pd.DataFrame(
-    {"de-DE": [0.90, 0.60, 0.40, 0.50], "en-US": [0.70, 0.95, 0.55, 0.65],
-     "es-ES": [0.30, 0.50, 0.85, 0.62], "fr-FR": [0.45, 0.52, 0.70, 0.88]},
-    index=["de-DE", "en-US", "es-ES", "fr-FR"],
-)
+from merginguriel.evaluation.paired import bootstrap_interval, compare, mcnemar_exact
+from merginguriel.report.rows import flatten
+from merginguriel.report.verdict import verdicts
 
 
-def result(target, sources, accuracy, include_target=False, run="r1", method="linear", similarity="real") -> dict:
-    return {"target": target, "method": method, "similarity": similarity, "num_sources": len(sources),
-            "include_target": include_target, "accuracy": accuracy, "sources": sources,
-            "weights": [1 / len(sources)] * len(sources), "run": run, "manifest_path": None}
+def test_mcnemar_and_bootstrap_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    for n, p_a, p_b in ((300, 0.55, 0.50), (120, 0.4, 0.6), (2000, 0.71, 0.70)):
+        a = rng.random(n) < p_a
+        b = np.where(rng.random(n) < 0.7, a, rng.random(n) < p_b)  # correlated, as two models on the same rows are
+        p, a_only, b_only = mcnemar_exact(a, b)
+        assert (a_only, b_only) == (int((a & ~b).sum()), int((~a & b).sum()))
+        want = stats.binomtest(min(a_only, b_only), a_only + b_only, 0.5).pvalue
+        assert p == pytest.approx(want, rel=1e-9)
+        lo, hi = bootstrap_interval(a, b)
+        ref = stats.bootstrap((a.astype(float), b.astype(float)), lambda x, y: np.mean(x - y), paired=True, vectorized=False,
+                              n_resamples=4000, method="percentile", random_state=1).confidence_interval
+        assert lo == pytest.approx(ref.low, abs=0.012) and hi == pytest.approx(ref.high, abs=0.012)
+        assert lo < a.mean() - b.mean() < hi
+    same = np.ones(50, dtype=bool)
+    assert mcnemar_exact(same, same) == (1.0, 0, 0)
+    result = compare(same, ~same)
+    assert result.delta == 1.0 and result.p_value < 1e-10 and result.ci_low == result.ci_high == 1.0
 
 
-def test_compare_against_hand_computation(tmp_path) -> None:
-    rows = pd.DataFrame([result("es-ES", ["fr-FR", "en-US"], 0.60), result("es-ES", ["es-ES", "fr-FR"], 0.80, True, "r2")])
-    table = compare(rows, NXN, {"es-ES": 0.02})
-    exc, inc = table.iloc[0], table.iloc[1]
-    # ExcTar, sources fr-FR (0.62 on es-ES) and en-US (0.50 on es-ES)
-    assert exc["self"] == 0.85
-    assert exc["zs_avg"] == pytest.approx((0.62 + 0.50) / 2)
-    assert exc["zs_best"] == 0.62 and exc["zs_best_source"] == "fr-FR"
-    assert exc["best_overall"] == 0.62 and exc["best_overall_source"] == "fr-FR"  # max of de 0.30, en 0.50, fr 0.62
-    assert exc["base"] == 0.02
-    assert exc["effect"] == pytest.approx(0.60 - 0.56)
-    assert exc["d_zs_best"] == pytest.approx(0.60 - 0.62) and exc["d_self"] == pytest.approx(0.60 - 0.85)
-    assert (exc["beats_zs_avg"], exc["beats_zs_best"], exc["beats_base"], exc["beats_self"]) == (True, False, True, False)
-    assert exc["mode"] == "ExcTar"
-    # IncTar: the target's own model is a source, so zs_avg includes the diagonal (definition: mean over S)
-    assert inc["zs_avg"] == pytest.approx((0.85 + 0.62) / 2) and inc["zs_best_source"] == "es-ES"
-    assert inc["best_overall"] == 0.62 and inc["mode"] == "IncTar"
-    assert inc["effect"] == pytest.approx(0.80 - 0.735)
-    text = markdown(table)
-    assert text.startswith("### es-ES") and "| linear | real | 2 | IncTar | 0.8000 |" in text
-    paths = write_report(table, tmp_path)
-    csv = pd.read_csv(paths["csv"])
-    assert csv.loc[0, "sources"] == "fr-FR en-US" and csv.loc[0, "effect"] == pytest.approx(0.04)
-    assert paths["chart:es-ES"].stat().st_size > 0
-
-
-def test_compare_without_base_and_ties() -> None:
-    nxn = NXN.copy()
-    nxn.loc["de-DE", "fr-FR"] = 0.70  # ties es-ES (0.70) for best source on fr-FR: the name decides
-    table = compare(pd.DataFrame([result("fr-FR", ["es-ES", "de-DE"], 0.5)]), nxn)
-    assert table.loc[0, "zs_best_source"] == "de-DE" and table.loc[0, "best_overall_source"] == "de-DE"
-    assert math.isnan(table.loc[0, "base"]) and not table.loc[0, "beats_base"]
-
-
-def test_bad_result_inputs() -> None:
-    gap = NXN.copy()
-    gap.loc["fr-FR", "es-ES"] = float("nan")
-    with pytest.raises(InputError, match=r"fr-FR->es-ES"):
-        compare(pd.DataFrame([result("es-ES", ["fr-FR", "en-US"], 0.6)]), gap)
-    with pytest.raises(InputError, match=r"sw-KE->es-ES"):
-        compare(pd.DataFrame([result("es-ES", ["sw-KE"], 0.6)]), NXN)
-    with pytest.raises(InputError, match="unknown locale"):
-        compare(pd.DataFrame([result("xx-XX", ["fr-FR"], 0.6)]), NXN)
-    with pytest.raises(InputError, match="lack column"):
-        compare(pd.DataFrame([result("es-ES", ["fr-FR"], 0.6)]).drop(columns="accuracy"), NXN)
-    with pytest.raises(InputError, match=r"accuracy in \[0, 1\]"):
-        compare(pd.DataFrame([result("es-ES", ["fr-FR"], 1.7)]), NXN)
-    assert set(RESULT_COLUMNS) == set(result("es-ES", ["fr-FR"], 0.5))
-
-
-LOCS = ["es-ES", "fr-FR", "it-IT"]
-
-
-def merged_folder(layout: Layout, target: str, run: str, sources: list[str], accuracy: float | None, split="test") -> Path:
-    """A merged-model folder as `merginguriel merge` writes it (weights copied from a source to have a real model)."""
-    folder = layout.merged(target, run)
-    shutil.copytree(layout.finetuned(sources[0]), folder)
-    base = json.loads((layout.base / "manifest.json").read_text())
-    manifest = {
-        "kind": "merged", "method": "linear", "params": {}, "target": target, "include_target": target in sources,
-        "base": {"path": str(layout.base), "hash": base["hash"]},
-        "sources": [{"locale": s, "path": str(layout.finetuned(s)), "hash": "x", "weight": 1.0} for s in sources],
-        "weights_normalised": [1 / len(sources)] * len(sources),
-        "selection": {"target": target, "sources": sources, "similarity": "uriel", "include_target": target in sources},
+def _row(target, method, val, test, gain_ci, sim="real", k=3, ens_val=0.0, best_val=0.5):
+    rec = {
+        "validation": {"accuracy": val, "n": 100, "best_source": "fr-FR", "best_source_accuracy": best_val, "gain": val - best_val,
+                       "gain_ci": [val - best_val - 0.05, val - best_val + 0.05], "gain_p": 0.5, "source_mean": 0.4,
+                       "ensembles": {"soft_vote": ens_val}},
+        "test": {"accuracy": test, "n": 100, "best_source": "fr-FR", "best_source_accuracy": 0.5, "gain": test - 0.5,
+                 "gain_ci": list(gain_ci), "gain_p": 0.01 if gain_ci[0] > 0 else 0.4, "source_mean": 0.4,
+                 "oracle_source": "de-DE", "ensembles": {"soft_vote": 0.66}},
     }
-    if accuracy is not None:
-        manifest["evaluation"] = {"split": split, "metrics": {target: {"accuracy": accuracy, "macro_f1": 0.0, "n": 180}}}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
+    meta = {"target": target, "method": method, "similarity": sim, "num_sources": k, "include_target": False,
+            "weighting": "scores", "params": "{}", "sources": ["fr-FR", "de-DE", "it-IT"], "weights": [0.4, 0.3, 0.3],
+            "run": method, "key": method, "manifest": None}
+    return flatten(meta, rec)
 
 
-def test_report_cli_over_manifests(tmp_path, capsys) -> None:
-    make_base(tmp_path, "tiny")
-    for i, loc in enumerate(LOCS):
-        make_finetuned(tmp_path, loc, "tiny", seed=100 + i, scale=0.5)
-    write_release_data(tmp_path / "data", LOCS, per_intent=(1, 1, 3), shift={"it-IT": 7, "fr-FR": 3})
-    layout = Layout(tmp_path, "tiny")
-    data = DataConfig(source="release", data_path=str(tmp_path / "data"), root=str(tmp_path))
-    nxn_dir = compute_nxn("tiny", str(tmp_path), "test", data=data, device="cpu", progress=False)
-    nxn = pd.read_csv(nxn_dir / "evaluation_matrix.csv", index_col=0)
-    merged_folder(layout, "it-IT", "recorded", ["es-ES", "fr-FR"], 0.5)
-    unevaluated = merged_folder(layout, "it-IT", "unevaluated", ["fr-FR"], None)
-    args = ["report", "--merged", f"{layout.home / 'merged'}/*/*", "--nxn", str(nxn_dir / "evaluation_matrix.csv"),
-            "--data.source", "release", "--data.data_path", data.data_path, "--data.root", str(tmp_path), "--device", "cpu"]
-    base_loads = ev.MODEL_LOADS[str(layout.base)]
-    assert cli_main([*args, "--output", str(tmp_path / "rep")]) == 0
-    assert ev.MODEL_LOADS[str(layout.base)] == base_loads + 1
-    printed = capsys.readouterr().out
-    assert "### it-IT" in printed
-    rep = pd.read_csv(tmp_path / "rep" / "report.csv").set_index("run")
-    base_acc = ev.evaluate_checkpoint(layout.base, ["it-IT"], "test", data, device="cpu")["it-IT"]["accuracy"]
-    own = ev.evaluate_checkpoint(unevaluated, ["it-IT"], "test", data, device="cpu")["it-IT"]["accuracy"]
-    assert rep.at["recorded", "accuracy"] == pytest.approx(0.5)
-    assert rep.at["unevaluated", "accuracy"] == pytest.approx(own, abs=1e-6)
-    assert rep.at["recorded", "base"] == pytest.approx(base_acc, abs=1e-6)
-    assert rep.at["recorded", "zs_avg"] == pytest.approx((nxn.at["es-ES", "it-IT"] + nxn.at["fr-FR", "it-IT"]) / 2, abs=1e-6)
-    assert rep.at["recorded", "effect"] == pytest.approx(0.5 - rep.at["recorded", "zs_avg"], abs=1e-6)
-    assert rep.at["recorded", "self"] == pytest.approx(nxn.at["it-IT", "it-IT"], abs=1e-6)
-    assert (tmp_path / "rep" / "it-IT.png").is_file() and (tmp_path / "rep" / "report.md").is_file()
-    # the base's accuracy is cached beside the NxN matrix: a second report does not load the base again
-    base_loads = ev.MODEL_LOADS[str(layout.base)]
-    assert cli_main([*args, "--output", str(tmp_path / "rep2")]) == 0
-    assert ev.MODEL_LOADS[str(layout.base)] == base_loads
-    # bad inputs: a source the NxN lacks (found before any evaluation), nothing matched, existing output, another split
-    merged_folder(layout, "sw-KE", "gap", ["es-ES"], 0.4)
-    loads = sum(ev.MODEL_LOADS.values())
-    assert cli_main([*args, "--output", str(tmp_path / "r5")]) == 2
-    assert "es-ES->sw-KE" in capsys.readouterr().err and sum(ev.MODEL_LOADS.values()) == loads
-    assert not (tmp_path / "r5").exists()
-    shutil.rmtree(layout.merged("sw-KE", "gap"))
+def test_verdict_chooses_on_validation_and_needs_a_confident_gain():
+    table = pd.DataFrame([
+        # sw-KE: ties is best on validation; average is better on TEST but must not be picked (that would be choosing on test)
+        _row("sw-KE", "ties", 0.60, 0.55, (0.01, 0.09)),
+        _row("sw-KE", "average", 0.58, 0.70, (0.12, 0.28)),
+        # th-TH: the validation-best merge's test gain interval straddles zero: no merge; an ensemble did better on validation
+        _row("th-TH", "similarity", 0.62, 0.52, (-0.02, 0.06), ens_val=0.7),
+        _row("th-TH", "ties", 0.55, 0.60, (0.03, 0.17)),
+    ])
+    found = {v.target: v for v in verdicts(table)}
+    assert found["sw-KE"].merge and found["sw-KE"].row["method"] == "ties"
+    assert found["sw-KE"].line == ("sw-KE: merge (ties, REAL, K=3): 0.550 vs best source fr-FR 0.500, "
+                                   "gain +5.0 pts [95% CI +1.0, +9.0], p = 0.01")
+    assert not found["th-TH"].merge and found["th-TH"].row["method"] == "similarity"
+    assert found["th-TH"].line.startswith("th-TH: no merge beats the best source: use fr-FR (0.500 test), or the soft vote "
+                                          "ensemble of the same sources (0.660 test, 3x the inference cost)")
+
+
+def test_report_over_merged_models_from_the_command_line(tmp_path, capsys):
+    """Merged without evaluation, then `report models`: each model is judged now (validation and test, every
+    baseline on the same rows), the judgement lands in its manifest, and the verdict comes last."""
+    from experiment_fixtures import build_scenario
+    from merginguriel.cli.main import main
+    from merginguriel.evaluation.evaluate import evaluate_checkpoint
+    from merginguriel.data.config import DataConfig
+    from merginguriel.jobs import MergeJob, run_job
+
+    layout, data = build_scenario(tmp_path, "sw-KE", ["th-TH", "vi-VN", "fi-FI"], "helps")
+    job = MergeJob(target="sw-KE", backbone="tiny", root=str(tmp_path), data={"source": "release", "data_path": str(data)},
+                   selection={"similarity": "uriel", "num_sources": 3}, merge={"method": "ties"}, evaluate={"splits": []})
+    out = run_job(job).output
+    assert "evaluation" not in json.loads((out / "manifest.json").read_text())
     capsys.readouterr()
-    assert cli_main(["report", "--merged", str(tmp_path / "nothing*"), "--nxn", str(nxn_dir), "--output", str(tmp_path / "r3")]) == 2
-    assert "matches nothing" in capsys.readouterr().err
-    assert cli_main([*args, "--output", str(tmp_path / "rep")]) == 2
-    assert cli_main([*args, "--split", "validation", "--output", str(tmp_path / "r4")]) == 2
-    assert "computed on test" in capsys.readouterr().err and not (tmp_path / "r4").exists()
+    assert main(["report", "models", "--merged", str(layout.home / "merged"), "--output", str(tmp_path / "rep")]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1].startswith("sw-KE: merge (ties, URIEL, K=3)")
+    manifest = json.loads((out / "manifest.json").read_text())
+    dc = DataConfig(source="release", data_path=str(data), root=str(tmp_path))
+    for split in ("validation", "test"):
+        rec = manifest["evaluation"][split]
+        assert rec["accuracy"] == pytest.approx(evaluate_checkpoint(out, ["sw-KE"], split, dc)["sw-KE"]["accuracy"])
+        assert rec["base_accuracy"] == pytest.approx(evaluate_checkpoint(layout.base, ["sw-KE"], split, dc)["sw-KE"]["accuracy"])
+        assert set(rec["ensembles"]) == {"majority", "weighted_majority", "soft_vote", "logit_vote"}
+    report = pd.read_csv(tmp_path / "rep" / "report.csv")
+    assert report.loc[0, "test_accuracy"] == pytest.approx(manifest["evaluation"]["test"]["accuracy"])
+    assert (tmp_path / "rep" / "sw-KE.png").is_file()
+    # bad input: a path with no merged model is a clear error
+    assert main(["report", "models", "--merged", str(tmp_path / "data"), "--output", str(tmp_path / "rep2")]) == 2
+    assert "no merged models" in capsys.readouterr().err and not (tmp_path / "rep2").exists()
+
+
+def test_synergy_predictor_shown_only_where_it_can_mean_something(tmp_path):
+    from merginguriel.report.build import _loto
+
+    rows = []
+    for t in ["a", "b", "c", "d", "e"]:
+        for f in (0.1, 0.2, 0.8, 0.9):  # synergy exactly when f > 0.5
+            rows.append({"target": t, "merging_effect": f - 0.5, "similarity_mean": f, "num_sources": 3.0})
+    notes: list[str] = []
+    loto = _loto(pd.DataFrame(rows), notes)
+    assert loto is not None and "num_sources" not in set(loto["feature"])  # constant: dropped
+    assert loto.set_index("feature").loc["similarity_mean", "loto_accuracy"] == 1.0
+    assert any("num_sources" in n for n in notes)
+    notes = []
+    assert _loto(pd.DataFrame(rows[:8]), notes) is None and "at least 4 targets" in notes[0]  # two targets only
+    one_outcome = [{**r, "merging_effect": abs(r["merging_effect"]) + 0.01} for r in rows]
+    notes = []
+    assert _loto(pd.DataFrame(one_outcome), notes) is None and "both outcomes" in notes[0]

@@ -114,7 +114,7 @@ def test_bad_selection_inputs() -> None:
     with pytest.raises(InputError, match="positive integer"):
         select_sources("es-ES", S, 0)
     with pytest.raises(InputError, match="unknown weighting"):
-        select_sources("es-ES", S, 2, weighting="softmax")
+        select_sources("es-ES", S, 2, weighting="softplus")
     with pytest.raises(InputError, match="no row"):
         select_sources("sw-KE", S, 2)
     with pytest.raises(InputError, match="unknown locale"):

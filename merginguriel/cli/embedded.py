@@ -53,7 +53,9 @@ def embedded(
                   f"{s['train_per_intent']}/{s['dev_per_intent']}/{s['test_per_intent']} train/dev/test per intent; "
                   f"seed {m['seed']}; built {m['created']} in {m['build_seconds']} s)")
         else:
-            print(f"embedded backbone: {path}  (XLM-R architecture, vocab {m.get('vocab_size')}, settings {m.get('settings')}; "
+            params = (m.get("pretraining") or {}).get("parameters")
+            size = f"{params / 1e6:.2f} M parameters, " if params else ""
+            print(f"embedded backbone: {path}  (XLM-R architecture, {size}vocab {m.get('vocab_size')}; "
                   f"seed {m['seed']}; built {m['created']} in {m['build_seconds']} s)")
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0

@@ -19,19 +19,8 @@ def _value(argv: list[str], option: str):
     return None
 
 
-def resolve_configs(argv: list[str]) -> list[str]:
-    """``--config NAME`` for a shipped recipe becomes its path; a fit without any config gets its backbone's recipe."""
-    from merginguriel.configs import config_path
-
-    out = list(argv)
-    for i, tok in enumerate(out[:-1]):
-        if tok in ("--config", "-c"):
-            out[i] = "--config"
-            out[i + 1] = str(config_path(out[i + 1]))
-    return out
-
-
 def recipe_args(argv: list[str]) -> list[str]:
+    """A fit without any config gets the recipe made for its backbone."""
     from merginguriel.configs import config_path
     from merginguriel.models.finetune import recipe_for
 
@@ -48,8 +37,7 @@ def main(argv: list[str]) -> int:
     """`argv` starts with the subcommand (fit, validate, test)."""
     from merginguriel.models.finetune import finetune_with, make_cli
 
-    sys.argv = sys.argv[:1]  # the arguments come through `args`; LightningCLI warns when both are set
-    command, rest = argv[0], resolve_configs(argv[1:])
+    command, rest = argv[0], argv[1:]
     if command == "fit":
         finetune_with(make_cli(recipe_args(rest), run=False))
         return 0

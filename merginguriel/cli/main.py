@@ -35,8 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 # Commands with sub-forms: name -> {form: function}
 FORMS = {"report": {"sweep": "report_sweep", "models": "report_models"}}
+# Options that also take space-separated values (`--selection.sources de-DE fr-FR`).
 LIST_OPTIONS = {"merge": ("--selection.sources", "--selection.weights", "--selection.candidates", "--merge.exclude",
-                          "--evaluate.splits")}
+                          "--evaluate.splits"), "report": ("--merged",), "nxn": ("--locales", "--models"),
+                "similarity": ("--locales",), "compatibility": ("--locales", "--exclude"), "quickstart": ("--locales",)}
 
 
 def _usage() -> str:

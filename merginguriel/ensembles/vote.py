@@ -78,20 +78,6 @@ COMBINERS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 
 
-def scores(predictions: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Accuracy and macro-F1 with the same torchmetrics definitions as the evaluation module."""
-    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
-
-    from merginguriel.locales import NUM_INTENTS
-
-    predictions, labels = predictions.long(), labels.long()
-    return {
-        "accuracy": float(multiclass_accuracy(predictions, labels, num_classes=NUM_INTENTS, average="micro")),
-        "macro_f1": float(multiclass_f1_score(predictions, labels, num_classes=NUM_INTENTS, average="macro")),
-        "n": int(labels.numel()),
-    }
-
-
 def source_logits(
     checkpoints: list[str | os.PathLike],
     locale: str,
@@ -136,4 +122,6 @@ def evaluate_ensembles(
         raise InputError(f"{len(checkpoints)} sources but {len(weights)} weights; give one weight per source")
     logits, labels = source_logits(checkpoints, locale, split, data or DataConfig(), batch_size, device)
     w = torch.tensor(weights, dtype=torch.float64)
+    from merginguriel.evaluation.outputs import scores
+
     return {m: scores(COMBINERS[m](logits, w), labels) for m in methods}

@@ -218,7 +218,7 @@ def compute_nxn(
                     "examples": examples, "examples_per_s": round(examples / eval_s, 1) if eval_s else None},
     }
     write_json_atomic(folder / NXN_SUMMARY, summary)
-    from merginguriel.report.plots import heatmap
+    from merginguriel.plots import heatmap
 
     heatmap(matrix, folder / NXN_HEATMAP, f"NxN accuracy ({split})", xlabel="evaluated locale", ylabel="source model")
     write_manifest(folder, "nxn", backbone=layout.backbone, split=split, models=models, locales=locales,

@@ -40,9 +40,21 @@ class Outputs:
 
     def metrics(self) -> dict:
         """Accuracy, macro-F1 and n, with the evaluation module's definitions."""
-        from merginguriel.ensembles.vote import scores
-
         return scores(self.predictions, self.labels)
+
+
+def scores(predictions: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Accuracy and macro-F1 of predicted labels, with the same torchmetrics definitions as the evaluation module."""
+    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+    from merginguriel.locales import NUM_INTENTS
+
+    predictions, labels = predictions.long(), labels.long()
+    return {
+        "accuracy": float(multiclass_accuracy(predictions, labels, num_classes=NUM_INTENTS, average="micro")),
+        "macro_f1": float(multiclass_f1_score(predictions, labels, num_classes=NUM_INTENTS, average="macro")),
+        "n": int(labels.numel()),
+    }
 
 
 def _cache_file(data: DataConfig, model_hash: str, locale: str, split: str) -> Path:

@@ -91,7 +91,7 @@ class MethodConfig:
     """
 
     method: str = "similarity"
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     exclude: list[str] = field(default_factory=list)
     seed: int = 42
     dtype: Literal["float32", "float16", "bfloat16", "base"] = "float32"
@@ -247,11 +247,6 @@ class MergeJob:
                 raise InputError(f"unknown selection.similarity {sel.similarity!r}; choose one of {', '.join(SIMILARITY_KINDS)}")
             if not self.target:
                 raise InputError("a similarity selection chooses sources for a target: set target (e.g. --target sw-KE)")
-            if sel.similarity == "real" and not sel.nxn and not self.layout.nxn_matrix("validation").is_file():
-                raise InputError(
-                    f"REAL similarity reads the validation NxN matrix, expected at {self.layout.nxn_matrix('validation')}: "
-                    f"run `merginguriel nxn --backbone {self.backbone} --root {self.root} --split validation`, or set selection.nxn"
-                )
             if sel.weights:
                 raise InputError("selection.weights are for explicit selection.sources; a similarity selection derives the weights")
             if isinstance(sel.num_sources, bool) or not isinstance(sel.num_sources, int) or sel.num_sources < 1:
@@ -265,8 +260,16 @@ class MergeJob:
                         f"({', '.join(usable) or 'none'}); lower K or fine-tune more locales"
                     )
         else:
-            if sel.weights is not None and len(sel.weights) != len(sel.sources):
-                raise InputError(f"{len(sel.weights)} weights for {len(sel.sources)} sources; give one weight per source")
+            if sel.weights is not None:
+                import math
+
+                if len(sel.weights) != len(sel.sources):
+                    raise InputError(f"{len(sel.weights)} weights for {len(sel.sources)} sources; give one weight per source")
+                bad = [w for w in sel.weights if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0]
+                if bad:
+                    raise InputError(f"selection.weights {sel.weights}: weights must be finite and >= 0 (got {bad}); fix them")
+                if sum(sel.weights) <= 0:
+                    raise InputError(f"selection.weights {sel.weights} sum to zero; give at least one positive weight")
             if m.method == "similarity":
                 raise InputError(
                     "method similarity weights the sources by their similarity scores, so it needs selection.similarity; "
@@ -295,6 +298,8 @@ class MergeJob:
             name, params = self.engine_method()
             method = get_method(name)
             parsed = method.make_params(params)
+            # the values as the method reads them ("0.2" from a command line is 0.2), so equal jobs have equal keys
+            self.merge.params = {k: getattr(parsed, k, v) for k, v in (self.merge.params or {}).items()}
             if method.check:
                 k = len(sel.sources) if sel.sources else sel.num_sources
                 method.check(parsed, k)

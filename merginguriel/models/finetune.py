@@ -135,7 +135,10 @@ class FinetuneCLI(LightningCLI):
 
 
 def make_cli(args: Any, run: bool) -> FinetuneCLI:
+    import sys
+
     precision = "bf16-mixed" if torch.cuda.is_available() else "32-true"
+    sys.argv = sys.argv[:1]  # the arguments come through `args`; LightningCLI warns when both are set
     return FinetuneCLI(
         IntentClassifier, MassiveDataModule, args=args, run=run, seed_everything_default=42,
         trainer_defaults={"max_epochs": 15, "precision": precision, "log_every_n_steps": 10},

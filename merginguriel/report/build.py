@@ -102,7 +102,7 @@ def build_report(table: pd.DataFrame, output: str, overwrite: bool = False, feat
                  sources: dict | None = None) -> tuple[Path, list[Verdict]]:
     """Write the report of ``table`` (report rows, merginguriel.report.rows) into ``output``; return it and the verdicts."""
     from merginguriel.io import atomic_dir, write_manifest
-    from merginguriel.report.plots import target_chart
+    from merginguriel.plots import target_chart
 
     if table.empty:
         raise InputError("no merge results to report; run merges (merginguriel merge) or a sweep (merginguriel experiment) first")

@@ -54,10 +54,10 @@ def verdict(target: str, group: pd.DataFrame) -> Verdict:
         line = f"{target}: merge ({describe(row)}): {acc:.3f} vs best source {best} {best_acc:.3f}, {sure}{where}"
         return Verdict(target, True, line, row)
     instead = f"use {best} ({best_acc:.3f} {name})"
-    ens = {e: as_float(row.get(f"val_ensemble_{e}")) for e in ENSEMBLES}
+    ens = {e: v for e in ENSEMBLES if not math.isnan(v := as_float(row.get(f"val_ensemble_{e}")))}
     val_best = as_float(row.get("val_best_source_accuracy"))
     top = max(ens, key=lambda e: ens[e]) if ens else None
-    if top and not math.isnan(ens[top]) and not math.isnan(val_best) and ens[top] > val_best:
+    if top and not math.isnan(val_best) and ens[top] > val_best:
         instead += (f", or the {top.replace('_', ' ')} ensemble of the same sources ({as_float(row.get(f'{split}_ensemble_{top}')):.3f} "
                     f"{name}, {int(row['num_sources'])}x the inference cost)")
     line = (f"{target}: no merge beats the best source: {instead}; the merge chosen on validation ({describe(row)}) "

@@ -70,7 +70,7 @@ def write_similarity(
         if not overwrite:
             raise InputError(f"{out} holds a similarity computed from other inputs; pass --overwrite true or choose another --output")
     matrix = similarity_matrix(kind, list(locales), nxn_csv=nxn, feature_set=feature_set, root=root)
-    from merginguriel.report.plots import heatmap
+    from merginguriel.plots import heatmap
 
     title = f"{kind} similarity" + (f" ({feature_set})" if kind == "uriel" else "")
     with atomic_dir(out, overwrite=True) as tmp:
