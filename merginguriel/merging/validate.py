@@ -242,8 +242,6 @@ def prepare(spec: MergeSpec) -> Plan:
         if hashes.count(h) > 1:
             twins = [r["path"] for r in records if r["hash"] == h]
             raise InputError(f"sources {twins} hold identical weights; list each model once")
-    if len(set(keys)) != len(keys):
-        raise InputError(f"sources need distinct locales or folder names (got {keys}); give each source its locale")
 
     names = list(base.tensors)
     excluded = _compile_exclude(spec.exclude, names)
