@@ -232,7 +232,11 @@ def run_adamerging(spec: Any, options: AdaMergingOptions, trainer: TrainerOption
         },
         "warnings": warnings_out,
     }
+    from merginguriel.adamerging.trajectory import PLOT_NAME, plot_trajectory, trajectory
+
+    extra["adaptation"]["trajectory"] = curve = trajectory(log_rows, module)  # entropy and λ per step
     write_merged(spec, model, tokenizer, module, params, timings, extra, t0, log_rows)
+    plot_trajectory(curve, Path(spec.output) / PLOT_NAME, title=f"AdaMerging for {spec.target}")
     return Path(spec.output)
 
 

@@ -380,7 +380,7 @@ def format_methods() -> str:
         extra = f" [needs statistics: {', '.join(m.needs)}]" if m.needs else ""
         lines.append(f"{name}: {m.summary}{extra}")
         for note in m.notes:
-            lines.extend(textwrap.wrap(note, width=118, initial_indent="  ", subsequent_indent="  "))
+            lines.extend(textwrap.wrap(note, width=118, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False))
         for pname, ptype, default, help_ in m.describe():
             lines.append(f"    {pname} ({ptype}, default {default!r}): {help_}")
         for alias, a in param_aliases(m.params).items():

@@ -123,22 +123,25 @@ def elect_mean(x: torch.Tensor, w: torch.Tensor, majority_dims: tuple[int, ...])
 
 
 def _neuron_rows(base: torch.Tensor, taus: torch.Tensor, w: torch.Tensor, lambda_1: float, lambda_2: float) -> torch.Tensor:
-    """λ_1·parallel + λ_2·orthogonal for neuron rows: ``base`` [R, n], ``taus`` [K, R, n] (masked task vectors)."""
-    b = base.double()
-    t = taus.double()
-    bb = (b * b).sum(-1)  # [R]
+    """λ_1·parallel + λ_2·orthogonal for neuron rows: ``base`` [R, n], ``taus`` [K, R, n] (masked task vectors).
+
+    The [K, R, n] work stays in the inputs' dtype (float32: one pass each for the projection, the Gram matrices and
+    the result); only the K × K problems run in float64."""
+    b, t = base, taus
+    bb = (b * b).sum(-1).double()  # [R]
     ok = bb > 0
-    coef = torch.where(ok, torch.einsum("krn,rn->kr", t, b) / bb.clamp_min(1e-300), torch.zeros_like(bb))  # [K, R]
-    perp = (t - coef[..., None] * b).transpose(0, 1)  # [R, K, n]
-    out = torch.zeros_like(b)
+    dots = torch.einsum("krn,rn->kr", t, b).double()
+    coef = torch.where(ok, dots / bb.clamp_min(1e-300), torch.zeros_like(dots))  # [K, R]
+    perp = torch.baddbmm(t.transpose(0, 1), coef.t().to(t.dtype)[:, :, None], b[:, None, :], alpha=-1.0)  # [R, K, n]
+    out = torch.zeros(b.shape, dtype=torch.float64)
     if lambda_1:
         a = elect_mean(coef, w, majority_dims=(0,))  # over the block's rows, as the reference over the tensor's
-        unit = torch.where(ok[:, None], b / bb.clamp_min(1e-300).sqrt()[:, None], torch.zeros_like(b))
+        unit = torch.where(ok[:, None], b.double() / bb.clamp_min(1e-300).sqrt()[:, None], torch.zeros(b.shape, dtype=torch.float64))
         out += lambda_1 * a[:, None] * unit
     # Orthogonal part in each row's own basis. With the SVD p = U S Vᵀ of the K × n rows, the coordinates are
     # p_i·v_j = S_j U_ij, so the elected mean of coordinate j is S_j·(elected mean of U_·j) and the merged row
     # Σ_j m_j v_j = Σ_j (elected mean of U_·j) Σ_i U_ij p_i: U and S from the K × K Gram matrix p pᵀ, no division.
-    gram = perp @ perp.transpose(1, 2)  # [R, K, K]
+    gram = torch.bmm(perp, perp.transpose(1, 2)).double()  # [R, K, K]
     evals, evecs = torch.linalg.eigh(gram)
     evals, evecs = evals.flip(-1), evecs.flip(-1)  # descending, as the SVD's order
     s2 = evals.clamp_min(0).sqrt().float() ** 2  # the reference's S², in its float32
@@ -147,14 +150,15 @@ def _neuron_rows(base: torch.Tensor, taus: torch.Tensor, w: torch.Tensor, lambda
     live = torch.arange(s2.shape[-1])[None, :] < rank[:, None]  # [R, r]
     # A source whose row is exactly zero has coordinates exactly 0 in the reference (p_i·v_j = 0) and takes no part
     # in the disjoint mean; U_ij is only ~0 there, so zero it explicitly.
-    nonzero = perp.abs().amax(-1) > 0  # [R, K]
-    coords = evecs * nonzero[..., None] * evals.clamp_min(0).sqrt()[:, None, :]  # S_j U_ij: signs and zero pattern
+    nonzero = gram.diagonal(dim1=1, dim2=2) > 0  # [R, K]: ‖p_i‖² > 0
+    u = evecs * nonzero[..., None]
+    coords = u * evals.clamp_min(0).sqrt()[:, None, :]  # S_j U_ij: the coordinates' signs and zero pattern
     m = elect_mean(coords.permute(1, 0, 2), w, majority_dims=(1,))  # [R, r]: majority over the row's components
     scale = torch.where(evals > 0, evals.clamp_min(0).sqrt(), torch.ones_like(evals))
     e = torch.where(live & (evals > 0), m / scale, torch.zeros_like(m))  # elected mean of U_·j (S_j factored out)
-    mix = torch.einsum("rkj,rj->rk", evecs * nonzero[..., None], e)  # Σ_j e_j U_ij
-    out += lambda_2 * torch.einsum("rk,rkn->rn", mix, perp)
-    return out.float()
+    mix = torch.einsum("rkj,rj->rk", u, e)  # Σ_j e_j U_ij
+    out += lambda_2 * torch.bmm(mix.to(perp.dtype)[:, None, :], perp)[:, 0].double()
+    return out.to(base.dtype)
 
 
 def _published(block: Block, p: NeuroMergingParams) -> torch.Tensor:
