@@ -133,10 +133,10 @@ def _neuron_rows(base: torch.Tensor, taus: torch.Tensor, w: torch.Tensor, lambda
     dots = torch.einsum("krn,rn->kr", t, b).double()
     coef = torch.where(ok, dots / bb.clamp_min(1e-300), torch.zeros_like(dots))  # [K, R]
     perp = torch.baddbmm(t.transpose(0, 1), coef.t().to(t.dtype)[:, :, None], b[:, None, :], alpha=-1.0)  # [R, K, n]
-    out = torch.zeros(b.shape, dtype=torch.float64)
+    out = torch.zeros(b.shape, dtype=torch.float64, device=b.device)
     if lambda_1:
         a = elect_mean(coef, w, majority_dims=(0,))  # over the block's rows, as the reference over the tensor's
-        unit = torch.where(ok[:, None], b.double() / bb.clamp_min(1e-300).sqrt()[:, None], torch.zeros(b.shape, dtype=torch.float64))
+        unit = torch.where(ok[:, None], b.double() / bb.clamp_min(1e-300).sqrt()[:, None], torch.zeros_like(out))
         out += lambda_1 * a[:, None] * unit
     # Orthogonal part in each row's own basis. With the SVD p = U S Vᵀ of the K × n rows, the coordinates are
     # p_i·v_j = S_j U_ij, so the elected mean of coordinate j is S_j·(elected mean of U_·j) and the merged row
@@ -146,8 +146,8 @@ def _neuron_rows(base: torch.Tensor, taus: torch.Tensor, w: torch.Tensor, lambda
     evals, evecs = evals.flip(-1), evecs.flip(-1)  # descending, as the SVD's order
     s2 = evals.clamp_min(0).sqrt().float() ** 2  # the reference's S², in its float32
     cum = s2.cumsum(-1) / s2.sum(-1, keepdim=True)
-    rank = torch.minimum((cum < 1.0).sum(-1) + 1, torch.tensor(s2.shape[-1]))  # the reference's "adaptive" rank
-    live = torch.arange(s2.shape[-1])[None, :] < rank[:, None]  # [R, r]
+    rank = ((cum < 1.0).sum(-1) + 1).clamp_max(s2.shape[-1])  # the reference's "adaptive" rank
+    live = torch.arange(s2.shape[-1], device=s2.device)[None, :] < rank[:, None]  # [R, r]
     # A source whose row is exactly zero has coordinates exactly 0 in the reference (p_i·v_j = 0) and takes no part
     # in the disjoint mean; U_ij is only ~0 there, so zero it explicitly.
     nonzero = gram.diagonal(dim1=1, dim2=2) > 0  # [R, K]: ‖p_i‖² > 0
@@ -192,7 +192,7 @@ def _sums(block: Block, p: NeuroMergingParams) -> dict[str, torch.Tensor]:
     """research_log: the L1 mass of the task vectors and the part of it below each source's mask threshold."""
     total = torch.stack([t.abs().sum().double() for t in block.sources]).sum()
     if block.thresholds is None:
-        return {"l1_total": total, "l1_masked": torch.zeros((), dtype=torch.float64)}
+        return {"l1_total": total, "l1_masked": torch.zeros_like(total)}
     masked = torch.stack([
         torch.where(t.abs() < block.thresholds[i, 0], t.abs(), torch.zeros_like(t)).sum().double()
         for i, t in enumerate(block.sources)
