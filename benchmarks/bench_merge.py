@@ -36,7 +36,9 @@ METHODS = [
     ("dare_ties", {"p": 0.9}),
     ("breadcrumbs", {}),
     ("directional_consensus", {}),
+    ("directional_consensus", {"variant": "research_log"}),
     ("neuromerging", {}),
+    ("neuromerging", {"variant": "research_log"}),
     ("slerp", {}),
 ]
 

@@ -88,3 +88,32 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(n)
+
+
+def make_teacher_world(tmp: Path, utterances: int = 96, sharpness: float = 0.1) -> World:
+    """A tiny world where AdaMerging has something to learn: every locale's data is labelled by a teacher model
+    (experiment_fixtures.teacher_model, its logits scaled by ``sharpness``: about 30 intents predicted, not one-hot), and
+    the sources differ: de-DE is the teacher plus a little noise, fr-FR plus twice as much (the teacher is fragile:
+    0.1% noise halves its accuracy), es-ES the teacher with its feed-forward units permuted (as accurate alone, but
+    merging it mixes unrelated units)."""
+    from experiment_fixtures import label_with, noisy_copy, permuted_copy, random_utterances, teacher_model, write_labelled_release
+    from merginguriel.checkpoints import Layout
+    from tiny import make_base, save_finetuned
+
+    make_base(tmp / "ckpt", "tiny", seed=0)
+    layout = Layout(tmp / "ckpt", "tiny")
+    teacher = teacher_model(layout, random_utterances(300, seed=99))
+    with torch.no_grad():  # the same labels, less confident: a merge's entropy then still has somewhere to go
+        teacher.classifier.out_proj.weight.mul_(sharpness)
+        teacher.classifier.out_proj.bias.mul_(sharpness)
+    for li, loc in enumerate([TARGET, *SOURCES]):
+        splits = {}
+        for pi, partition in enumerate(("train", "dev", "test")):
+            utts = random_utterances(utterances, seed=1000 * li + pi)
+            splits[partition] = (utts, label_with(teacher, layout, utts))
+        write_labelled_release(tmp / "massive", loc, splits)
+    models = {"de-DE": noisy_copy(teacher, 0.0005, seed=1), "fr-FR": noisy_copy(teacher, 0.001, seed=2), "es-ES": permuted_copy(teacher, seed=3)}
+    for i, loc in enumerate(SOURCES):
+        save_finetuned(layout, models[loc], loc, seed=i)
+    data = DataConfig(source="release", data_path=str(tmp / "massive"), root=str(tmp / "ckpt"), max_length=32)
+    return World(tmp / "ckpt", layout, data)

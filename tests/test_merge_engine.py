@@ -161,7 +161,8 @@ def test_manifest_records_everything(family, tmp_path):
                           target="sw-KE", selection={"similarity": "uriel"}, progress=False))
     m = read_manifest(out)
     assert m["kind"] == "merged" and m["method"] == "dare_ties" and m["seed"] == 5 and m["target"] == "sw-KE"
-    assert m["params"] == {"p": 0.5, "rescale": True, "density": 1.0, "scope": "global", "merge": "dis-mean", "lam": 1.0}
+    assert m["params"] == {"p": 0.5, "rescale": True, "density": 1.0, "scope": "global", "merge": "dis-mean", "lam": 1.0,
+                           "rounding": "auto"}
     assert m["base"] == {"path": str(family.base), "hash": read_manifest(family.base)["hash"]}
     assert [(s["locale"], s["weight"], s["hash"]) for s in m["sources"]] == [
         (loc, w, read_manifest(family.finetuned(loc))["hash"]) for loc, w in zip(LOCALES, (3, 1))
@@ -204,16 +205,18 @@ def test_methods_that_need_statistics_get_them_streamed(family, tmp_path):
         base = ref.load(family.base)
         models = [ref.load(family.finetuned(l)) for l in LOCALES]
         gen = torch.Generator().manual_seed(0)
-        fishers = []
+        fishers, folders = [], []
         gram_name = "roberta.encoder.layer.0.attention.self.query.weight"
         for loc in LOCALES:
             f = {n: torch.rand(v.shape, generator=gen) for n, v in base.items() if n != "classifier.out_proj.bias"}
             f[gram_name] = torch.rand(7, 7, generator=gen)  # shaped differently from the weight: passed whole
-            folder = family.statistics("fisher", loc)
+            folder = family.statistics("fisher", loc, "test-key")
             folder.mkdir(parents=True, exist_ok=True)
             save_file(f, str(folder / "model.safetensors"))
             fishers.append(f)
-        out = merge(MergeSpec(family.base, sources(family), "_test_fisher_like", {}, tmp_path / "m", memory_mb=0.004, progress=False))
+            folders.append(folder)
+        out = merge(MergeSpec(family.base, sources(family), "_test_fisher_like", {}, tmp_path / "m", memory_mb=0.004,
+                              progress=False, statistics={"fisher": folders}))
         got = ref.load(out)
         w = ref.norm_w([0.6, 0.4])
         for n in base:
@@ -258,3 +261,53 @@ def test_block_size_shrinks_with_k_so_memory_stays_flat(family):
     one = largest_unit(sources(family)[:1])
     two = largest_unit(sources(family))
     assert two < one and two * 10 <= one * 8 + 64  # 2K + 6 blocks fit the same budget
+
+
+@dataclass
+class _SumsParams:
+    """Test method: per-tensor sums on some tensors, read after the thresholds.
+
+    Args:
+        density: keep fraction whose threshold the sums see.
+    """
+
+    density: float = 0.5
+
+
+def test_tensor_sums_only_where_asked_and_after_the_thresholds(family, tmp_path):
+    """``sums_for`` limits the per-tensor sums (and the pre-pass reads) to the tensors it accepts; with
+    ``sums_after_thresholds`` every block handed to ``tensor_sums`` already carries its thresholds; the totals over a
+    split tensor's blocks equal the whole tensor's."""
+    from merginguriel.merging.methods._common import keep_count
+
+    seen: dict[str, list] = {}
+    totals: dict[str, float] = {}
+
+    def sums(block: Block, p) -> dict[str, torch.Tensor]:
+        seen.setdefault(block.name, []).append(block.thresholds)
+        below = sum((s.abs() < block.thresholds[i, 0]).sum() for i, s in enumerate(block.sources))
+        return {"below": below.double().reshape(())}
+
+    @register(
+        "_test_late_sums", _SumsParams, ranks=lambda p, n: [keep_count(p.density, n)], rank_scope=lambda p: "tensor",
+        tensor_sums=sums, sums_for=lambda p, name, shape: "word_embeddings" in name, sums_after_thresholds=True,
+    )
+    def late(block: Block, p) -> torch.Tensor:
+        if "word_embeddings" in block.name:
+            totals[block.name] = float(block.sums["below"])
+        else:
+            assert block.sums == {}
+        return block.base
+
+    try:
+        merge(MergeSpec(family.base, sources(family), "_test_late_sums", {}, tmp_path / "m", memory_mb=0.004, progress=False))
+        emb = "roberta.embeddings.word_embeddings.weight"
+        assert set(seen) == {emb} and len(seen[emb]) > 1  # split into blocks, summed in the pre-pass, nothing else
+        assert all(t is not None for t in seen[emb])
+        base = ref.load(family.base)
+        taus = [ref.load(family.finetuned(l))[emb] - base[emb] for l in LOCALES]
+        keep = keep_count(0.5, base[emb].numel())
+        want = sum(int((t.abs() < ref.kth_largest(t, keep)).sum()) for t in taus)
+        assert totals[emb] == want
+    finally:
+        METHODS.pop("_test_late_sums", None)

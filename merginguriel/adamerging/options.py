@@ -8,7 +8,18 @@ from typing import Literal, Optional, Union
 
 @dataclass
 class AdaMergingOptions:
-    """AdaMerging settings (defaults from the paper and the reference runs; see methods.md).
+    """AdaMerging settings (see methods.md).
+
+    Defaults: the paper's 500 steps, init 0.3 and clamp to [0, 1], layer-wise, but Adam lr 1e-2 instead of its 1e-3.
+    Adam moves a coefficient by about lr per step while the gradient's sign holds, so 1e-3 can move λ by at most 0.1 in
+    100 steps (every λ ended at 0.393 from 0.3 in the reference runs) and 0.5 in 500. Measured on the embedded
+    default (targets pt-PT and es-ES, K = 3 REAL sources, layer-wise): at lr 1e-2 the entropy levels off within
+    ~100 steps (3.0 -> 0.75 nats on es-ES), the sources' mean coefficients separate (0.30 -> 0.60 / 0.49 / 0.38),
+    and test accuracy is at or above the starting merge (es-ES 0.380 -> 0.437, pt-PT 0.340 -> 0.403; lr 1e-3 for 500
+    steps: 0.447, 0.397). Task-wise, entropy minimisation drives every coefficient up to the clamp (Σλ -> K, a
+    sharper but wrong model: pt-PT test 0.12 at lr 1e-2, 0.30 at 1e-3): prefer layer-wise, or fewer steps / a
+    lower lr for ``granularity: task``. The step log, the manifest (``adaptation.trajectory``) and
+    ``adamerging.png`` beside the model show the entropy curve and every source's coefficients per step.
 
     Args:
         granularity: ``task`` (one coefficient per source) or ``layer`` (one per source and parameter tensor).
@@ -44,8 +55,8 @@ class AdaMergingOptions:
     init: Literal["weights", "constant"] = "constant"
     init_value: float = 0.3
     clamp: bool = True
-    lr: float = 1e-3
-    steps: int = 100
+    lr: float = 1e-2
+    steps: int = 500
     batch_size: int = 16
     split: Literal["train", "validation", "test"] = "validation"
     allow_test_split: bool = False

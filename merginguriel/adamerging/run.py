@@ -197,6 +197,9 @@ def run_adamerging(spec: Any, options: AdaMergingOptions, trainer: TrainerOption
         },
         "warnings": warnings_out,
     }
+    from merginguriel.adamerging.trajectory import trajectory
+
+    extra["adaptation"]["trajectory"] = trajectory(log_rows, module)  # entropy and λ per step
     write_merged(spec, inputs, model, tokenizer, module, params, timings, extra, t0, log_rows, probe, str(pl_trainer.strategy.root_device))
     return Path(spec.output)
 
@@ -248,6 +251,9 @@ def write_merged(
         write_json_atomic(tmp / "coefficients.json", {"granularity": module.granularity, "coefficients": coefficients})
         if log_rows:
             _write_csv(tmp / "metrics.csv", log_rows)
+        from merginguriel.adamerging.trajectory import PLOT_NAME, plot_trajectory
+
+        plot_trajectory(extra["adaptation"]["trajectory"], tmp / PLOT_NAME, title=f"AdaMerging for {spec.target}")
         timings = {**timings, "write_s": round(time.perf_counter() - t_write, 3), "total_s": round(time.perf_counter() - t0, 3)}
         if module.granularity == "task":
             summary = coefficients

@@ -298,8 +298,13 @@ class MergeJob:
             name, params = self.engine_method()
             method = get_method(name)
             parsed = method.make_params(params)
-            # the values as the method reads them ("0.2" from a command line is 0.2), so equal jobs have equal keys
-            self.merge.params = {k: getattr(parsed, k, v) for k, v in (self.merge.params or {}).items()}
+            # the names and values as the method reads them ("0.2" from a command line is 0.2; mergekit's `lambda` is
+            # `lam`, DARE's `density` is 1 - p), so equal jobs have equal keys and share their merged model
+            from merginguriel.merging.registry import param_aliases
+
+            aliases = param_aliases(method.params)
+            canonical = {k: (aliases[k].to if k in aliases else k) for k in (self.merge.params or {})}
+            self.merge.params = {c: getattr(parsed, c, self.merge.params[k]) for k, c in canonical.items()}
             if method.check:
                 k = len(sel.sources) if sel.sources else sel.num_sources
                 method.check(parsed, k)

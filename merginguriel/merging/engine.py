@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -92,6 +93,7 @@ class _Reader:
         p = plan.params
         self.dare = (float(p.p), bool(p.rescale)) if plan.method.dare else None
         self.sources_checked = False  # set once a pre-pass has checked every merged source block for NaN/inf
+        self.mask_keys = mask_keys(plan)
         self._read_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="merge-read")
 
     def close(self) -> None:
@@ -165,7 +167,7 @@ class _Reader:
                     t.sub_(base[item].to(self.device, torch.float32))
                     if self.dare is not None:
                         info = self.plan.base.tensors[item[0]]
-                        mask = keep_mask(self.plan.spec.seed, self.plan.source_keys[i], item[0], info.shape, item[1:], self.dare[0])
+                        mask = keep_mask(self.plan.spec.seed, self.mask_keys[i], item[0], info.shape, item[1:], self.dare[0])
                         apply_dare(t, mask, *self.dare)
                 out[item] = t
             del vals
@@ -218,12 +220,19 @@ class _Reader:
         return out
 
 
+def mask_keys(plan: Plan) -> list[str]:
+    """Per source, the key its random streams (DARE's mask) are seeded by: the hash of its weights that validation
+    records, so a renamed or moved folder gives the same mask and two folders of one name in different places
+    (different weights) get different ones."""
+    return [str(r["hash"]) for r in plan.records]
+
+
 def _block(plan: Plan, item: Item, base: torch.Tensor, sources: list[torch.Tensor], w: torch.Tensor, raw: torch.Tensor) -> Block:
     info = plan.base.tensors[item[0]]
     rows = (item[1], item[2]) if info.shape else (0, 1)
     return Block(
         name=item[0], shape=info.shape, rows=rows, base=base, sources=sources, weights=w, raw_weights=raw,
-        seed=plan.spec.seed, source_keys=plan.source_keys,
+        seed=plan.spec.seed, source_keys=mask_keys(plan),
     )
 
 
@@ -255,16 +264,23 @@ def _prepass(plan: Plan, units: list[list[Item]], nblocks: dict[str, int], reade
     elif scope == "tensor":
         tensor_ranks = {n: method.ranks(params, plan.base.tensors[n].numel) for n in split}
         tensor_ranks = {n: r for n, r in tensor_ranks.items() if r}
-    want_sums = method.tensor_sums is not None and bool(split)
+    # the split tensors that need per-tensor sums (a method may ask for them on some tensors only)
+    sum_split = {n for n in split if method.sums_for is None or method.sums_for(params, n, plan.base.tensors[n].shape)}
+    want_sums = method.tensor_sums is not None and bool(sum_split)
     if not (global_ranks or tensor_ranks or want_sums):
         return sums, {}, None
     w = torch.tensor(plan.weights, dtype=torch.float32, device=plan.device)
     raw = w.clone()
     w = w / w.sum()
-    wanted = merged if global_ranks else (set(tensor_ranks) | (split if want_sums else set()))
+    wanted = merged if global_ranks else (set(tensor_ranks) | (sum_split if want_sums else set()))
     todo = [u for u in units if any(it[0] in wanted for it in u)]
+    late_sums = want_sums and method.sums_after_thresholds  # sums that read the thresholds: one more pass after them
+    found: dict[str, Any] = {}  # the thresholds, once known (for late sums)
 
     def stream(select, label: str, sums_too: bool = False, sample: bool = False) -> None:
+        nonlocal todo
+        if select is None:  # a sums-only pass reads only the tensors that need sums
+            todo = [u for u in todo if any(it[0] in sum_split for it in u)]
         bar.reset(total=len(todo))
         bar.set_description(label)
         for unit in todo:
@@ -273,6 +289,8 @@ def _prepass(plan: Plan, units: list[list[Item]], nblocks: dict[str, int], reade
                 items = _sample_items(items, merged)
             base = reader.base(items)
             blocks: dict[Item, list[torch.Tensor]] = {it: [] for it in items} if sums_too else {}
+            if select is None:
+                items = [it for it in items if it[0] in sum_split]
             for i, vals in reader.sources(items, base):
                 for it in items:
                     group = i if global_ranks else (it[0], i)
@@ -283,8 +301,9 @@ def _prepass(plan: Plan, units: list[list[Item]], nblocks: dict[str, int], reade
                 del vals
             if sums_too:
                 for it in items:
-                    if it[0] in split:
+                    if it[0] in sum_split:
                         b = _block(plan, it, reader.base_block(base, it), blocks[it], w, raw)
+                        b.thresholds = found["global"] if "global" in found else found.get("tensor", {}).get(it[0])
                         for key, v in method.tensor_sums(b, params).items():
                             acc = sums.setdefault(it[0], {})
                             acc[key] = acc[key] + v if key in acc else v.clone()
@@ -298,7 +317,7 @@ def _prepass(plan: Plan, units: list[list[Item]], nblocks: dict[str, int], reade
         sampled = SampledSelect({i: global_ranks for i in range(k)}, totals)
         stream(sampled, "pre-pass: sample", sample=True)
         sampled.freeze()
-        stream(sampled, "pre-pass: thresholds", sums_too=want_sums)
+        stream(sampled, "pre-pass: thresholds", sums_too=want_sums and not late_sums)
         results = [sampled.result(i) for i in range(k)]
         del sampled
         if any(r is None for r in results):  # a bracket missed: fall back to the two-pass radix select
@@ -310,14 +329,16 @@ def _prepass(plan: Plan, units: list[list[Item]], nblocks: dict[str, int], reade
         global_thr = torch.stack(results).to(plan.device)
         if not method.propagates_nonfinite:
             reader.sources_checked = True
+        found["global"] = global_thr
     elif tensor_ranks:
         radix = RadixSelect({(n, i): r for n, r in tensor_ranks.items() for i in range(k)})
-        stream(radix, "pre-pass 1/2", sums_too=want_sums)
+        stream(radix, "pre-pass 1/2", sums_too=want_sums and not late_sums)
         radix.next_pass()
         stream(radix, "pre-pass 2/2")
         tensor_thr = {n: torch.stack([radix.result((n, i)) for i in range(k)]).to(plan.device) for n in tensor_ranks}
-    else:
-        stream(None, "pre-pass", sums_too=True)
+        found["tensor"] = tensor_thr
+    if want_sums and (late_sums or not (global_ranks or tensor_ranks)):
+        stream(None, "pre-pass: sums", sums_too=True)
     return sums, tensor_thr, global_thr
 
 
@@ -407,8 +428,6 @@ def merge(spec: MergeSpec) -> Path:
                         b = _block(plan, it, reader.base_block(base, it, pop=True), blocks.pop(it), w, raw)
                         b.stacked = stacked.pop(it)
                         b.stats = {kind: [per[it] for per in lists] for kind, lists in stats.items()}
-                        if method.tensor_sums is not None:
-                            b.sums = sums.get(name, {}) if nblocks[name] > 1 else method.tensor_sums(b, params)
                         if scope == "global":
                             b.thresholds = global_thr
                         elif scope == "tensor":
@@ -418,6 +437,10 @@ def merge(spec: MergeSpec) -> Path:
                                 ranks = method.ranks(params, plan.base.tensors[name].numel)
                                 if ranks:
                                     b.thresholds = torch.stack([kth_largest_abs(s, ranks) for s in b.sources]).to(plan.device)
+                        if method.tensor_sums is not None and (
+                            method.sums_for is None or method.sums_for(params, name, plan.base.tensors[name].shape)
+                        ):  # after the thresholds: sums may read them (sums_after_thresholds)
+                            b.sums = sums.get(name, {}) if nblocks[name] > 1 else method.tensor_sums(b, params)
                         result = method.fn(b, params)
                         if method.propagates_nonfinite:
                             reader.check_output(result, it)

@@ -51,7 +51,8 @@ The engine streams every tensor of the base (large ones in row blocks along dim 
 - ``block.thresholds``: a ``[K, R]`` tensor: for each source, the exact R magnitude thresholds the method asked for with
   ``ranks`` (below): the r-th largest |τ_i| over the tensor (scope ``tensor``) or over every merged tensor of the model
   (scope ``global``).
-- ``block.seed``: the merge seed; ``block.source_keys``: a stable key per source (for seeding).
+- ``block.seed``: the merge seed; ``block.source_keys``: a key per source derived from its weights (the checkpoint
+  hash validation records), so seeding follows the model, not its folder's name or place.
 - The return value: the merged values θ for the block (any float dtype, shape of ``block.base``); the engine casts it to
   the output dtype and writes it.
 
@@ -69,7 +70,9 @@ Hooks for methods that need more than one block at a time
 ---------------------------------------------------------
 - ``tensor_sums(block, params) -> dict[str, Tensor]``: partial sums over a block (e.g. squared norms, dot products); the
   engine adds them over the tensor's blocks in a pre-pass (only for tensors split into blocks) and passes the totals
-  in ``block.sums``.
+  in ``block.sums``. With ``sums_for(params, name, shape) -> bool`` only the tensors it accepts get sums (and only
+  they are read in the pre-pass); with ``sums_after_thresholds=True`` the sums are taken with ``block.thresholds``
+  already set (e.g. the L1 mass a magnitude mask removes), one extra pre-pass over the split tensors.
 - ``ranks(params, numel) -> list[int]`` with ``rank_scope(params) -> "tensor" | "global"``: the ranks r (1 = largest) of
   |τ_i| whose values the method needs as thresholds; ``numel`` is the element count of the tensor (scope ``tensor``)
   or of every merged tensor together (scope ``global``). The engine computes them exactly by a streamed radix select.
@@ -79,6 +82,19 @@ Hooks for methods that need more than one block at a time
 - ``check(params, k) -> None``: validation that needs the number of sources K (raise InputError).
 - ``effective_weights(params, weights) -> list[float]``: the weights the method really uses (e.g. ``average``: 1/K);
   the manifest records these.
+
+Parameter aliases (other tools' names)
+--------------------------------------
+A params dataclass may declare ``ALIASES = {"lambda": Alias("lam"), "density": Alias("p", lambda d: 1 - d, ...)}``
+(a plain class attribute; inherited through the dataclass's bases). ``make_params`` accepts an alias in place of its
+parameter (converted), refuses it together with a disagreeing value of the parameter itself, and ignores an alias
+whose name is a real parameter of the class (e.g. ``dare_ties``'s own ``density``). ``merge --list`` shows them.
+The manifest records the canonical names only.
+
+What ``merge --list`` shows
+---------------------------
+The first paragraph of the method function's docstring is its summary; every further paragraph (conventions that
+differ from the papers or from mergekit, variants) is printed below it, then the parameters with their help.
 """
 
 from __future__ import annotations
@@ -86,8 +102,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import math
 import pkgutil
 import re
+import textwrap
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +114,27 @@ from typing import Any, Literal
 import torch
 
 from merginguriel.errors import InputError
+
+
+@dataclass(frozen=True)
+class Alias:
+    """Another tool's name for a parameter: ``to`` is the parameter, ``convert`` maps the alias's value to it."""
+
+    to: str
+    convert: Callable[[Any], Any] | None = None
+    help: str = ""
+
+    def value(self, given: Any) -> Any:
+        return self.convert(given) if self.convert is not None else given
+
+
+def param_aliases(params: type) -> dict[str, Alias]:
+    """The aliases a params dataclass accepts (from its bases up), minus those shadowed by a real parameter name."""
+    out: dict[str, Alias] = {}
+    for cls in reversed(params.__mro__):
+        out.update(getattr(cls, "__dict__", {}).get("ALIASES", {}) or {})
+    fields = {f.name for f in dataclasses.fields(params)}
+    return {name: a for name, a in out.items() if name not in fields and a.to in fields}
 
 
 @dataclass
@@ -139,19 +178,41 @@ class Method:
     rank_scope: Callable[[Any], str] | None = None
     check: Callable[[Any, int], None] | None = None
     effective_weights: Callable[[Any, list[float]], list[float]] | None = None
+    sums_for: Callable[[Any, str, tuple[int, ...]], bool] | None = None
+    sums_after_thresholds: bool = False
     summary: str = ""
+    notes: tuple[str, ...] = ()
 
     def make_params(self, given: dict[str, Any] | None) -> Any:
-        """Build the params dataclass from a dict, refusing unknown names and wrong types with a clear message."""
+        """Build the params dataclass from a dict, refusing unknown names and wrong types with a clear message;
+        other tools' names (``ALIASES``) are converted to the project's."""
         given = dict(given or {})
         known = {f.name: f for f in dataclasses.fields(self.params)}
-        unknown = sorted(set(given) - set(known))
+        aliases = param_aliases(self.params)
+        unknown = sorted(set(given) - set(known) - set(aliases))
         if unknown:
+            also = f" (or {', '.join(aliases)})" if aliases else ""
             raise InputError(
                 f"method {self.name!r} has no parameter(s) {', '.join(map(repr, unknown))}; its parameters are "
-                f"{', '.join(known) or '(none)'} (see `merginguriel merge --list`)"
+                f"{', '.join(known) or '(none)'}{also} (see `merginguriel merge --list`)"
             )
         hints = typing.get_type_hints(self.params)
+        for name in [n for n in given if n in aliases]:
+            alias = aliases[name]
+            raw = given.pop(name)
+            value = alias.value(_coerce(self.name, name, raw, hints[alias.to])) if raw is not None else None
+            if alias.to in given:
+                mine = _coerce(self.name, alias.to, given[alias.to], hints[alias.to])
+                same = mine == value or (
+                    isinstance(mine, float) and isinstance(value, float) and math.isclose(mine, value, rel_tol=1e-12, abs_tol=1e-12)
+                )
+                if not same:
+                    raise InputError(
+                        f"method {self.name!r}: {name}={raw!r} means {alias.to}={value!r}, but {alias.to}={given[alias.to]!r} "
+                        f"is given too; give only one of them"
+                    )
+                continue
+            given[alias.to] = value
         for key, value in list(given.items()):
             given[key] = _coerce(self.name, key, value, hints[key])
         try:
@@ -261,6 +322,8 @@ def register(
     rank_scope: Callable[[Any], str] | None = None,
     check: Callable[[Any, int], None] | None = None,
     effective_weights: Callable[[Any, list[float]], list[float]] | None = None,
+    sums_for: Callable[[Any, str, tuple[int, ...]], bool] | None = None,
+    sums_after_thresholds: bool = False,
 ) -> Callable:
     """Decorator: register ``fn`` as merge method ``name`` with params dataclass ``params`` (see module docstring)."""
     if not dataclasses.is_dataclass(params):
@@ -273,12 +336,13 @@ def register(
     def deco(fn: Callable) -> Callable:
         if name in METHODS and METHODS[name].fn is not fn:
             raise ValueError(f"merge method {name!r} is registered twice")
-        summary = (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ")
+        paragraphs = [" ".join(p.split()) for p in (inspect.getdoc(fn) or "").split("\n\n") if p.strip()]
         METHODS[name] = Method(
             name=name, fn=fn, params=params, inputs=inputs, needs=tuple(needs), dare=dare, uses_base=uses_base,
             propagates_nonfinite=propagates_nonfinite,
             tensor_sums=tensor_sums, ranks=ranks, rank_scope=rank_scope, check=check,
-            effective_weights=effective_weights, summary=summary,
+            effective_weights=effective_weights, sums_for=sums_for, sums_after_thresholds=sums_after_thresholds,
+            summary=paragraphs[0] if paragraphs else "", notes=tuple(paragraphs[1:]),
         )
         return fn
 
@@ -315,7 +379,11 @@ def format_methods() -> str:
         m = METHODS[name]
         extra = f" [needs statistics: {', '.join(m.needs)}]" if m.needs else ""
         lines.append(f"{name}: {m.summary}{extra}")
+        for note in m.notes:
+            lines.extend(textwrap.wrap(note, width=118, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False))
         for pname, ptype, default, help_ in m.describe():
             lines.append(f"    {pname} ({ptype}, default {default!r}): {help_}")
+        for alias, a in param_aliases(m.params).items():
+            lines.append(f"    {alias}: accepted for {a.to}" + (f" ({a.help})" if a.help else ""))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

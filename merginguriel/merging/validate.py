@@ -232,8 +232,6 @@ def check_inputs(spec: MergeSpec, weights: list[float] | None = None) -> Inputs:
         if hashes.count(h) > 1:
             twins = [r["path"] for r in records if r["hash"] == h]
             raise InputError(f"sources {twins} hold identical weights; list each model once")
-    if len(set(keys)) != len(keys):
-        raise InputError(f"sources need distinct locales or folder names (got {keys}); give each source its locale")
 
     names = list(base.tensors)
     excluded = exclude_matches(spec.exclude, names)

@@ -7,6 +7,10 @@ import math
 import torch
 
 from merginguriel.errors import InputError
+from merginguriel.merging.registry import Alias
+
+# mergekit's name for the scaling of the merged task vector (its `lambda`), accepted wherever a method has `lam`
+LAMBDA_ALIAS = {"lambda": Alias("lam", help="mergekit's name")}
 
 
 def check_fraction(method: str, name: str, value: float, allow_zero: bool = False) -> None:
@@ -17,9 +21,11 @@ def check_fraction(method: str, name: str, value: float, allow_zero: bool = Fals
         raise InputError(f"{method}: {name}={value} is outside {interval}; pass e.g. --method_params.{name} 0.2")
 
 
-def keep_count(fraction: float, n: int) -> int:
-    """How many of ``n`` entries a keep-fraction keeps (at least one)."""
-    return max(1, min(n, math.ceil(fraction * n - 1e-9)))
+def keep_count(fraction: float, n: int, rounding: str = "ceil") -> int:
+    """How many of ``n`` entries a keep-fraction keeps (at least one): ``ceil`` keeps at least the fraction (the TIES
+    paper's top-k%), ``floor`` is mergekit's ``int(density * n)`` (the same float arithmetic, no tolerance)."""
+    count = int(fraction * n) if rounding == "floor" else math.ceil(fraction * n - 1e-9)
+    return max(1, min(n, count))
 
 
 def stack_weights(sources: list[torch.Tensor], weights: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
@@ -37,6 +43,19 @@ def weighted_sum(block, weights: list[float]) -> torch.Tensor:
     for t, w in zip(block.sources[1:], weights[1:]):
         out.add_(t, alpha=w)
     return out
+
+
+def gram_matrix(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The K × K Gram matrix t_i·t_j of K same-shaped tensors in float64, a column chunk at a time (memory does not
+    grow with K)."""
+    flats = [t.reshape(-1) for t in tensors]
+    k, n = len(flats), flats[0].numel()
+    gram = torch.zeros(k, k, dtype=torch.float64, device=flats[0].device)
+    step = max(1, (1 << 21) // k)
+    for a in range(0, n, step):
+        chunk = torch.stack([f[a : a + step] for f in flats]).double()
+        gram += chunk @ chunk.T
+    return gram
 
 
 def elect_merge(taus: list[torch.Tensor], weights: torch.Tensor, mode: str = "dis-mean") -> torch.Tensor:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from merginguriel.errors import InputError
-from merginguriel.merging.methods._common import check_fraction, keep_count
+from merginguriel.merging.methods._common import LAMBDA_ALIAS, check_fraction, keep_count
 from merginguriel.merging.methods.task_arithmetic import task_sum
 from merginguriel.merging.registry import Block, register
 
@@ -23,6 +23,8 @@ class BreadcrumbsParams:
         lam: the task-arithmetic scaling λ.
         weighted: weight each task vector by its normalised source weight (false: plain sum).
     """
+
+    ALIASES = LAMBDA_ALIAS
 
     density: float = 0.9
     gamma: float = 0.01

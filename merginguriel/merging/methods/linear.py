@@ -9,7 +9,7 @@ import torch
 
 from merginguriel.merging.methods._common import weighted_sum
 from merginguriel.merging.methods.dare import DareParams, check_dare
-from merginguriel.merging.registry import Block, register
+from merginguriel.merging.registry import Alias, Block, register
 
 
 @dataclass
@@ -21,6 +21,8 @@ class LinearParams:
             weights) or ``average`` (1/K for every source, whatever was given).
         normalise: divide the weights by their sum (otherwise θ = Σ w_i θ_i with the raw weights).
     """
+
+    ALIASES = {"normalize": Alias("normalise", help="mergekit's spelling")}
 
     weighting: Literal["similarity", "average", "manual"] = "manual"
     normalise: bool = True

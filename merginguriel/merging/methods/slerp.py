@@ -9,6 +9,7 @@ from typing import Optional
 import torch
 
 from merginguriel.errors import InputError
+from merginguriel.merging.methods._common import gram_matrix
 from merginguriel.merging.registry import Block, register
 
 
@@ -39,15 +40,8 @@ def _weights(p: SlerpParams, weights: list[float]) -> list[float]:
 
 
 def _sums(block: Block, p) -> dict[str, torch.Tensor]:
-    """Gram matrix θ_i·θ_j of the block in float64, a column chunk at a time (memory does not grow with K)."""
-    flats = [s.reshape(-1) for s in block.sources]
-    k, n = len(flats), flats[0].numel()
-    gram = torch.zeros(k, k, dtype=torch.float64, device=flats[0].device)
-    step = max(1, (1 << 21) // k)
-    for a in range(0, n, step):
-        chunk = torch.stack([f[a : a + step] for f in flats]).double()
-        gram += chunk @ chunk.T
-    return {"gram": gram}
+    """Gram matrix θ_i·θ_j of the block."""
+    return {"gram": gram_matrix(block.sources)}
 
 
 def slerp_coefficients(gram: torch.Tensor, weights: list[float], dot_threshold: float = 0.9995) -> list[float]:
@@ -81,7 +75,11 @@ def slerp_coefficients(gram: torch.Tensor, weights: list[float], dot_threshold: 
 
 @register("slerp", SlerpParams, inputs="models", uses_base=False, tensor_sums=_sums, check=_check, effective_weights=_weights)
 def slerp(block: Block, p: SlerpParams) -> torch.Tensor:
-    """Spherical interpolation per tensor: two sources at t, or K sources folded pairwise at cumulative weights."""
+    """Spherical interpolation per tensor: two sources at t, or K sources folded pairwise at cumulative weights.
+
+    vs mergekit: t = 0 here is the FIRST source (t = 1 the second); in mergekit's slerp t = 0 is its base_model. To
+    reproduce a mergekit slerp, list its base_model first. The base is not read (no task vectors).
+    """
     coef = slerp_coefficients(block.sums["gram"], block.weights.tolist(), p.dot_threshold)
     out = block.sources[0].mul_(coef[0])
     for s, c in zip(block.sources[1:], coef[1:]):

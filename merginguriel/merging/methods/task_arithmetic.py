@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from merginguriel.merging.methods._common import weighted_sum
+from merginguriel.merging.methods._common import LAMBDA_ALIAS, weighted_sum
 from merginguriel.merging.methods.dare import DareParams, check_dare
 from merginguriel.merging.registry import Block, register
 
@@ -20,6 +20,8 @@ class TaskArithmeticParams:
         lam: the scaling λ; default 1.0 when weighted, 0.3 when unweighted (the paper's common choice).
         weighted: weight each task vector by its normalised source weight (false: plain sum Σ τ_i).
     """
+
+    ALIASES = LAMBDA_ALIAS
 
     lam: Optional[float] = None
     weighted: bool = True
@@ -36,7 +38,12 @@ def task_sum(block: Block, weighted: bool, lam: float) -> torch.Tensor:
 
 @register("task_arithmetic", TaskArithmeticParams, propagates_nonfinite=True)
 def task_arithmetic(block: Block, p: TaskArithmeticParams) -> torch.Tensor:
-    """θ = θ_b + λ Σ w_i τ_i (weighted) or θ_b + λ Σ τ_i (unweighted)."""
+    """θ = θ_b + λ Σ w_i τ_i (weighted) or θ_b + λ Σ τ_i (unweighted).
+
+    vs mergekit: the weights are normalised to sum 1 by default (weighted: true), so λ = 0.3 over K equal sources
+    applies 1/K of what mergekit's task_arithmetic (λ times the sum of the weighted task vectors, normalize: false)
+    applies; weighted: false with λ is mergekit's unweighted sum. mergekit's ``lambda`` is accepted for ``lam``.
+    """
     return task_sum(block, p.weighted, p.lam)
 
 

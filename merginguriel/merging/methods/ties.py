@@ -1,4 +1,11 @@
-"""TIES merging (trim, elect sign, disjoint merge) with global (paper) or per-tensor (mergekit) trimming; and DARE-TIES."""
+"""TIES merging (trim, elect sign, disjoint merge) with global (paper) or per-tensor (mergekit) trimming; and DARE-TIES.
+
+Per-tensor trimming with ``rounding: floor`` (the default in tensor scope) keeps ``int(density * n)`` entries of each
+tensor, exactly as mergekit's ``ties`` (its ``magnitude`` sparsification), and the elect + disjoint mean equals
+mergekit's ``sum`` consensus with ``normalize: true``; the results agree wherever no two magnitudes tie at the
+threshold (mergekit keeps exactly k of them by sort order, here every tied entry is kept) and no elected sum is exactly
+zero with non-zero entries (mergekit elects +, here nothing is merged).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from typing import Literal, Optional
 
 import torch
 
-from merginguriel.merging.methods._common import check_fraction, elect_merge, keep_count, trim
+from merginguriel.merging.methods._common import LAMBDA_ALIAS, check_fraction, elect_merge, keep_count, trim
 from merginguriel.merging.methods.dare import DareParams, check_dare
 from merginguriel.merging.registry import Block, register
 
@@ -21,12 +28,18 @@ class TiesParams:
         scope: where the top-k is taken: ``global`` (over the whole model, as in the paper) or ``tensor`` (per tensor, as mergekit).
         merge: ``dis-mean`` (mean over the agreeing entries) or ``dis-sum`` (their sum).
         lam: the scaling λ of the merged task vector; default 1.0 with dis-mean, 0.3 with dis-sum.
+        rounding: how many of n entries density keeps: ``floor`` = int(density·n), mergekit's rule; ``ceil`` =
+            ⌈density·n⌉, at least the fraction; ``auto``: floor in tensor scope (as mergekit), ceil in global scope (the
+            paper's top-k%). At least one entry is kept (mergekit refuses a tensor where int(density·n) = 0).
     """
+
+    ALIASES = LAMBDA_ALIAS
 
     density: float = 0.2
     scope: Literal["global", "tensor"] = "global"
     merge: Literal["dis-mean", "dis-sum"] = "dis-mean"
     lam: Optional[float] = None
+    rounding: Literal["auto", "floor", "ceil"] = "auto"
 
     def __post_init__(self) -> None:
         if self.lam is None:
@@ -37,8 +50,15 @@ def _check(p, k: int) -> None:
     check_fraction("ties", "density", p.density)
 
 
+def rounding(p) -> str:
+    """The rounding rule in force: ``auto`` is mergekit's floor per tensor and the paper's ceil globally."""
+    if p.rounding != "auto":
+        return p.rounding
+    return "floor" if p.scope == "tensor" else "ceil"
+
+
 def _ranks(p, numel: int) -> list[int]:
-    return [] if p.density >= 1.0 else [keep_count(p.density, numel)]
+    return [] if p.density >= 1.0 else [keep_count(p.density, numel, rounding(p))]
 
 
 def _scope(p) -> str:
@@ -55,7 +75,12 @@ def ties_block(block: Block, p) -> torch.Tensor:
 
 @register("ties", TiesParams, ranks=_ranks, rank_scope=_scope, check=_check)
 def ties(block: Block, p: TiesParams) -> torch.Tensor:
-    """Trim each τ_i to its top-k magnitudes, elect signs by weighted mass, merge agreeing entries: θ = θ_b + λ·merged."""
+    """Trim each τ_i to its top-k magnitudes, elect signs by weighted mass, merge agreeing entries: θ = θ_b + λ·merged.
+
+    vs mergekit: scope ``tensor`` with the default rounding is mergekit's ``ties`` (normalize: true; its ``lambda``
+    is accepted for ``lam``); scope ``global`` (the default, as the paper) trims over the whole model instead.
+    Weights are normalised to sum 1 (a common factor: dis-mean does not depend on it; dis-sum multiplies by K).
+    """
     return ties_block(block, p)
 
 
@@ -64,10 +89,12 @@ class DareTiesParams(TiesParams, DareParams):
     """DARE, then TIES (by default without magnitude trimming, as mergekit's dare_ties: density 1.0).
 
     Args:
-        density: the TIES keep fraction applied after DARE (1.0: no magnitude trim).
+        density: the TIES magnitude-trim keep fraction applied after DARE (1.0: no trim). NOT mergekit's dare_ties
+            density, which is DARE's keep rate: that is 1 − p here.
         scope: ``global`` or ``tensor`` trimming.
         merge: ``dis-mean`` or ``dis-sum``.
         lam: the scaling λ; default 1.0 with dis-mean, 0.3 with dis-sum.
+        rounding: ``auto``, ``floor`` (mergekit) or ``ceil``, as for ties.
         p: DARE drop probability per entry.
         rescale: rescale surviving entries by 1 / (1 - p).
     """
@@ -82,6 +109,10 @@ def _check_dare_ties(p, k: int) -> None:
 
 @register("dare_ties", DareTiesParams, dare=True, ranks=_ranks, rank_scope=_scope, check=_check_dare_ties)
 def dare_ties(block: Block, p: DareTiesParams) -> torch.Tensor:
-    """DARE-preprocessed task vectors, then TIES trim (if density < 1), sign election and disjoint merge."""
+    """DARE-preprocessed task vectors, then TIES trim (if density < 1), sign election and disjoint merge.
+
+    vs mergekit's dare_ties: its ``density`` is DARE's keep rate (here ``p`` = 1 − density, since ``density`` names the
+    optional TIES trim) and its rescale keeps each tensor's L1 norm (here 1/(1 − p): the same in expectation).
+    """
     return ties_block(block, p)
 
