@@ -40,7 +40,7 @@ SIZES = {"tiny": {}, "base": {"layers": 12, "heads": 12, "intermediate": 3072, "
 
 
 def build(root: Path, n: int, per_intent: tuple[int, int, int], hidden: int, size: str = "tiny"):
-    from tiny import make_base, make_finetuned, write_release_data
+    from conftest import make_base, make_finetuned, write_release_data
 
     from merginguriel.checkpoints import Layout
     from merginguriel.data import DataConfig

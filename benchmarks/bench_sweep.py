@@ -26,8 +26,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def sweep_overhead(work: Path, n_points: int) -> dict:
-    from experiment_fixtures import write_release
-    from tiny import make_family
+    from conftest import write_class_release as write_release
+    from conftest import make_family
 
     from merginguriel.experiments.db import ResultsDB
     from merginguriel.experiments.runner import Sweep, run_sweep

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adamerging_fixtures import one_thread, SOURCES, TARGET, load_state, make_world, task_arithmetic_reference
+from conftest import one_thread, WORLD_SOURCES as SOURCES, WORLD_TARGET as TARGET, load_state, make_world, task_arithmetic_reference
 from merginguriel.adamerging.options import AdaMergingOptions, TrainerOptions
 from merginguriel.adamerging.run import build_module, run_adamerging
 from merginguriel.errors import InputError
@@ -210,7 +210,7 @@ def test_empty_split_and_mismatched_models(tmp_path):
     # A source of another architecture (different hidden size) under the same name.
     import shutil
 
-    from tiny import make_base
+    from conftest import make_base
 
     other = make_base(tmp_path / "other", hidden=16, intermediate=32)
     shutil.rmtree(w.layout.finetuned(SOURCES[0]))
@@ -246,7 +246,7 @@ def test_embedding_rows_from_files_equal_rows_held_in_memory(world):
 
 @pytest.fixture(scope="module")
 def teacher_world(tmp_path_factory):
-    from adamerging_fixtures import make_teacher_world
+    from conftest import make_teacher_world
 
     return make_teacher_world(tmp_path_factory.mktemp("teacher"))
 

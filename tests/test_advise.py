@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from experiment_fixtures import build_scenario
+from conftest import build_scenario
 from merginguriel.cli.main import main
 from merginguriel.data.config import DataSource
 from merginguriel.experiments.advise import advise

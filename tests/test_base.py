@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tiny import tiny_config, tiny_tokenizer
+from conftest import tiny_config, tiny_tokenizer
 
 from merginguriel.errors import InputError
 from merginguriel.io import checkpoint_hash, read_manifest

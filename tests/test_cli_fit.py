@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tiny import make_base, write_release_data
+from conftest import make_base, write_release_data
 
 from merginguriel.io import checkpoint_hash, read_manifest
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from experiment_fixtures import write_release
+from conftest import write_class_release as write_release
 from merginguriel.compatibility import (
     apply_compatibility,
     cka_matrix,
@@ -19,7 +19,7 @@ from merginguriel.compatibility import (
 )
 from merginguriel.data.config import DataConfig
 from merginguriel.errors import InputError
-from tiny import make_family
+from conftest import make_family
 
 LOCALES = ["sw-KE", "th-TH", "vi-VN", "fi-FI"]
 

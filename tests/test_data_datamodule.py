@@ -6,8 +6,8 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
-from data_fixtures import write_release
-from tiny import tiny_config, tiny_tokenizer
+from conftest import write_release
+from conftest import tiny_config, tiny_tokenizer
 
 from merginguriel.data import MassiveDataModule, load_locale
 from merginguriel.data.config import DataConfig

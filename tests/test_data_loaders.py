@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from data_fixtures import write_release
-from tiny import tiny_tokenizer
+from conftest import write_release
+from conftest import tiny_tokenizer
 from torch.utils.data import SequentialSampler
 
 from merginguriel.data import DataConfig, eval_dataloader, load_locale, to_dataset_order, train_dataloader

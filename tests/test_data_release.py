@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from data_fixtures import release_rows, write_jsonl, write_release, write_tarball
+from conftest import release_rows, write_jsonl, write_release, write_tarball
 
 from merginguriel.data import DataConfig, load_locale
 from merginguriel.errors import InputError

@@ -7,8 +7,8 @@ import os
 
 import pytest
 import torch
-from data_fixtures import write_jsonl, write_release
-from tiny import tiny_tokenizer
+from conftest import write_jsonl, write_release
+from conftest import tiny_tokenizer
 
 from merginguriel.data import DataConfig, load_locale
 from merginguriel.data.tokenized import TOKENIZE_CALLS, cache_file, clear_memo, tokenized_split

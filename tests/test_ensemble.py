@@ -67,7 +67,7 @@ def test_bad_inputs():
 def test_evaluate_ensembles_matches_direct(tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from experiment_fixtures import build_scenario
+    from conftest import build_scenario
 
     # sources right about half the time with independent errors (teacher-labelled data), so the votes differ
     sources = ["sw-KE", "th-TH", "vi-VN"]

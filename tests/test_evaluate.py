@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiment_fixtures import noisy_copy, random_utterances, teacher_model
-from tiny import save_finetuned
+from conftest import noisy_copy, random_utterances, teacher_model
+from conftest import save_finetuned
 
 from merginguriel.data import DataConfig, load_locale
 from merginguriel.errors import InputError
@@ -19,7 +19,7 @@ from merginguriel.evaluation.evaluate import MODEL_LOADS, evaluate_checkpoint, l
 def setup(tmp_path_factory):
     """Models that are right most of the time and spread their predictions over many intents (teacher-labelled data,
     sources = the teacher plus noise), so accuracy and macro-F1 can be wrong in many ways."""
-    from experiment_fixtures import build_scenario
+    from conftest import build_scenario
 
     root = tmp_path_factory.mktemp("eval")
     layout, data = build_scenario(root, "es-ES", ["it-IT"], "helps")

@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from experiment_fixtures import build_scenario
+from conftest import build_scenario
 from merginguriel.experiments.db import ResultsDB
 from merginguriel.experiments.grid import expand
 

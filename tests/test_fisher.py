@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from adamerging_fixtures import one_thread, SOURCES, TARGET, load_state, make_world
+from conftest import one_thread, WORLD_SOURCES as SOURCES, WORLD_TARGET as TARGET, load_state, make_world
 from merginguriel.errors import InputError
 from merginguriel.merging.engine import merge
 from merginguriel.statistics import COMPUTE_CALLS, ensure_statistics

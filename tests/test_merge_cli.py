@@ -122,7 +122,7 @@ def test_run_name_is_a_hash_of_the_job_and_a_rerun_reuses(family, capsys):
 
 
 def test_changed_inputs_need_overwrite(tiny_family_factory, tmp_path):
-    from tiny import make_finetuned
+    from conftest import make_finetuned
 
     fam = tiny_family_factory(["de-DE", "fr-FR", "sw-KE"], root=tmp_path)
     args = [*common(fam), "--target", "sw-KE", "--selection.sources", "[de-DE,fr-FR]", "--merge.method", "average"]

@@ -15,7 +15,7 @@ import merge_refs as ref
 from merginguriel.merging import MergeSpec, Source, merge
 from merginguriel.merging.registry import METHODS, Block, register
 from merginguriel.merging.threshold import RadixSelect, SampledSelect, kth_largest_abs
-from tiny import make_family
+from conftest import make_family
 
 LOCALES = ["de-DE", "fr-FR"]
 

@@ -12,7 +12,7 @@ import torch
 import merge_refs as ref
 from merginguriel.merging import MergeSpec, Source, merge
 from merginguriel.merging.dare_mask import keep_mask
-from tiny import make_family
+from conftest import make_family
 
 LOCALES = ["de-DE", "fr-FR", "sw-KE"]
 WEIGHTS = [0.5, 0.3, 0.2]
@@ -186,7 +186,7 @@ def make_conflicting_family(root: Path, scale: float = 0.02):
     from transformers import AutoModelForSequenceClassification
 
     from merginguriel.checkpoints import Layout
-    from tiny import make_base, save_finetuned
+    from conftest import make_base, save_finetuned
 
     make_base(root, "tiny", seed=0)
     layout = Layout(root, "tiny")

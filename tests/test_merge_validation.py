@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from merginguriel.checkpoints import Layout
 from merginguriel.errors import InputError
 from merginguriel.merging import MergeSpec, Source, merge
-from tiny import make_base, make_family, make_finetuned
+from conftest import make_base, make_family, make_finetuned
 
 LOCALES = ["de-DE", "fr-FR", "sw-KE"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tiny import make_base, make_finetuned, write_release_data
+from conftest import make_base, make_finetuned, write_release_data
 
 from merginguriel.checkpoints import Layout
 from merginguriel.cli.main import main as cli_main

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adamerging_fixtures import one_thread, SOURCES, load_state, make_world
+from conftest import one_thread, WORLD_SOURCES as SOURCES, load_state, make_world
 from merginguriel.merging.engine import merge
 from merginguriel.merging.methods.regmean import RegMeanParams, regmean
 from merginguriel.merging.registry import Block

@@ -71,7 +71,7 @@ def test_verdict_chooses_on_validation_and_needs_a_confident_gain():
 def test_report_over_merged_models_from_the_command_line(tmp_path, capsys):
     """Merged without evaluation, then `report models`: each model is judged now (validation and test, every
     baseline on the same rows), the judgement lands in its manifest, and the verdict comes last."""
-    from experiment_fixtures import build_scenario
+    from conftest import build_scenario
     from merginguriel.cli.main import main
     from merginguriel.evaluation.evaluate import evaluate_checkpoint
     from merginguriel.data.config import DataConfig
