@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -35,15 +34,16 @@ WARMUP = 2
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    from merginguriel.memory import rss_mb
+
+    return rss_mb()
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak, measured inside it (merginguriel.memory: VmHWM), like every benchmark and manifest."""
+    from merginguriel.memory import process_peak_mb
+
+    return process_peak_mb()
 
 
 def _entropy(logits):

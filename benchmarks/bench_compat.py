@@ -18,24 +18,25 @@ import tempfile
 import time
 from pathlib import Path
 
-# Peak RSS from /proc/self/status VmHWM: getrusage's ru_maxrss survives exec, so a child would report its parent's peak.
+# Peak RSS measured inside each child with merginguriel.memory (VmHWM): getrusage's ru_maxrss survives exec, so a
+# child would report its parent's peak.
 CHILD = r"""
 import json, sys, time
 from merginguriel.compatibility.cosine import task_vector_cosine
+from merginguriel.memory import process_peak_mb
 base, models = sys.argv[1], json.loads(sys.argv[2])
 t = time.perf_counter()
 frame = task_vector_cosine(base, models)
 secs = time.perf_counter() - t
-hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(json.dumps({"seconds": secs, "peak_rss_mb": hwm / 1024,
+print(json.dumps({"seconds": secs, "peak_rss_mb": process_peak_mb(),
                   "min_offdiag": float(frame.values[~__import__("numpy").eye(len(models), dtype=bool)].min())}))
 """
 
 IDLE = r"""
 import json
 import merginguriel.compatibility.cosine, torch, safetensors, pandas
-hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(json.dumps({"peak_rss_mb": hwm / 1024}))
+from merginguriel.memory import process_peak_mb
+print(json.dumps({"peak_rss_mb": process_peak_mb()}))
 """
 
 

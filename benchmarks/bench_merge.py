@@ -1,10 +1,12 @@
 """Benchmark of the streaming merge engine against mergekit 0.1.5 on XLM-R-base-sized checkpoints.
 
 Generates a shared base and 10 "fine-tuned" checkpoints with random weights (vocab 250,002, hidden 768, 12 layers,
-60 labels: 278 M parameters, 1.11 GB each) under --folder, then runs every merge in its own subprocess and reads that
-child's peak RSS from wait4's rusage (and its wall time): every merginguriel method at K=5 and K=10, and mergekit's
-linear and TIES merges of the same K=5 files side by side. Prints a Markdown table (paste it into
-benchmarks/results/merge.md). Run it alone, under the shared lock:
+60 labels: 278 M parameters, 1.11 GB each) under --folder, then runs every merge in its own subprocess, which reports
+its own peak memory from inside (benchmarks/peak.py: VmHWM through merginguriel.memory, the probe the merge manifests
+use): every merginguriel method at K=5 and K=10, and mergekit's linear and TIES merges of the same K=5 files side by
+side, like for like: mergekit trims TIES per tensor keeping floor(density * n), so the headline TIES row compares it
+with merginguriel's per-tensor TIES with mergekit's rounding; the global (paper) TIES has its own row. Prints Markdown
+tables (paste them into benchmarks/results/merge.md). Run it alone, under the shared lock:
 
     flock /tmp/merginguriel-heavy.lock nice -n 10 .venv/bin/python benchmarks/bench_merge.py --folder /tmp/mu-bench
 
@@ -30,7 +32,7 @@ METHODS = [
     ("linear", {}),
     ("task_arithmetic", {}),
     ("ties", {"density": 0.2, "scope": "global"}),
-    ("ties", {"density": 0.2, "scope": "tensor"}),
+    ("ties", {"density": 0.2, "scope": "tensor", "rounding": "floor"}),
     ("dare_linear", {"p": 0.9}),
     ("dare_task_arithmetic", {"p": 0.9}),
     ("dare_ties", {"p": 0.9}),
@@ -67,18 +69,19 @@ def tensor_shapes() -> dict[str, tuple[int, ...]]:
 def write_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], **manifest) -> None:
     from safetensors.torch import save_file
 
-    from merginguriel.io import checkpoint_hash, write_manifest
+    from merginguriel.io import checkpoint_hash, weights_stat, write_manifest
 
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     xlmr_config().save_pretrained(folder)
-    write_manifest(folder, manifest.pop("kind"), hash=checkpoint_hash(folder), **manifest)
+    # the hash with the weights' size and mtime, as merginguriel writes it: a merge then trusts it without re-hashing
+    write_manifest(folder, manifest.pop("kind"), hash=checkpoint_hash(folder), weights_stat=weights_stat(folder), **manifest)
 
 
 def generate(folder: Path, k: int) -> None:
     """A base (N(0, 0.02)) and k sources (base + N(0, 0.002)), each written once; existing ones are kept."""
     shapes = tensor_shapes()
-    base_dir = folder / "base"
+    base_dir = folder / BACKBONE / "base"  # the shared base where merginguriel's layout looks for it
     gen = torch.Generator().manual_seed(0)
     if not (base_dir / "manifest.json").is_file():
         print(f"generating {base_dir}", flush=True)
@@ -104,30 +107,31 @@ def generate(folder: Path, k: int) -> None:
         del tensors
 
 
-def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float, int, str]:
-    """Run ``cmd``; return wall seconds, the child's peak RSS in GB (wait4 rusage), its exit status and its output tail."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    out_chunks = []
-    # drain output in a thread so the child never blocks on a full pipe
-    import threading
+BACKBONE = "bench"
+PEAK = str(Path(__file__).with_name("peak.py"))
+REPO = str(Path(__file__).resolve().parents[1])
 
-    reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True)
-    reader.start()
-    _, status, usage = os.wait4(proc.pid, 0)
+
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float, int, str]:
+    """Run ``cmd`` (a peak.py command line); return wall seconds, the peak RSS in GB the child measured inside itself,
+    its exit status and its output tail."""
+    import re
+
+    env = {**(env or os.environ), "PYTHONPATH": REPO}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     wall = time.perf_counter() - t0
-    reader.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    rss_gb = usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
-    text = (out_chunks[0] if out_chunks else b"").decode(errors="replace")
+    text = proc.stdout.decode(errors="replace")
+    found = re.findall(r"PEAK_RSS_MB=([0-9.]+)", text)
+    rss_gb = float(found[-1]) * 2**20 / 1e9 if found else float("nan")
     return wall, rss_gb, proc.returncode, text[-2000:]
 
 
 def ours(folder: Path, out: Path, k: int, method: str, params: dict) -> tuple[float, float]:
     sources = [str(folder / f"src{i}") for i in range(k)]
     cmd = [
-        sys.executable, "-m", "merginguriel.cli.main", "merge", "--base", str(folder / "base"),
-        "--sources", json.dumps(sources), "--method", method, "--params", json.dumps(params),
+        sys.executable, PEAK, "-m", "merginguriel.cli.main", "merge", "--root", str(folder), "--backbone", BACKBONE,
+        "--selection.sources", json.dumps(sources), "--merge.method", method, "--merge.params", json.dumps(params),
         "--output", str(out), "--overwrite", "true", "--progress", "false", "--device", "cpu",
     ]
     wall, rss, rc, text = run_measured(cmd)
@@ -144,11 +148,12 @@ def mergekit(folder: Path, out: Path, k: int, method: str, venv: Path) -> tuple[
     else:
         for m in models:
             m["parameters"]["density"] = 0.2
-        cfg = {"merge_method": "ties", "base_model": str(folder / "base"), "models": models,
+        cfg = {"merge_method": "ties", "base_model": str(folder / BACKBONE / "base"), "models": models,
                "parameters": {"normalize": True}, "dtype": "float32"}
     cfg_path = out.parent / f"mergekit-{method}.yml"
     cfg_path.write_text(json.dumps(cfg))  # JSON is YAML
-    cmd = [str(venv / "bin" / "mergekit-yaml"), str(cfg_path), str(out), "--allow-crimes", "--no-copy-tokenizer"]
+    cmd = [str(venv / "bin" / "python"), PEAK, "--entry-point", "mergekit-yaml", str(cfg_path), str(out), "--allow-crimes",
+           "--no-copy-tokenizer", "--no-write-model-card"]
     wall, rss, rc, text = run_measured(cmd)
     if rc != 0:
         raise RuntimeError(f"mergekit {method} failed:\n{text}")
@@ -167,8 +172,7 @@ def main() -> None:
     args = ap.parse_args()
     folder = args.folder
     folder.mkdir(parents=True, exist_ok=True)
-    # Generate in a child process: a forked merge child's ru_maxrss would otherwise start from this process's
-    # multi-GB footprint (wait4 reports the maximum over the child's whole life, fork included).
+    # Generate in a child process, so this process stays small while the merges run.
     import multiprocessing
 
     gen = multiprocessing.get_context("spawn").Process(target=generate, args=(folder, max(args.ks)))
@@ -197,12 +201,19 @@ def main() -> None:
     if ref:
         print("\n| K=5 | mergekit 0.1.5 wall | mergekit peak RSS | merginguriel wall | merginguriel peak RSS | time ratio | RSS ratio |")
         print("|---|---|---|---|---|---|---|")
-        for m, (method, params) in (("linear", ("linear", {})), ("ties", ("ties", {"density": 0.2, "scope": "global"}))):
+        like_for_like = (
+            ("linear", "linear", ("linear", {})),
+            ("ties", "ties, per tensor, floor(density n) (mergekit's rule)",
+             ("ties", {"density": 0.2, "scope": "tensor", "rounding": "floor"})),
+            ("ties", "ties, global (the paper's) vs mergekit's per tensor: not like for like",
+             ("ties", {"density": 0.2, "scope": "global"})),
+        )
+        for m, label, (method, params) in like_for_like:
             if m not in ref:
                 continue
             got = next((r[2][5] for r in rows if r[0] == method and r[1] == params), None)
             if got:
-                print(f"| {m}{' (global, k=20)' if m == 'ties' else ''} | {ref[m][0]:.1f} s | {ref[m][1]:.2f} GB | "
+                print(f"| {label} | {ref[m][0]:.1f} s | {ref[m][1]:.2f} GB | "
                       f"{got[0]:.1f} s | {got[1]:.2f} GB | {got[0] / ref[m][0]:.2f}x | {got[1] / ref[m][1]:.2f}x |")
     ks = sorted(args.ks)
     head = " | ".join(f"K={k} wall | K={k} peak RSS" for k in ks)

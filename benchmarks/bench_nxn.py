@@ -63,17 +63,22 @@ def cold_cache(root: Path) -> None:
 
 
 def per_pair(layout, data, locales, device: str, batch_size: int) -> tuple[pd.DataFrame, float, int]:
-    """The reference approach: for every (source, target) cell, load the model and read + tokenise the data again."""
-    from merginguriel.evaluation.evaluate import evaluate_checkpoint
+    """The reference approach: for every (source, target) cell, load the model, read the locale's data and tokenise
+    only the split it evaluates (like for like: the same evaluation module, no more tokenisation than a cell needs)."""
+    from merginguriel.data import load_locale
+    from merginguriel.data.loaders import split_dataloader
+    from merginguriel.data.tokenized import encode
+    from merginguriel.evaluation.evaluate import evaluate_loaders, load_checkpoint
 
     t0 = time.perf_counter()
     loads = 0
     matrix = pd.DataFrame(index=locales, columns=locales, dtype=float)
     for s in locales:
         for t in locales:
-            cold_cache(Path(data.root))
-            matrix.at[s, t] = evaluate_checkpoint(layout.finetuned(s), [t], "validation", data, batch_size=batch_size,
-                                                  device=device)[t]["accuracy"]
+            model, tok = load_checkpoint(layout.finetuned(s))
+            split = encode(tok, load_locale(data, t)["validation"], data.max_length)
+            loader = split_dataloader(split, tok, batch_size)
+            matrix.at[s, t] = evaluate_loaders(model, tok, {t: loader}, device)[t]["accuracy"]
             loads += 1
     return matrix, time.perf_counter() - t0, loads
 

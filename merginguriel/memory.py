@@ -43,7 +43,8 @@ def _reset_hwm() -> bool:
         return False
 
 
-def _process_peak_mb() -> float:
+def process_peak_mb() -> float:
+    """This process's peak resident memory (MiB) since it started or since the last reset."""
     kb = _status_kb("VmHWM")
     if kb is not None:
         return kb / 1024
@@ -90,7 +91,7 @@ class PeakMemory:
         self.stop()
 
     def stop(self) -> "PeakMemory":
-        self.peak_mb = max(_process_peak_mb(), self.start_mb)
+        self.peak_mb = max(process_peak_mb(), self.start_mb)
         if self._cuda():
             import torch
 

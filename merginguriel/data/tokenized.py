@@ -120,27 +120,23 @@ def cache_file(data: DataConfig, tokenizer: Any, locale: str) -> Path:
     return cache_dir(data.root, "tokenized") / f"{tokenizer_hash(tokenizer)[:16]}-{data.max_length}" / f"{locale}-{src}.pt"
 
 
+def encode(tokenizer: Any, rows: Sequence[dict], max_length: int) -> TokenizedSplit:
+    """Tokenise rows (``utt``, ``label``, ``id``) into a split, in one batched call (a fast tokenizer encodes the whole
+    batch in Rust)."""
+    seqs = tokenizer([r["utt"] for r in rows], truncation=True, max_length=max_length, padding=False,
+                     return_attention_mask=False)["input_ids"] if rows else []
+    lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    offsets = torch.zeros(len(seqs) + 1, dtype=torch.long)
+    torch.cumsum(lens, 0, out=offsets[1:])
+    flat = torch.tensor([t for s in seqs for t in s], dtype=torch.int32)
+    labels = torch.tensor([r["label"] for r in rows], dtype=torch.long)
+    return TokenizedSplit(flat, offsets, labels, [r["id"] for r in rows])
+
+
 def _tokenize_locale(data: DataConfig, tokenizer: Any, locale: str) -> dict[str, TokenizedSplit]:
     rows = load_locale(data, locale)
-    texts = [r["utt"] for split in SPLITS for r in rows[split]]
-    # One batched call: a fast tokenizer encodes the whole batch in Rust.
-    encoded = tokenizer(
-        texts, truncation=True, max_length=data.max_length, padding=False, return_attention_mask=False
-    )["input_ids"]
     TOKENIZE_CALLS[locale] += 1
-    out: dict[str, TokenizedSplit] = {}
-    start = 0
-    for split in SPLITS:
-        n = len(rows[split])
-        seqs = encoded[start : start + n]
-        start += n
-        lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-        offsets = torch.zeros(n + 1, dtype=torch.long)
-        torch.cumsum(lens, 0, out=offsets[1:])
-        flat = torch.tensor([t for s in seqs for t in s], dtype=torch.int32)
-        labels = torch.tensor([r["label"] for r in rows[split]], dtype=torch.long)
-        out[split] = TokenizedSplit(flat, offsets, labels, [r["id"] for r in rows[split]])
-    return out
+    return {split: encode(tokenizer, rows[split], data.max_length) for split in SPLITS}
 
 
 def _save(path: Path, splits: dict[str, TokenizedSplit], meta: dict) -> None:

@@ -92,15 +92,22 @@ def evaluate_model(
     """Accuracy, macro-F1 and example count of an in-memory model on each locale's ``split``."""
     from merginguriel.data import eval_dataloader
     from merginguriel.locales import check_locales
-    from merginguriel.models.classifier import IntentClassifier
 
     locales = check_locales(locales)
-    loaders = [eval_dataloader(data, tokenizer, loc, split, batch_size=batch_size) for loc in locales]
+    loaders = {loc: eval_dataloader(data, tokenizer, loc, split, batch_size=batch_size) for loc in locales}
+    return evaluate_loaders(model, tokenizer, loaders, device, progress)
+
+
+def evaluate_loaders(model: torch.nn.Module, tokenizer: Any, loaders: dict[str, Any], device: str = "auto",
+                     progress: bool = False) -> dict[str, dict]:
+    """Accuracy, macro-F1 and example count of an in-memory model on each named evaluation loader, in one Trainer call."""
+    from merginguriel.models.classifier import IntentClassifier
+
     module = IntentClassifier.from_model(model, tokenizer)
-    module.set_eval_names(locales)
+    module.set_eval_names(list(loaders))
     with quiet_lightning():
-        _trainer(device, progress).test(module, dataloaders=loaders, verbose=False)
-    return {loc: module.eval_results[loc] for loc in locales}
+        _trainer(device, progress).test(module, dataloaders=list(loaders.values()), verbose=False)
+    return {name: module.eval_results[name] for name in loaders}
 
 
 def evaluate_checkpoint(

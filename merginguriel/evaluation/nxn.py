@@ -8,7 +8,7 @@ and its evaluation batches are padded once, so both are shared by every model wi
 Outputs in ``Layout.nxn(split)`` (or ``output``):
 
 * ``cells.jsonl`` -- one JSON line per finished cell (source, target, accuracy, macro_f1, n, seconds, model hash, data
-  key), appended and fsynced as soon as its evaluation call returns. A rerun reads it and evaluates only the missing cells; cells
+  key, and the per-example predictions in dataset order, packed: merginguriel.evaluation.outputs.unpack), appended and fsynced as soon as its evaluation call returns. A rerun reads it and evaluates only the missing cells; cells
   of a model whose weights changed (another hash) or of another data configuration are recomputed.
 * ``evaluation_matrix.csv`` -- row = source model locale, column = evaluated locale, accuracy in [0, 1].
 * ``summary.json`` -- diagonal, best source per target (other than the target itself), timings, model loads.
@@ -238,4 +238,5 @@ def _evaluate_cells(model, tokenizer, source: str, targets: list[str], split: st
     total = sum(int(results[t]["n"]) for t in targets) or 1
     return [{"source": source, "target": t, "accuracy": float(results[t]["accuracy"]),
              "macro_f1": float(results[t].get("macro_f1", float("nan"))), "n": int(results[t]["n"]),
-             "seconds": round(seconds * int(results[t]["n"]) / total, 4)} for t in targets]
+             "seconds": round(seconds * int(results[t]["n"]) / total, 4),
+             "predictions": results[t].get("predictions", "")} for t in targets]

@@ -19,12 +19,12 @@ exact McNemar p-value (``gain_p``); ``vs_self`` likewise against the target's ow
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from merginguriel.evaluation.outputs import pack
 from merginguriel.jobs.select import Chosen
 from merginguriel.jobs.spec import MergeJob
 
@@ -33,17 +33,6 @@ def best_by_validation(accuracies: dict[str, float]) -> str:
     """The source with the highest validation accuracy (ties: the earlier in selection order, i.e. the more similar)."""
     names = list(accuracies)
     return max(names, key=lambda n: (accuracies[n], -names.index(n)))
-
-
-def pack(values: torch.Tensor) -> str:
-    """Per-example labels (0..59) as compact text: one byte each, base64 (300 rows -> 400 characters)."""
-    return base64.b64encode(values.to(torch.uint8).numpy().tobytes()).decode("ascii")
-
-
-def unpack(text: str) -> torch.Tensor:
-    import numpy as np
-
-    return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).astype("int64"))
 
 
 def _paired(a: torch.Tensor, b: torch.Tensor) -> dict:

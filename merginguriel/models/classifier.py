@@ -30,6 +30,15 @@ def _metrics() -> MetricCollection:
     )
 
 
+def _dataset_order(preds: torch.Tensor, order) -> torch.Tensor:
+    """Predictions of a length-sorted loader put back in dataset order (as is when the loader kept the order)."""
+    if order is None:
+        return preds
+    from merginguriel.data import to_dataset_order
+
+    return to_dataset_order(preds, order)
+
+
 class IntentClassifier(L.LightningModule):
     def __init__(
         self,
@@ -144,14 +153,21 @@ class IntentClassifier(L.LightningModule):
             self.eval_logits[dataloader_idx].append(logits.float().cpu())
 
     def on_test_epoch_end(self) -> None:
+        from merginguriel.evaluation.outputs import pack
+
         for i, (name, collection) in enumerate(zip(self.eval_names, self.eval_metrics)):
-            n = 0
+            n, predictions = 0, ""
             if self.eval_preds[i]:
                 labels = torch.cat(self.eval_labels[i])
-                collection.update(torch.cat(self.eval_preds[i]), labels)
+                preds = torch.cat(self.eval_preds[i])
+                collection.update(preds, labels)
                 n = int(labels.shape[0])
+                # the per-example predictions, in dataset order, kept beside the metrics (paired comparisons)
+                order = getattr(self.trainer.test_dataloaders[i] if isinstance(self.trainer.test_dataloaders, (list, tuple))
+                                else self.trainer.test_dataloaders, "order", None)
+                predictions = pack(_dataset_order(preds, order))
             values = {k: float(v) for k, v in collection.compute().items()}
-            self.eval_results[name] = {**values, "n": n}
+            self.eval_results[name] = {**values, "n": n, "predictions": predictions}
             if self.log_eval_results:
                 self.log_dict({f"test/{name}/{k}": v for k, v in values.items()}, add_dataloader_idx=False)
             collection.reset()
