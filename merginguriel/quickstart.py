@@ -47,7 +47,7 @@ def run_quickstart(
     """
     import yaml
 
-    from merginguriel.checkpoints import EMBEDDED, embedded_home
+    from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, embedded_home
     from merginguriel.configs import config_path
     from merginguriel.data.config import DataSource
     from merginguriel.evaluation.nxn import compute_nxn
@@ -68,7 +68,7 @@ def run_quickstart(
     spec = yaml.safe_load(config_path(sweep).read_text(encoding="utf-8"))
     plan = Sweep(**{k: v for k, v in spec.items() if k in Sweep.__dataclass_fields__})
     fixed = plan.fixed
-    backbone, root = fixed.get("backbone", EMBEDDED), str(fixed.get("root", "checkpoints"))
+    backbone, root = fixed.get("backbone", EMBEDDED), str(fixed.get("root", DEFAULT_ROOT))
     source = DataSource(**fixed.get("data", {}))
     data = source.at(root)
     targets = sorted(set(_targets(plan)))  # the points are checked only once the fine-tunes exist (K is checked against them)

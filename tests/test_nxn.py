@@ -67,7 +67,8 @@ def test_nxn_matches_per_pair_loading_and_tokenising_once(tmp_path, reference) -
     assert summary["loads"] == 3 and summary["cells"] == {"total": 9, "computed": 9, "resumed": 0}
     assert (folder / "heatmap.png").stat().st_size > 0 and (folder / "manifest.json").is_file()
     # every cell keeps its per-example predictions, in dataset order: those of a plain forward pass over the rows
-    from merginguriel.evaluation.outputs import checkpoint_outputs, unpack
+    from merginguriel.evaluation.outputs import checkpoint_outputs
+    from merginguriel.io.predictions import unpack
 
     for cell in (json.loads(line) for line in (folder / CELLS_FILE).read_text().splitlines()):
         direct = checkpoint_outputs(layout.finetuned(cell["source"]), cell["target"], "validation", data, cache=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+from merginguriel.checkpoints import DEFAULT_ROOT
+
 DataSourceKind = Literal["embedded", "release", "hub"]
 
 # The default evaluation batch (rows) everywhere: evaluation keeps no activations for a backward pass, so it affords
@@ -27,7 +29,7 @@ class DataConfig:
 
     source: DataSourceKind = "embedded"
     data_path: Optional[str] = None
-    root: str = "checkpoints"
+    root: str = DEFAULT_ROOT
     max_length: int = 128
 
     def key(self, split: str) -> str:

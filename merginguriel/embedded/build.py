@@ -21,6 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Optional
 
+from merginguriel.checkpoints import DEFAULT_ROOT
 from merginguriel.embedded.pretrain import BackboneSettings, pretrain_mlm, train_tokenizer
 from merginguriel.embedded.synthetic import GENERATOR_VERSION, SyntheticSizes, sizes_dict, write_release
 from merginguriel.embedded.typology import TABLE_PATH
@@ -169,7 +170,7 @@ def _build_backbone(out: Path, data_dir: Path, settings: BackboneSettings) -> No
 
 
 def build_embedded(
-    root: str = "checkpoints",
+    root: str = DEFAULT_ROOT,
     seed: Optional[int] = None,
     train_per_intent: Optional[int] = None,
     dev_per_intent: Optional[int] = None,

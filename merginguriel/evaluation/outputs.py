@@ -43,22 +43,6 @@ class Outputs:
         return scores(self.predictions, self.labels)
 
 
-def pack(values: torch.Tensor) -> str:
-    """Per-example labels (0..59) as compact text, kept beside the metrics of every evaluation: one byte each, base64
-    (300 rows -> 400 characters)."""
-    import base64
-
-    return base64.b64encode(values.to(torch.uint8).cpu().numpy().tobytes()).decode("ascii")
-
-
-def unpack(text: str) -> torch.Tensor:
-    import base64
-
-    import numpy as np
-
-    return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).astype("int64"))
-
-
 def scores(predictions: torch.Tensor, labels: torch.Tensor) -> dict:
     """Accuracy and macro-F1 of predicted labels, with the same torchmetrics definitions as the evaluation module."""
     from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score

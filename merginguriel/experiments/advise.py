@@ -111,7 +111,7 @@ def advise(
     from merginguriel.evaluation.paired import compare
     from merginguriel.experiments.db import ResultsDB
     from merginguriel.experiments.runner import Sweep, run_sweep
-    from merginguriel.evaluation.outputs import unpack
+    from merginguriel.io.predictions import unpack
     from merginguriel.locales import check_locale, check_locales
 
     check_locale(target)

@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from merginguriel.evaluation.outputs import pack
+from merginguriel.io.predictions import pack
 from merginguriel.jobs.select import Chosen
 from merginguriel.jobs.spec import MergeJob
 

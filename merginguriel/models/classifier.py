@@ -153,7 +153,7 @@ class IntentClassifier(L.LightningModule):
             self.eval_logits[dataloader_idx].append(logits.float().cpu())
 
     def on_test_epoch_end(self) -> None:
-        from merginguriel.evaluation.outputs import pack
+        from merginguriel.io.predictions import pack
 
         for i, (name, collection) in enumerate(zip(self.eval_names, self.eval_metrics)):
             n, predictions = 0, ""

@@ -6,6 +6,7 @@ import os
 
 import pandas as pd
 
+from merginguriel.checkpoints import DEFAULT_ROOT
 from merginguriel.errors import InputError
 from merginguriel.locales import LOCALES, check_locale, check_locales
 from merginguriel.similarity.real import read_nxn, real_scores, real_similarity
@@ -20,7 +21,7 @@ def similarity_matrix(
     locales: list[str],
     nxn_csv: str | os.PathLike | None = None,
     feature_set: str = DEFAULT_FEATURE_SET,
-    root: str | os.PathLike | None = "checkpoints",
+    root: str | os.PathLike | None = DEFAULT_ROOT,
 ) -> pd.DataFrame:
     """Square similarity over ``locales`` (index = columns), values in [0, 1], ``S.loc[target, source]``.
 
@@ -49,7 +50,7 @@ def select_for_target(
     candidates: list[str] | None = None,
     nxn_csv: str | os.PathLike | None = None,
     feature_set: str = DEFAULT_FEATURE_SET,
-    root: str | os.PathLike | None = "checkpoints",
+    root: str | os.PathLike | None = DEFAULT_ROOT,
     temperature: float = DEFAULT_TEMPERATURE,
 ) -> Selection:
     """Select and weight ``num_sources`` sources for ``target`` by a named similarity.

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from merginguriel.checkpoints import DEFAULT_ROOT
 from merginguriel.errors import InputError
 from merginguriel.io import atomic_write_text
 from merginguriel.locales import ISO639_3, ISO639_3_MACRO, check_locales
@@ -231,7 +232,7 @@ def uriel_similarity(
     locales: list[str],
     kind: str = "uriel",
     feature_set: str = DEFAULT_FEATURE_SET,
-    root: str | os.PathLike | None = "checkpoints",
+    root: str | os.PathLike | None = DEFAULT_ROOT,
 ) -> pd.DataFrame:
     """Square URIEL similarity between MASSIVE locales, values in [0, 1], symmetric, 1 on the diagonal.
 
