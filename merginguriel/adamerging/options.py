@@ -1,4 +1,4 @@
-"""Options of `merginguriel merge --method adamerging` (the `adamerging.*` and `trainer.*` groups of the merge CLI)."""
+"""Options of `merginguriel merge --merge.method adamerging` (the `adamerging.*` and `trainer.*` groups of the merge CLI)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`merginguriel merge --method adamerging`: learn the coefficients with a Lightning Trainer, then write the merged model.
+"""`merginguriel merge --merge.method adamerging`: learn the coefficients with a Lightning Trainer, then write the merged model.
 
 The written model is exactly task arithmetic with the learned coefficients, θ_b + Σ_i λ_i τ_i (per tensor for
 layer-wise), saved as a Hugging Face folder with ``coefficients.json``, the step-by-step log (``metrics.csv``) and
@@ -50,7 +50,7 @@ def check_spec(spec: Any, options: AdaMergingOptions):
     check any merge makes (merging.validate.check_inputs: base, sources, labels, architecture, weights, IncTar/ExcTar)."""
     if getattr(spec, "target", None) is None:
         raise InputError(
-            "AdaMerging adapts on the target locale's unlabelled utterances, but no target was given; pass --target LOCALE"
+            "AdaMerging adapts on the target locale's unlabelled utterances, but no target was given; set the target (--target LOCALE)"
         )
     from merginguriel.locales import check_locale
 

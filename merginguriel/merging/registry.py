@@ -14,7 +14,7 @@ A method is a function ``fn(block: Block, params: P) -> torch.Tensor`` registere
         eps: float = 1e-6
 
         def __post_init__(self):                 # validate; raise InputError naming problem and fix
-            if self.eps < 0: raise InputError("fisher: eps must be >= 0; pass --method_params.eps 1e-6")
+            if self.eps < 0: raise InputError("fisher: eps must be >= 0; pass --merge.params.eps 1e-6")
 
     @register("fisher", FisherParams, inputs="models", needs=("fisher",))
     def fisher(block: Block, p: FisherParams) -> torch.Tensor:

@@ -166,7 +166,7 @@ def check_inputs(spec: MergeSpec, weights: list[float] | None = None) -> Inputs:
         raise InputError(f"the source weights {weights} sum to zero; give at least one positive weight")
 
     if spec.output.exists() and not spec.overwrite:
-        raise InputError(f"output {spec.output} already exists; choose another --run name or pass --overwrite true")
+        raise InputError(f"output {spec.output} already exists; choose another --run or --output, or pass --overwrite true")
     for s in spec.sources:
         if spec.output.resolve() == s.path.resolve() or spec.output.resolve() == spec.base.resolve():
             raise InputError(f"output {spec.output} is one of the inputs; write the merge to a new folder")

@@ -74,7 +74,7 @@ def select_for_target(
     options: dict = {}
     if similarity == "real":
         if nxn_csv is None:
-            raise InputError("--similarity real needs the NxN matrix: pass --nxn (the validation split's evaluation_matrix.csv)")
+            raise InputError("REAL similarity needs the NxN matrix: pass nxn_csv (the validation split's evaluation_matrix.csv; selection.nxn in a merge job)")
         nxn = read_nxn(nxn_csv)
         candidates = check_locales(list(nxn.index) if candidates is None else candidates)
         sources = list(dict.fromkeys([*candidates, *([target] if include_target else [])]))
@@ -83,7 +83,7 @@ def select_for_target(
             if target not in nxn.index:
                 raise InputError(
                     f"Sinkhorn weighting with REAL similarity balances the square NxN matrix over the target and its "
-                    f"candidates, but {target} has no model row in {nxn_csv}; use --weighting scores, or fine-tune "
+                    f"candidates, but {target} has no model row in {nxn_csv}; use --selection.weighting scores, or fine-tune "
                     f"{target} and rerun `merginguriel nxn`"
                 )
             frame = real_similarity(nxn, list(dict.fromkeys([*candidates, target])))

@@ -117,7 +117,7 @@ def sinkhorn_weights(
         raise InputError(
             f"Sinkhorn weighting balances the square similarity over the target and its candidates, but "
             f"{', '.join(absent)} is missing as a row or column (for REAL: the target needs its own model in the NxN "
-            "matrix); use --weighting scores, or complete the matrix"
+            "matrix); use --selection.weighting scores, or complete the matrix"
         )
     square = similarity.loc[locales, locales].astype(float)
     sparse = topk_mask(square, len(sources), exclude_self=not include_target)
@@ -176,7 +176,7 @@ def select_sources(
     if num_sources > len(pool):
         raise InputError(
             f"num_sources={num_sources} but only {len(pool)} candidate source(s) for {target} "
-            f"({'IncTar' if include_target else 'ExcTar'}): {', '.join(pool) or 'none'}; lower --num_sources or add models"
+            f"({'IncTar' if include_target else 'ExcTar'}): {', '.join(pool) or 'none'}; lower selection.num_sources or add models"
         )
     row = similarity.loc[target, pool].astype(float)
     if not np.isfinite(row.to_numpy()).all() or (row < 0).any():

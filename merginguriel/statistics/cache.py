@@ -58,13 +58,13 @@ def _example_rows(data: DataConfig, tokenizer, locales: list[str], split: str, e
 def _data_locales(params: Any, target: str | None, source_locale: str | None, source_name: str) -> list[str]:
     if params.data in ("target", "both") and target is None:
         raise InputError(
-            f"statistics from the target's data (method_params.data={params.data}) need --target; "
-            "pass the target locale or use method_params.data=sources"
+            f"statistics from the target's data (merge.params.data={params.data}) need --target; "
+            "pass the target locale or use merge.params.data=sources"
         )
     if params.data in ("sources", "both") and source_locale is None:
         raise InputError(
-            f"source {source_name} has no locale, so its own data cannot be read (method_params.data={params.data}); "
-            "give its locale or use method_params.data=target"
+            f"source {source_name} has no locale, so its own data cannot be read (merge.params.data={params.data}); "
+            "give its locale or use merge.params.data=target"
         )
     return {"target": [target], "sources": [source_locale], "both": [target, source_locale]}[params.data]
 
@@ -103,7 +103,7 @@ def source_statistics(
     if params.split not in ("train", "validation"):
         raise InputError(
             f"{kind} statistics use unlabelled train or validation utterances, not {params.split!r} "
-            "(the test split stays unseen); pass method_params.split=validation or train"
+            "(the test split stays unseen); pass merge.params.split=validation or train"
         )
     if params.examples < 1:
         raise InputError(f"{kind}: examples must be at least 1, got {params.examples}")

@@ -18,7 +18,7 @@ def check_fraction(method: str, name: str, value: float, allow_zero: bool = Fals
     ok = (0.0 <= value <= 1.0) if allow_zero else (0.0 < value <= 1.0)
     if not ok or math.isnan(value):
         interval = "[0, 1]" if allow_zero else "(0, 1]"
-        raise InputError(f"{method}: {name}={value} is outside {interval}; pass e.g. --method_params.{name} 0.2")
+        raise InputError(f"{method}: {name}={value} is outside {interval}; pass e.g. --merge.params.{name} 0.2")
 
 
 def keep_count(fraction: float, n: int, rounding: str = "ceil") -> int:

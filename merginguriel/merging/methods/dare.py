@@ -37,5 +37,5 @@ def check_dare(params, k: int) -> None:
     if not (0.0 <= params.p < 1.0) or math.isnan(params.p):
         raise InputError(
             f"DARE drop probability p={params.p} must be in [0, 1) (mergekit's keep rate density = 1 - p in (0, 1]); "
-            "pass e.g. --method_params.p 0.9"
+            "pass e.g. --merge.params.p 0.9"
         )

@@ -36,9 +36,9 @@ class FisherParams:
 
     def __post_init__(self) -> None:
         if self.eps <= 0:
-            raise InputError(f"fisher: eps must be > 0 (got {self.eps}); pass e.g. --method_params.eps 1e-6")
+            raise InputError(f"fisher: eps must be > 0 (got {self.eps}); pass e.g. --merge.params.eps 1e-6")
         if self.examples < 1:
-            raise InputError(f"fisher: examples must be at least 1 (got {self.examples}); e.g. --method_params.examples 256")
+            raise InputError(f"fisher: examples must be at least 1 (got {self.examples}); e.g. --merge.params.examples 256")
 
 
 @register("fisher", FisherParams, inputs="models", needs=("fisher",))

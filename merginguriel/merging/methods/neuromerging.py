@@ -84,10 +84,10 @@ def _check(p: NeuroMergingParams, k: int) -> None:
     if not 0.0 <= p.mask_rate < 1.0 or math.isnan(p.mask_rate):
         raise InputError(
             f"neuromerging: mask_rate={p.mask_rate} must be in [0, 1) (1 would mask everything); pass e.g. "
-            f"--method_params.mask_rate {PUBLISHED_MASK_RATE if p.variant == 'published' else RESEARCH_LOG_MASK_RATE}"
+            f"--merge.params.mask_rate {PUBLISHED_MASK_RATE if p.variant == 'published' else RESEARCH_LOG_MASK_RATE}"
         )
     if p.lambda_2_cap < 1.0:
-        raise InputError(f"neuromerging: lambda_2_cap={p.lambda_2_cap} must be >= 1; pass e.g. --method_params.lambda_2_cap 2.0")
+        raise InputError(f"neuromerging: lambda_2_cap={p.lambda_2_cap} must be >= 1; pass e.g. --merge.params.lambda_2_cap 2.0")
 
 
 def is_neuronal(name: str, shape: tuple[int, ...]) -> bool:

@@ -41,7 +41,7 @@ class RegMeanParams:
         if not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"regmean: alpha must be in [0, 1] (got {self.alpha}); the paper's default is 0.6")
         if self.examples < 1 or self.batch_size < 1:
-            raise InputError("regmean: examples and batch_size must be at least 1; e.g. --method_params.examples 256")
+            raise InputError("regmean: examples and batch_size must be at least 1; e.g. --merge.params.examples 256")
 
 
 def scaled_gram(gram: torch.Tensor, alpha: float) -> torch.Tensor:
