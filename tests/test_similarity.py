@@ -142,8 +142,17 @@ def test_similarity_cli_writes_csv_and_heatmap(tmp_path, capsys) -> None:
     bad = tmp_path / "bad"
     assert cli_main(["similarity", "--kind", "uriel_phonological", "--locales", "[it-IT, en-US]", "--output", str(bad)]) == 2
     assert "it-IT" in capsys.readouterr().err and not bad.exists()
-    # existing output refused
+    # the same inputs again: reused as it is (a rerun is idempotent)
+    stamp = (out / "similarity.csv").stat().st_mtime_ns
+    assert cli_main(["similarity", "--kind", "uriel", "--locales", "[en-US, de-DE, sw-KE]", "--output", str(out),
+                     "--root", str(tmp_path)]) == 0
+    assert "reused" in capsys.readouterr().out and (out / "similarity.csv").stat().st_mtime_ns == stamp
+    # an existing output of other inputs is refused, and replaced only with --overwrite
     assert cli_main(["similarity", "--locales", "[en-US, de-DE]", "--output", str(out), "--root", str(tmp_path)]) == 2
+    assert "other inputs" in capsys.readouterr().err
+    assert cli_main(["similarity", "--locales", "[en-US, de-DE]", "--output", str(out), "--root", str(tmp_path),
+                     "--overwrite", "true"]) == 0
+    assert list(pd.read_csv(out / "similarity.csv", index_col=0).index) == ["en-US", "de-DE"]
 
 
 def test_similarity_cli_real(tmp_path) -> None:

@@ -42,10 +42,9 @@ def write_compatibility(
         overwrite: replace an output computed from other inputs (an identical one is reused without it).
         device: device for the CKA forward passes.
     """
-    import json
-
     from merginguriel.checkpoints import Layout, is_finished
-    from merginguriel.io import atomic_dir, checkpoint_ref, read_manifest, write_manifest
+    from merginguriel.io import atomic_dir, checkpoint_ref, write_manifest
+    from merginguriel.io.manifest import reusable
     from merginguriel.locales import check_locales
 
     layout = Layout.for_backbone(backbone, root)
@@ -62,20 +61,13 @@ def write_compatibility(
         raise InputError(f"no shared base at {layout.base}; create it with `merginguriel base --backbone {backbone}`")
     out = Path(output) if output else layout.compatibility(kind)
     models = {loc: layout.finetuned(loc) for loc in locales}
-    inputs = json.loads(json.dumps({
+    inputs = {
         "metric": kind, "locales": locales, "base": checkpoint_ref(layout.base)["hash"],
         "models": {loc: checkpoint_ref(p)["hash"] for loc, p in models.items()}, "exclude": exclude or [],
         **({"split": split, "max_examples": max_examples, "data": data.__dict__} if kind == "cka" else {}),
-    }))
-    if out.exists():
-        try:
-            same = read_manifest(out).get("inputs") == inputs
-        except FileNotFoundError:
-            same = False
-        if same and not overwrite:
-            return out, True
-        if not overwrite:
-            raise InputError(f"{out} holds a compatibility matrix of other inputs; pass --overwrite true or choose another --output")
+    }
+    if reusable(out, inputs, overwrite, "a compatibility matrix"):
+        return out, True
     start = time.perf_counter()
     if kind == "cosine":
         from merginguriel.compatibility.cosine import task_vector_cosine

@@ -47,3 +47,23 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
         )
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def reusable(folder: str | os.PathLike, inputs: dict, overwrite: bool, what: str) -> bool:
+    """Whether ``folder`` already holds the result of exactly these ``inputs`` (its manifest's ``inputs``), so a rerun
+    reuses it. A folder made from other inputs is refused unless ``overwrite`` (then it is recomputed); so is one
+    that is not a finished output."""
+    from merginguriel.errors import InputError
+
+    folder = Path(folder)
+    if not folder.exists():
+        return False
+    try:
+        same = read_manifest(folder).get("inputs") == json.loads(json.dumps(inputs, default=str))
+    except FileNotFoundError:
+        same = False
+    if overwrite:
+        return False
+    if same:
+        return True
+    raise InputError(f"{folder} holds {what} computed from other inputs; pass --overwrite true or choose another --output")

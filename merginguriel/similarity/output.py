@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 
 from pathlib import Path
 from typing import Optional
 
 from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, SIMILARITY_MATRIX, Layout
 from merginguriel.errors import InputError
-from merginguriel.io import atomic_dir, read_manifest, write_manifest
+from merginguriel.io import atomic_dir, write_manifest
+from merginguriel.io.manifest import reusable
 from merginguriel.locales import LOCALES
 from merginguriel.similarity.matrix import SIMILARITY_KINDS, similarity_matrix
 from merginguriel.similarity.real import nxn_file, nxn_record, read_nxn
@@ -60,15 +60,8 @@ def write_similarity(
                 locales = list(LOCALES)
     inputs = {"similarity": kind, "feature_set": feature_set if kind == "uriel" else None, "nxn": nxn_rec,
               "locales": sorted(locales)}
-    if out.exists():
-        try:
-            same = read_manifest(out).get("inputs") == json.loads(json.dumps(inputs))
-        except FileNotFoundError:
-            same = False
-        if same and not overwrite:
-            return out, True
-        if not overwrite:
-            raise InputError(f"{out} holds a similarity computed from other inputs; pass --overwrite true or choose another --output")
+    if reusable(out, inputs, overwrite, "a similarity matrix"):
+        return out, True
     matrix = similarity_matrix(kind, list(locales), nxn_csv=nxn, feature_set=feature_set, root=root)
     from merginguriel.plots import heatmap
 
