@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 env: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/merginguriel quickstart --config configs/quickstart.yaml
+	$(VENV)/bin/merginguriel quickstart --config quickstart
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
