@@ -1,4 +1,4 @@
-"""The MASSIVE 1.1 facts every other module imports: locales, intent and scenario label orders, ISO 639-3 codes.
+"""The MASSIVE 1.1 facts every other module imports: locales, intent and scenario label orders, ISO 639-3 and 639-1 codes.
 
 Label orders are the hub's ClassLabel orders, so project checkpoints line up with public ones.
 """
@@ -58,6 +58,10 @@ ISO639_3_MACRO: dict[str, str] = {
     "sq-AL": "sqi", "sw-KE": "swa", "zh-CN": "zho", "zh-TW": "zho",
 }
 
+# ISO 639-1 codes, as Hugging Face model cards list languages: every MASSIVE locale code starts with its language's
+# two-letter code (zh-CN and zh-TW are both zh).
+ISO639_1: dict[str, str] = {loc: loc.split("-")[0] for loc in LOCALES}
+
 # Dataset splits as the hub names them, and the partition names of the official jsonl release.
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 RELEASE_PARTITION_TO_SPLIT: dict[str, str] = {"train": "train", "dev": "validation", "test": "test"}
@@ -95,3 +99,8 @@ def check_locales(locales: Iterable[str]) -> list[str]:
 def iso639_3(locale: str) -> str:
     """The ISO 639-3 code used for URIEL look-ups of a MASSIVE locale."""
     return ISO639_3[check_locale(locale)]
+
+
+def iso639_1(locale: str) -> str:
+    """The ISO 639-1 code of a MASSIVE locale's language (model cards list languages so)."""
+    return ISO639_1[check_locale(locale)]

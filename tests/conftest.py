@@ -138,6 +138,33 @@ def write_release_data(folder: Path, locales: list[str], per_intent: tuple[int, 
     return Path(folder)
 
 
+def cache_hub_model(cache: Path, repo_id: str, folder: Path) -> Path:
+    """Put ``folder``'s model files (weights, config, tokenizer: no manifest or card) into a Hugging Face hub cache
+    exactly as ``snapshot_download`` leaves them, with the hub library's own naming and linking:
+    ``models--<namespace>--<name>/blobs/<hash>``, ``snapshots/<commit>/<file>`` linked to the blobs, ``refs/main``
+    naming the commit. Returns the snapshot folder."""
+    import hashlib
+    import shutil
+
+    from huggingface_hub.file_download import _create_symlink, repo_folder_name
+
+    from merginguriel.io import file_sha256
+
+    storage = Path(cache) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = storage / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (storage / "blobs").mkdir()
+    for f in sorted(Path(folder).iterdir()):
+        if f.is_file() and f.name not in ("manifest.json", "README.md"):
+            blob = storage / "blobs" / file_sha256(f)
+            shutil.copyfile(f, blob)
+            _create_symlink(str(blob), str(snapshot / f.name))
+    (storage / "refs").mkdir()
+    (storage / "refs" / "main").write_text(commit)
+    return snapshot
+
+
 # --- MASSIVE release-format data -------------------------------------------------------------------------------
 PARTITION_SIZES = {"train": 40, "dev": 12, "test": 15}
 

@@ -69,6 +69,12 @@ def test_adamerging_lowers_entropy_and_writes_task_arithmetic(world):
     assert [s["locale"] for s in manifest["sources"]] == SOURCES and manifest["adaptation"]["split"] == "validation"
     assert manifest["warnings"] == []
     assert (out / "metrics.csv").read_text().count("lambda/de-DE/mean") == 1  # coefficients logged with every step
+    # the model card lists every source with its weight and its learned coefficients' mean
+    card = (out / "README.md").read_text()
+    assert "\n- merge\n- adamerging\n" in card and "learned coefficient (mean over tensors)" in card
+    for s, w in zip(SOURCES, manifest["weights_normalised"]):
+        mean = sum(coeffs[s].values()) / len(coeffs[s])
+        assert f"| {s} | {w:.4f} | {mean:.4g} | fine-tuned from the shared base |" in card
 
 
 def test_frozen_taskwise_equals_task_arithmetic_and_forward_matches(world):

@@ -59,6 +59,7 @@ def test_fit_then_test_end_to_end(workspace: Path) -> None:
     assert manifest["base"] == {"path": str(root / "tiny" / "base"), "hash": base_manifest["hash"]}
     assert manifest["hash"] == checkpoint_hash(out)
     assert manifest["metrics"]["best_val_accuracy"] > 0.2  # 60 classes: chance is 0.017
+    assert manifest["warnings"] == []  # a fit that learned raises no near-chance warning
     # The exported folder holds the best checkpoint's weights, not the last epoch's.
     best = torch.load(manifest["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
     exported = load_file(out / "model.safetensors")
@@ -179,3 +180,69 @@ def test_best_checkpoint_survives_a_kill_between_saves(tmp_path: Path) -> None:
     assert path == str(tmp_path / "best-epoch=06.ckpt") and score == pytest.approx(0.61)
     callback.best_model_path = str(tmp_path / "best-epoch=07.ckpt")  # normally the callback's record is right
     assert best_checkpoint(callback)[0] == str(tmp_path / "best-epoch=07.ckpt")
+
+
+def front_matter(card: Path) -> dict:
+    import yaml
+
+    text = card.read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+def test_a_fit_without_config_takes_its_backbones_recipe(tmp_path: Path) -> None:
+    """On the embedded backbone, no --config means the fit-embedded recipe (the library default learning rate, meant for
+    XLM-R, leaves the tiny backbone at chance)."""
+    import yaml
+
+    from merginguriel.configs import config_path
+    from merginguriel.embedded.build import build_embedded
+
+    build_embedded(root=str(tmp_path / "ck"), train_per_intent=2, dev_per_intent=1, test_per_intent=1, vocab_size=1500,
+                   hidden_size=32, num_layers=1, num_heads=2, pretrain_steps=1)
+    proc = run_cli(["fit", "--data.locales", "es-ES", "--model.root", str(tmp_path / "ck"), "--trainer.max_epochs", "1",
+                    "--trainer.enable_progress_bar", "false"], cwd=tmp_path)
+    assert "no --config given; using the fit-embedded recipe for this backbone" in proc.stderr
+    recipe = yaml.safe_load(config_path("fit-embedded").read_text())
+    out = tmp_path / "ck" / "embedded-tiny" / "finetuned" / "es-ES"
+    manifest = read_manifest(out)
+    config = manifest["config"]
+    assert config["model"]["learning_rate"] == recipe["model"]["learning_rate"] != 5e-5
+    assert config["data"]["max_length"] == recipe["data"]["max_length"] and config["model"]["backbone"] == "embedded"
+    # its model card: synthetic data (no MASSIVE dataset, the project's licence), the locale's language, the recipe
+    meta = front_matter(out / "README.md")
+    assert meta["license"] == "apache-2.0" and "datasets" not in meta and "base_model" not in meta
+    assert meta["language"] == ["es"] and "synthetic-data" in meta["tags"] and meta["library_name"] == "transformers"
+    assert f"learning rate {recipe['model']['learning_rate']:.4g}" in (out / "README.md").read_text()
+
+
+def test_print_config_shows_the_recipe_of_an_xlmr_fit(tmp_path: Path) -> None:
+    import yaml
+
+    from merginguriel.configs import config_path
+
+    proc = run_cli(["fit", "--model.backbone", "FacebookAI/xlm-roberta-base", "--data.locales", "de-DE", "--print_config"], cwd=tmp_path)
+    assert "using the fit-xlmr-base recipe" in proc.stderr
+    shown, recipe = yaml.safe_load(proc.stdout), yaml.safe_load(config_path("fit-xlmr-base").read_text())
+    for section, key in (("data", "source"), ("trainer", "accelerator"), ("trainer", "log_every_n_steps"), ("model", "learning_rate")):
+        assert shown[section][key] == recipe[section][key]
+    assert shown["data"]["source"] == "hub" and shown["data"]["locales"] == "de-DE"  # the recipe, with the command line on top
+
+
+def test_a_fit_left_near_chance_ends_with_a_loud_warning(workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "chance"
+    proc = run_cli(fit_args(workspace, "--model.learning_rate", "1e-9", "--trainer.max_epochs", "1", "--output", str(out)),
+                   cwd=workspace)
+    manifest = read_manifest(out)
+    assert manifest["metrics"]["best_val_accuracy"] < 3 / 60
+    (warning,) = manifest["warnings"]
+    assert "near chance" in warning and "--config fit-embedded" in warning and "--config fit-xlmr-base" in warning
+    assert f"\nWARNING: {warning}\n" in proc.stdout  # the last thing the fit prints, on a line of its own
+    assert proc.stdout.rstrip().endswith(warning)
+    card = (out / "README.md").read_text()
+    assert f"> **Warning:** {warning}" in card
+    meta = front_matter(out / "README.md")
+    assert meta["datasets"] == ["AmazonScience/massive"] and meta["license"] == "cc-by-4.0" and meta["language"] == ["es"]
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"]["config"] == "es-ES" and result["dataset"]["split"] == "validation"
+    assert result["metrics"][0]["value"] == round(manifest["metrics"]["best_val_accuracy"], 4)

@@ -8,7 +8,7 @@ import pytest
 
 from merginguriel.errors import InputError
 from merginguriel.io import atomic_dir, read_manifest, write_json_atomic, write_manifest
-from merginguriel.locales import INTENTS, ISO639_3, LOCALES, SCENARIOS, check_locale, check_locales
+from merginguriel.locales import INTENTS, ISO639_1, ISO639_3, LOCALES, SCENARIOS, check_locale, check_locales, iso639_1
 
 
 def test_locales_and_labels() -> None:
@@ -20,6 +20,16 @@ def test_locales_and_labels() -> None:
     assert (INTENTS[0], INTENTS[13], INTENTS[48], INTENTS[59]) == ("datetime_query", "weather_query", "alarm_set", "lists_query")
     assert {i.split("_")[0] for i in INTENTS} <= set(SCENARIOS)
     assert ISO639_3["zh-CN"] == ISO639_3["zh-TW"] == "cmn" and ISO639_3["sl-SL"] == "slv"
+
+
+def test_iso639_1_codes_for_model_cards() -> None:
+    assert set(ISO639_1) == set(LOCALES)
+    assert all(len(code) == 2 and code.isalpha() and code.islower() for code in ISO639_1.values())
+    # spot checks against ISO 639-1 where a locale's country says nothing of its language
+    spot = {"sw-KE": "sw", "nb-NO": "nb", "jv-ID": "jv", "tl-PH": "tl", "he-IL": "he", "sq-AL": "sq", "zh-TW": "zh", "ur-PK": "ur"}
+    assert {loc: iso639_1(loc) for loc in spot} == spot
+    with pytest.raises(InputError, match="unknown locale 'xx-XX'"):
+        iso639_1("xx-XX")
 
 
 def test_locale_errors_list_the_valid_ones() -> None:

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("merginguriel.cli.report", "verdicts, tables and plots: `report sweep --db ...` or `report models --merged ...`"),
     "advise": ("merginguriel.cli.advise:advise", "pilot merges on validation data: merge or not?"),
     "quickstart": ("merginguriel.cli.quickstart:quickstart", "the whole flow end to end (embedded default unless configured)"),
+    "push": ("merginguriel.cli.push:push", "upload a model folder with its model card to the Hugging Face hub"),
 }
 # Commands with sub-forms: name -> {form: function}
 FORMS = {"report": {"sweep": "report_sweep", "models": "report_models"}}

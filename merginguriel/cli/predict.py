@@ -58,7 +58,7 @@ def predict(
                 "gold_intent": INTENTS[int(r["label"])]} for r, p, c in zip(rows, pred, conf)]
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(records[0]) if records else ["id"])
+        writer = csv.DictWriter(buf, fieldnames=["id", "utterance", "predicted_intent", "probability", "gold_intent"])
         writer.writeheader()
         writer.writerows(records)
         text = buf.getvalue()

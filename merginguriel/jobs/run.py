@@ -155,7 +155,7 @@ def run_job(
 ) -> JobResult:
     """Run ``job``: choose, merge (or reuse a finished merge of the same job and inputs), and judge it on
     ``job.evaluate.splits`` when ``evaluate`` and the job has a target. The evaluation is also written into the merged
-    model's manifest. ``origin`` records who made the merge (``merge``, ``sweep``): a sweep removes only sweeps' merges."""
+    model's manifest and its model card. ``origin`` records who made the merge (``merge``, ``sweep``): a sweep removes only sweeps' merges."""
     from merginguriel.checkpoints import is_finished
     from merginguriel.io import read_manifest, remove_dead_temporaries, write_json_atomic
 
@@ -196,6 +196,9 @@ def run_job(
             manifest = read_manifest(out)
             manifest["evaluation"] = {**(manifest.get("evaluation") or {}), **evaluation}
             write_json_atomic(out / "manifest.json", manifest)
+            from merginguriel.models.card import write_card
+
+            write_card(out, manifest)  # the card shows the judgement too
     timings["total_s"] = time.perf_counter() - t0
     return JobResult(plan, reused, evaluation, timings)
 

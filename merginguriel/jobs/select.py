@@ -34,7 +34,9 @@ class Chosen:
 
     @property
     def names(self) -> list[str]:
-        return [loc or p.name for loc, p in zip(self.locales, self.paths)]
+        from merginguriel.models.hub import hub_id_of
+
+        return [loc or hub_id_of(p) or p.name for loc, p in zip(self.locales, self.paths)]
 
 
 def validation_nxn(job: MergeJob) -> Optional[Path]:
@@ -92,7 +94,14 @@ def _explicit(job: MergeJob) -> Chosen:
         else:
             path = Path(token)
             if not path.is_dir():
-                raise InputError(f"source {token!r} is neither a MASSIVE locale nor a checkpoint folder; check the name or path")
+                from merginguriel.models.hub import is_hub_id, resolve_hub_model
+
+                if not is_hub_id(token):
+                    raise InputError(
+                        f"source {token!r} is neither a MASSIVE locale, a checkpoint folder nor a hub model id "
+                        "(namespace/name); check the name or path"
+                    )
+                path = resolve_hub_model(token)
             try:
                 locales.append(read_manifest(path).get("locale"))
             except FileNotFoundError:
@@ -101,7 +110,9 @@ def _explicit(job: MergeJob) -> Chosen:
     given = job.selection.weights
     weights = [float(w) for w in given] if given is not None else [1.0] * len(paths)
     origin = "manual" if given is not None else "average"
-    record = {"origin": origin, "sources": [loc or str(p) for loc, p in zip(locales, paths)], "weights": weights}
+    from merginguriel.models.hub import hub_id_of
+
+    record = {"origin": origin, "sources": [loc or hub_id_of(p) or str(p) for loc, p in zip(locales, paths)], "weights": weights}
     return Chosen(locales, paths, weights, record)
 
 

@@ -42,8 +42,8 @@ class SelectionConfig:
     """Which models take part.
 
     Args:
-        sources: explicit sources: locales (their fine-tuned models under the root) or checkpoint folders; leave
-            ``similarity`` unset then.
+        sources: explicit sources: locales (their fine-tuned models under the root), checkpoint folders or hub model
+            ids (``namespace/name``, fetched into the Hugging Face cache); leave ``similarity`` unset then.
         weights: one weight per explicit source (default: equal weights).
         similarity: select the sources by similarity instead: ``uriel`` (lang2vec feature cosine), ``uriel_<distance>``
             (genetic, syntactic, featural, phonological, inventory, geographic, script) or ``real`` (measured transfer).

@@ -31,7 +31,7 @@ from merginguriel.merging.validate import OUT_DTYPES, Plan, prepare
 from merginguriel.merging.writer import SafetensorsWriter
 
 Item = tuple[str, int, int]  # tensor name, first row, end row
-_SKIP_FILES = {"manifest.json", "model.safetensors.index.json", "pytorch_model.bin.index.json"}
+_SKIP_FILES = {"manifest.json", "README.md", "model.safetensors.index.json", "pytorch_model.bin.index.json"}
 _SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".ckpt", ".pth")
 _MAX_BLOCK_ELEMS = (30 << 20) // 4  # below glibc's largest mmap threshold (32 MB), see _keep_freed_memory
 

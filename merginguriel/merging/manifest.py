@@ -5,7 +5,8 @@ which path made it: ``method`` and ``params``, the shared ``base`` and the ``sou
 origin) with the normalised weights, the ``target``, IncTar/ExcTar, the ``selection`` (how the sources were chosen:
 similarity, scores, NxN file/split/hash), ``exclude``, ``statistics``, ``seed``, ``dtype``, ``device``, ``timings``
 and ``memory`` (the job's own peak, see merginguriel.memory), plus the ``job`` that asked for it when a merge job did.
-Method-specific records (AdaMerging's coefficients and adaptation log) go under ``extra`` keys.
+Method-specific records (AdaMerging's coefficients and adaptation log) go under ``extra`` keys. The model card
+(README.md) is written from the manifest right after it, inside the caller's atomic write.
 """
 
 from __future__ import annotations
@@ -60,3 +61,6 @@ def write_merged_manifest(
         job=job,
         **extra,
     )
+    from merginguriel.models.card import write_card
+
+    write_card(folder)

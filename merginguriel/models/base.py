@@ -52,9 +52,16 @@ def ensure_base(
 
     # The seed fixes the freshly initialised classification head (the encoder comes from the checkpoint).
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=NUM_INTENTS, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID)
-    )
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=NUM_INTENTS, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID)
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as err:  # a hub id that is not cached while offline, not on the hub, or not reachable
+        if Path(source).is_dir():
+            raise
+        from merginguriel.models.hub import unavailable
+
+        raise unavailable(source, err) from err
     export_hf(model, tokenizer, folder, kind="base", backbone=backbone, source=source, seed=seed, overwrite=False)
     return folder

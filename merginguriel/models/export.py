@@ -1,5 +1,5 @@
 """Saving and loading models as plain Hugging Face folders (config.json with labels, model.safetensors, tokenizer files)
-plus manifest.json, written atomically."""
+plus manifest.json and the model card (README.md), written atomically."""
 
 from __future__ import annotations
 
@@ -42,11 +42,15 @@ def export_hf(
     overwrite: bool = False,
     **manifest: Any,
 ) -> Path:
-    """Write ``model`` (+ tokenizer) to ``folder`` atomically with a manifest that records ``kind``, the weights' hash and ``manifest``."""
+    """Write ``model`` (+ tokenizer) to ``folder`` atomically with a manifest that records ``kind``, the weights' hash and
+    ``manifest``, and the model card made from it."""
+    from merginguriel.models.card import write_card
+
     folder = Path(folder)
     with atomic_dir(folder, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         write_manifest(tmp, kind, hash=checkpoint_hash(tmp), weights_stat=weights_stat(tmp), **manifest)
+        write_card(tmp)
     return folder

@@ -1,0 +1,143 @@
+"""Models named by Hugging Face hub id: resolving an id into the standard HF cache, and telling an id from a locale or a
+folder.
+
+A source given as ``namespace/name`` is fetched with ``huggingface_hub.snapshot_download`` (weights as safetensors,
+config and tokenizer files only: a merge reads nothing else) into the cache every HF library shares (``HF_HUB_CACHE``),
+so a second use, or an offline run (``HF_HUB_OFFLINE=1``), finds it there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from merginguriel.errors import InputError
+
+# What a merge or an evaluation reads from a model repository; READMEs, other frameworks' weights and logs stay behind.
+MODEL_FILES = [
+    "*.safetensors", "model.safetensors.index.json", "config.json", "tokenizer*", "special_tokens_map.json",
+    "added_tokens.json", "sentencepiece.bpe.model", "*.model", "vocab.*", "merges.txt",
+]
+
+
+def is_hub_id(name: str, namespaced: bool = True) -> bool:
+    """Whether ``name`` is a valid hub model id that is not a local path (``namespaced``: ``namespace/name`` only,
+    so a mistyped locale such as ``de-DEE`` is not taken for a model)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if Path(name).exists() or (namespaced and name.count("/") != 1):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def hub_id_of(path: str | os.PathLike) -> Optional[str]:
+    """The hub id of a snapshot folder in the HF cache (``.../models--org--name/snapshots/<rev>``), else None."""
+    parts = Path(path).parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-3][len("models--"):].replace("--", "/")
+    return None
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def unavailable(repo_id: str, err: BaseException) -> InputError:
+    """The error for a hub id that could not be resolved: why, and what to do."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, IncompleteSnapshotError, RepositoryNotFoundError, RevisionNotFoundError
+
+    chain = [err]  # transformers wraps the hub library's error in its own OSError
+    while (inner := chain[-1].__cause__ or chain[-1].__context__) is not None and inner not in chain:
+        chain.append(inner)
+    err = next((e for e in chain if isinstance(e, (IncompleteSnapshotError, RepositoryNotFoundError, RevisionNotFoundError))), err)
+    if isinstance(err, IncompleteSnapshotError):
+        why = (f"is only partly in the Hugging Face cache ({constants.HF_HUB_CACHE}): finish the download with network "
+               f"access (`hf download {repo_id}`)")
+    elif isinstance(err, GatedRepoError):
+        why = "is gated: accept its conditions on the hub and log in (`hf auth login`, or set HF_TOKEN)"
+    elif isinstance(err, (RepositoryNotFoundError, RevisionNotFoundError)):
+        why = "was not found on the hub (check the id; a private model needs `hf auth login` or HF_TOKEN)"
+    elif _offline():
+        why = (f"is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 forbids downloading "
+               f"it: download it once with network access (`hf download {repo_id}`, or unset HF_HUB_OFFLINE), or point "
+               "HF_HUB_CACHE at a cache that holds it")
+    else:
+        why = (f"could not be downloaded and is not in the Hugging Face cache ({constants.HF_HUB_CACHE}): check the "
+               f"network, or download it where there is one (`hf download {repo_id}`) and copy the cache")
+    detail = (str(err).strip().splitlines() or [""])[0][:200]
+    return InputError(f"hub model {repo_id!r} {why} [{type(err).__name__}: {detail}]")
+
+
+def resolve_hub_model(repo_id: str, revision: Optional[str] = None) -> Path:
+    """The local snapshot folder of hub model ``repo_id`` (downloaded into the HF cache when missing and online)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=MODEL_FILES))
+    except OSError as err:  # the hub library's not-found, gated, offline and connection errors are all OSErrors
+        raise unavailable(repo_id, err) from err
+    if not any(folder.glob("*.safetensors")):
+        raise InputError(
+            f"hub model {repo_id!r} has no safetensors weights ({folder}); merginguriel reads safetensors only: use a "
+            "repository that has them (the hub's safetensors conversion bot adds them), or convert and pass a folder"
+        )
+    return folder
+
+
+# Never uploaded: hidden files (temporaries, locks) and Lightning's training folders.
+PUSH_IGNORE = [".*", "**/.*", "*.lightning/**"]
+
+
+def push_folder(folder: str | os.PathLike, repo_id: str, private: bool = False, revision: Optional[str] = None,
+                commit_message: Optional[str] = None) -> str:
+    """Upload a finished model folder, with its model card, to the hub repository ``repo_id`` (created if missing);
+    returns the repository's URL. Needs a token (``hf auth login`` or ``HF_TOKEN``) and the network.
+
+    A card merginguriel wrote (unedited) is rewritten to name ``repo_id`` in its usage example; an edited card is
+    uploaded as it is.
+    """
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from merginguriel.checkpoints import is_finished
+    from merginguriel.io import read_manifest
+    from merginguriel.models.card import CARD_NAME, render_card, write_card
+
+    folder = Path(folder)
+    if not is_finished(folder):
+        raise InputError(f"{folder} is not a finished model folder (manifest.json and safetensors weights); pass a "
+                         "fine-tuned, merged or base model folder")
+    if not is_hub_id(repo_id):
+        raise InputError(f"repository id {repo_id!r} is not of the form namespace/name (e.g. your-name/sw-KE-ties)")
+    if get_token() is None:
+        raise InputError("no Hugging Face token: log in with `hf auth login`, or set HF_TOKEN to a token with write "
+                         "access (https://huggingface.co/settings/tokens)")
+    if _offline():
+        raise InputError("HF_HUB_OFFLINE=1 forbids network access, and pushing needs it; unset HF_HUB_OFFLINE")
+    card = folder / CARD_NAME
+    manifest = read_manifest(folder)
+    api = HfApi()
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if not card.is_file() or card.read_text(encoding="utf-8") == render_card(folder, manifest):
+            write_card(folder, manifest, repo_id=repo_id)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision,
+                          commit_message=commit_message or f"merginguriel: {manifest.get('kind')} model {folder.name}",
+                          ignore_patterns=PUSH_IGNORE)
+    except HfHubHTTPError as err:
+        raise InputError(f"pushing to {repo_id} failed: {err}; check that your token may write to {repo_id}") from err
+    except Exception as err:
+        # the hub client's transport errors (no network, DNS, timeouts) come from its HTTP library
+        if not (isinstance(err, OSError) or type(err).__module__.split(".")[0].startswith(("httpx", "httpcore"))):
+            raise
+        raise InputError(f"pushing to {repo_id} failed, the hub could not be reached ({type(err).__name__}: {err}); "
+                         "check the network") from err
+    return str(url)
