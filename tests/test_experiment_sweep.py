@@ -270,3 +270,42 @@ def test_failed_point_is_recorded_and_the_sweep_goes_on(scenario, tmp_path):
     run_sweep(Sweep(**{**sweep.__dict__, "retry_failed": False}))
     with ResultsDB(db) as rdb:
         assert sorted((r["status"], r["attempts"]) for r in rdb.rows()) == [("done", 1), ("failed", 2)]
+
+
+def test_results_database_is_queryable_with_sqlite3_and_pandas(scenario, tmp_path):
+    """A finished sweep's database, opened with plain sqlite3 and pandas.read_sql (no merginguriel code): every number
+    people filter on is a flat column, equal to what the point's JSON metrics and config record."""
+    import sqlite3
+
+    import pandas as pd
+
+    from merginguriel.experiments.runner import Sweep, run_sweep
+
+    root, layout, data = scenario
+    db = tmp_path / "q.sqlite"
+    fixed = _fixed(root, data, evaluate={"features": False, "splits": ["validation", "test"], "batch_size": 64})
+    run_sweep(Sweep(name="q", db=str(db), fixed=fixed,
+                    grid={"target": [TARGET], "selection.num_sources": [2, 3], "merge.method": ["similarity", "ties"]},
+                    zip=[{"selection.weighting": ["scores", "softmax"], "merge.seed": [42, 7]}]))
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        frame = pd.read_sql(
+            "SELECT key, target, method, num_sources, similarity, weighting, seed, val_accuracy, test_accuracy, val_gain, "
+            "test_gain, val_effect, test_effect, metrics, config FROM points WHERE status = 'done'", conn)
+        picked = pd.read_sql(
+            "SELECT key FROM points WHERE target = ? AND method = 'ties' AND num_sources = 3 AND similarity = 'uriel' "
+            "AND weighting = 'softmax' AND seed = 7 AND val_accuracy >= 0 AND test_accuracy <= 1 "
+            "AND test_gain > -1 AND val_effect IS NOT NULL", conn, params=(TARGET,))
+    assert len(frame) == 8
+    for row in frame.itertuples():
+        metrics, config = json.loads(row.metrics), json.loads(row.config)
+        for prefix, split in (("val", "validation"), ("test", "test")):
+            rec = metrics["splits"][split]
+            assert getattr(row, f"{prefix}_accuracy") == rec["accuracy"]
+            assert getattr(row, f"{prefix}_gain") == rec["gain"]
+            assert getattr(row, f"{prefix}_effect") == rec["merging_effect"]
+        sel = config["selection"]
+        assert (row.target, row.method, row.similarity) == (config["target"], config["merge"]["method"], sel["similarity"])
+        assert (row.num_sources, row.weighting, row.seed) == (sel["num_sources"], sel["weighting"], config["merge"]["seed"])
+    # the filtered query finds exactly the one point with those settings
+    want = frame[(frame.method == "ties") & (frame.num_sources == 3) & (frame.weighting == "softmax") & (frame.seed == 7)]
+    assert list(picked.key) == list(want.key) and len(want) == 1
