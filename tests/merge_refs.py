@@ -102,6 +102,71 @@ def mergekit_ties(base, models, weights, density):
     return out
 
 
+def mergekit_linear(models, weights, normalize=True):
+    """mergekit's ``linear``: Σ w_i θ_i, divided by Σ w_i with normalize (computed in float32)."""
+    w = [float(x) for x in weights]
+    out = {}
+    for n in models[0]:
+        acc = torch.zeros_like(models[0][n], dtype=torch.float32)
+        for m, wi in zip(models, w):
+            acc = acc + m[n].float() * wi
+        out[n] = acc / sum(w) if normalize else acc
+    return out
+
+
+def mergekit_sparsify(delta: torch.Tensor, kind, density: float, gamma: float = 0.0, mask=None) -> torch.Tensor:
+    """mergekit's sparsification of one task vector: ``magnitude`` keeps the top max(1, int(density·n)) |δ| by sort
+    order; ``outliers`` (magnitude_outliers, breadcrumbs) sorts |δ| ascending, keeps int(density·n) entries after
+    skipping max(0, n − int(density·n) − int(gamma·n)) smallest; ``random`` (DARE) keeps where the given 0/1 ``mask``
+    is 1 (the random draw is the caller's); density >= 1 keeps everything."""
+    if kind is None or density >= 1:
+        return delta
+    flat = delta.reshape(-1)
+    n = flat.numel()
+    keep = torch.zeros(n, dtype=flat.dtype)
+    if kind == "magnitude":
+        keep[torch.argsort(flat.abs(), descending=True)[: max(1, int(density * n))]] = 1
+    elif kind == "outliers":
+        target, top = int(density * n), int(gamma * n)
+        bottom = max(0, n - target - top)
+        keep[torch.argsort(flat.abs())[bottom : bottom + target]] = 1
+    elif kind == "random":
+        keep = mask.reshape(-1).to(flat.dtype)
+    else:
+        raise ValueError(kind)
+    return (flat * keep).reshape(delta.shape)
+
+
+def mergekit_gta(base, models, weights, *, sparsify=None, density=1.0, gamma=0.0, consensus=None, normalize=False,
+                 lam=1.0, masks=None):
+    """mergekit's generalized task arithmetic (task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs), rescale off:
+    δ_i = sparsify(θ_i − θ_b); weighted w_i δ_i; with the ``sum`` consensus only entries whose sign equals the sign of
+    Σ w_i δ_i (+ where it is >= 0) are summed and the divisor is the summed weight of those, otherwise every entry and
+    Σ w_i; normalize divides by the divisor (1 where it is 0); θ = θ_b + λ · mixed."""
+    w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
+    out = {}
+    for n in base:
+        b = base[n].double()
+        deltas = torch.stack([
+            mergekit_sparsify(m[n].double() - b, sparsify, density, gamma, None if masks is None else masks[i][n])
+            for i, m in enumerate(models)])
+        wv = w.reshape((-1,) + (1,) * b.dim())
+        weighted = deltas * wv
+        if consensus == "sum":
+            majority = (weighted.sum(0) >= 0).double() * 2 - 1
+            agree = (weighted.sign() == majority).double()
+            mixed = (weighted * agree).sum(0)
+            divisor = (wv * agree).sum(0)
+            divisor[divisor == 0] = 1
+        else:
+            mixed = weighted.sum(0)
+            divisor = torch.full_like(mixed, float(w.sum()) if abs(float(w.sum())) >= 1e-8 else 1.0)
+        if normalize:
+            mixed = mixed / divisor
+        out[n] = (b + lam * mixed).float()
+    return out
+
+
 def breadcrumbs(base, models, weights, density=0.9, gamma=0.01, lam=1.0):
     w = norm_w(weights)
     out = {}

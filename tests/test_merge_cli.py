@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 
 import merge_refs as ref
@@ -187,3 +188,64 @@ def test_softmax_weighting_separates_sources_that_scores_cannot(family, tmp_path
 
     z = np.exp((np.array(flat.scores) - max(flat.scores)) / 0.02)
     assert sharp.weights == pytest.approx(list(z / z.sum()))
+
+
+def test_minimal_recipe_holds_only_what_was_set_and_reproduces_the_merge(family, tmp_path):
+    recipe = tmp_path / "ties.yaml"
+    args = [*common(family), "--target", "sw-KE", "--selection.sources", "de-DE", "fr-FR", "--selection.weights", "3", "1",
+            "--merge.method", "ties", "--merge.params.lambda", "0.8", "--merge.params.density", "0.3", "--run", "shared"]
+    first = cli(*args, "--save_recipe", str(recipe))
+    assert first.returncode == 0, first.stderr
+    saved = yaml.safe_load(recipe.read_text())
+    # only what was given (mergekit's `lambda` under its canonical name); no AdaMerging, trainer, data or device keys
+    assert saved == {"target": "sw-KE", "backbone": family.backbone, "root": str(family.root),
+                     "selection": {"sources": ["de-DE", "fr-FR"], "weights": [3.0, 1.0]},
+                     "merge": {"method": "ties", "params": {"lam": 0.8, "density": 0.3}},
+                     "evaluate": {"splits": []}, "run": "shared", "progress": False}
+    out = family.root / family.backbone / "merged" / "sw-KE" / "shared"
+    made = json.loads((out / "manifest.json").read_text())
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    again = cli("-c", str(recipe))
+    assert again.returncode == 0, again.stderr
+    assert f"merged model: {out} (reused" in again.stdout  # the same job key, the same output: nothing merged again
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+    assert made["job"]["key"].startswith(recipe.read_text().splitlines()[0].split()[-1])
+    # the recipe through the parser again: the same recipe (a fixed point)
+    assert cli("-c", str(recipe), "--print_recipe").stdout == recipe.read_text()
+
+
+def test_adamerging_recipe_keeps_only_the_options_set(family, capsys):
+    from merginguriel.jobs import MergeJob
+
+    assert main([*common(family), "--target", "sw-KE", "--selection.sources", "[de-DE,fr-FR]", "--merge.method",
+                 "adamerging", "--adamerging.steps", "3", "--trainer.devices", "2", "--print_recipe"]) == 0
+    text = capsys.readouterr().out
+    recipe = yaml.safe_load(text)
+    assert recipe["adamerging"] == {"steps": 3} and recipe["trainer"] == {"devices": 2}
+    job = MergeJob(**{k: v for k, v in recipe.items() if k != "progress"})
+    job.check()
+    assert text.splitlines()[0].endswith(job.key()[:12])
+
+
+def test_a_bad_job_leaves_no_recipe(family, tmp_path):
+    res = cli(*common(family), "--selection.sources", "de-DE", "xx-XX", "--merge.method", "linear",
+              "--save_recipe", str(tmp_path / "r.yaml"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert not (tmp_path / "r.yaml").exists()
+
+
+def test_sharded_output_loads_with_transformers(family, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    args = [*common(family), "--target", "it-IT", "--selection.sources", "[de-DE,fr-FR]", "--merge.method", "average"]
+    assert main([*args, "--output", str(tmp_path / "whole")]) == 0
+    assert main([*args, "--output", str(tmp_path / "sharded"), "--shard_mb", "0.03"]) == 0
+    index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
+    shards = sorted(p.name for p in (tmp_path / "sharded").glob("model-*.safetensors"))
+    assert len(shards) > 2 and sorted(set(index["weight_map"].values())) == shards
+    assert not (tmp_path / "sharded" / "model.safetensors").exists()
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "sharded").state_dict()
+    whole = ref.load(tmp_path / "whole")
+    assert set(index["weight_map"]) == set(whole)
+    for name, tensor in whole.items():
+        assert torch.equal(loaded[name], tensor), name

@@ -6,11 +6,15 @@ merginguriel merge --target sw-KE --selection.sources de-DE fr-FR --selection.we
     --merge.params.density 0.2
 merginguriel merge --target sw-KE --selection.similarity real --selection.num_sources 5 --merge.method ties
 merginguriel merge -c merge.yaml --merge.params.lam 0.5 --dry-run
+merginguriel merge --target sw-KE --selection.sources de-DE fr-FR --merge.method ties --save_recipe ties.yaml
+merginguriel merge -c ties.yaml                      # the same job: same key, same output (reused)
+merginguriel merge --mergekit mergekit.yml --output merged/  # a mergekit config, for the methods both tools have
 ```
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 from merginguriel.adamerging.options import AdaMergingOptions, TrainerOptions
@@ -39,6 +43,9 @@ def merge(
     memory_mb: float = 256.0,
     shard_mb: float = 2048.0,
     progress: bool = True,
+    mergekit: Optional[str] = None,
+    print_recipe: bool = False,
+    save_recipe: Optional[str] = None,
     list: bool = False,
 ) -> int:
     """Merge fine-tuned models for a target and judge the result (`--list` shows every method and its parameters).
@@ -59,8 +66,13 @@ def merge(
         overwrite: merge again over an output made from other inputs (an identical finished one is reused).
         dry_run: print the plan (sources and weights, method, output, expected peak memory) and write nothing.
         memory_mb: working-memory budget of the streaming merge.
-        shard_mb: weights larger than this are written as several safetensors shards plus an index.
+        shard_mb: weights larger than this are written as several safetensors shards plus
+            ``model.safetensors.index.json`` (the layout transformers loads).
         progress: show a progress bar over tensors.
+        mergekit: a mergekit YAML to merge (linear, task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs, slerp),
+            translated into this job's selection and method; what cannot be translated is refused.
+        print_recipe: print the minimal recipe (only the settings that differ from the defaults) and exit.
+        save_recipe: also write the minimal recipe to this YAML file; `merginguriel merge -c FILE` reproduces the merge.
         list: print the methods with their parameters and defaults, and exit.
     """
     if list:
@@ -77,7 +89,26 @@ def merge(
 
     job = MergeJob(target=target, backbone=backbone, root=root, data=data, selection=selection, merge=merge,
                    adamerging=adamerging, trainer=trainer, evaluate=evaluate, device=device)
+    if mergekit:
+        from merginguriel.jobs.mergekit import import_mergekit
+
+        job, notes = import_mergekit(mergekit, job)
+        for note in notes:  # kept off stdout when stdout is the recipe
+            print(f"mergekit: {note}", file=sys.stderr if print_recipe else sys.stdout)
+    recipe = None
+    if print_recipe or save_recipe:
+        job.check()  # method parameters under their canonical names, as the job key has them
+        recipe = _recipe(job, {"run": run, "output": output, "memory_mb": memory_mb, "shard_mb": shard_mb,
+                               "progress": progress})
+        if print_recipe:
+            print(recipe, end="")
+            return 0
     plan = plan_job(job, output, run)
+    if save_recipe:  # written once the plan holds: bad input leaves no recipe behind
+        from merginguriel.io import atomic_write_text
+
+        atomic_write_text(save_recipe, recipe)
+        print(f"recipe: {save_recipe} (`merginguriel merge -c {save_recipe}` reproduces this merge)")
     print(plan.describe())
     if dry_run:
         print(f"  expected peak memory: about {estimate_peak_mb(plan, memory_mb):.0f} MB (dry run: nothing written)")
@@ -88,3 +119,16 @@ def merge(
     for record in result.evaluation.values():
         print(evaluation_line(job, record))
     return 0
+
+
+def _recipe(job, run_options: dict) -> str:
+    """The minimal recipe: the job's settings that differ from the defaults, plus the run options given (overwrite,
+    dry_run and the recipe options themselves act on one invocation and are left out)."""
+    import inspect
+
+    from merginguriel.jobs.recipe import job_recipe, recipe_yaml
+
+    defaults = inspect.signature(merge).parameters
+    recipe = job_recipe(job)
+    recipe.update({k: v for k, v in run_options.items() if v != defaults[k].default})
+    return recipe_yaml(recipe, f"merginguriel merge -c <this file> reproduces merge job {job.key()[:12]}")

@@ -1,0 +1,200 @@
+"""`merginguriel merge --mergekit mergekit.yml`: a mergekit config gives the tensors mergekit's own rules give
+(tests/merge_refs.py re-implements them from mergekit 0.1.5's definitions), for every method both tools have; what
+cannot be translated is refused with the key named, exit 2, nothing written. benchmarks/compare_mergekit.py compares
+with the real mergekit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+import merge_refs as ref
+from merginguriel.cli.main import main, run
+from merginguriel.errors import InputError
+from merginguriel.merging.dare_mask import keep_mask
+
+LOCALES = ["de-DE", "fr-FR", "sw-KE"]
+
+
+@pytest.fixture(scope="module")
+def family(tiny_family_factory):
+    layout = tiny_family_factory(LOCALES)
+    base = ref.load(layout.base)
+    models = {loc: ref.load(layout.finetuned(loc)) for loc in LOCALES}
+    return layout, base, models
+
+
+def _config(layout, method: str, models: list[tuple[str, dict]], base: bool = True, **top) -> dict:
+    cfg = {"merge_method": method, "models": [{"model": str(layout.finetuned(loc)), "parameters": p} for loc, p in models]}
+    if base:
+        cfg["base_model"] = str(layout.base)
+    cfg.update(top)
+    return cfg
+
+
+def _merge(layout, tmp_path, cfg: dict, *extra: str, capsys=None) -> dict:
+    path = tmp_path / f"mk-{len(list(tmp_path.iterdir()))}.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / f"out-{path.stem}"
+    args = ["--mergekit", str(path), "--output", str(out), "--evaluate.splits", "[]", "--progress", "false", *extra]
+    if cfg["merge_method"] in ("linear", "slerp"):  # the shared base is not in the config: from --root/--backbone
+        args += ["--root", str(layout.root), "--backbone", layout.backbone]
+    assert run("merge", args) == 0
+    return ref.load(out)
+
+
+def _close(got: dict, want: dict, atol=3e-6, rtol=1e-5) -> None:
+    assert set(got) == set(want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name].float(), atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_linear(family, tmp_path, normalize):
+    layout, base, models = family
+    cfg = _config(layout, "linear", [("de-DE", {"weight": 2.0}), ("fr-FR", {"weight": 1.0})], base=False,
+                  parameters={"normalize": normalize})
+    got = _merge(layout, tmp_path, cfg)
+    _close(got, ref.mergekit_linear([models["de-DE"], models["fr-FR"]], [2.0, 1.0], normalize))
+
+
+def test_task_arithmetic_lambda_scales_the_weighted_sum(family, tmp_path):
+    layout, base, models = family
+    # the base listed among the models, as mergekit configs often do: it takes no part
+    cfg = _config(layout, "task_arithmetic", [("de-DE", {"weight": 0.5}), ("fr-FR", {"weight": 0.8})],
+                  parameters={"lambda": 0.7})
+    cfg["models"].append({"model": str(layout.base)})
+    got = _merge(layout, tmp_path, cfg)
+    _close(got, ref.mergekit_gta(base, [models["de-DE"], models["fr-FR"]], [0.5, 0.8], lam=0.7))
+    manifest = json.loads(next(tmp_path.glob("out-*/manifest.json")).read_text())
+    assert manifest["params"]["lam"] == pytest.approx(0.7 * 1.3)  # mergekit's λ over weights summing to 1.3
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_ties_per_tensor_floor_and_sign_consensus(family, tmp_path, normalize):
+    layout, base, models = family
+    srcs = [models[loc] for loc in LOCALES]
+    weights = [1.0, 0.5, 0.7]
+    cfg = _config(layout, "ties", [(loc, {"weight": w, "density": 0.35}) for loc, w in zip(LOCALES, weights)],
+                  parameters={"normalize": normalize, "lambda": 0.9})
+    got = _merge(layout, tmp_path, cfg)
+    want = ref.mergekit_gta(base, srcs, weights, sparsify="magnitude", density=0.35, consensus="sum", normalize=normalize,
+                            lam=0.9)
+    _close(got, want)
+    if normalize:  # the reference written earlier for tests/test_merge_methods.py agrees too
+        _close(got, {n: base[n] + 0.9 * (v - base[n]) for n, v in ref.mergekit_ties(base, srcs, weights, 0.35).items()})
+
+
+def test_dare_ties_without_dropping_is_exact(family, tmp_path):
+    layout, base, models = family
+    srcs = [models[loc] for loc in LOCALES]
+    cfg = _config(layout, "dare_ties", [(loc, {"weight": w, "density": 1.0}) for loc, w in zip(LOCALES, [0.2, 0.5, 0.3])])
+    _close(_merge(layout, tmp_path, cfg), ref.mergekit_gta(base, srcs, [0.2, 0.5, 0.3], consensus="sum"))
+
+
+@pytest.mark.parametrize("method", ["dare_ties", "dare_linear"])
+def test_dare_with_the_same_mask_gives_mergekits_tensors(family, tmp_path, method, capsys):
+    """DARE draws random masks, so mergekit's own draw cannot be reproduced; with merginguriel's mask (read from the
+    seed and the source hashes its manifest records) mergekit's formula gives merginguriel's tensors."""
+    layout, base, models = family
+    srcs, weights = [models[loc] for loc in LOCALES], [0.6, 0.9, 0.5]
+    cfg = _config(layout, method, [(loc, {"weight": w, "density": 0.6}) for loc, w in zip(LOCALES, weights)],
+                  parameters={"rescale": False, "lambda": 1.1})
+    got = _merge(layout, tmp_path, cfg)
+    assert "mask" in capsys.readouterr().out  # the note that masks differ from mergekit's
+    manifest = json.loads(next(tmp_path.glob("out-*/manifest.json")).read_text())
+    assert manifest["method"] == {"dare_ties": "dare_ties", "dare_linear": "dare_task_arithmetic"}[method]
+    masks = [{n: keep_mask(manifest["seed"], s["hash"], n, tuple(t.shape), (0, t.shape[0] if t.dim() else 1), 0.4)
+              for n, t in base.items()} for s in manifest["sources"]]
+    kept = sum(float(m[n].float().sum()) for m in masks for n in m) / sum(m[n].numel() for m in masks for n in m)
+    assert kept == pytest.approx(0.6, abs=0.02)
+    want = ref.mergekit_gta(base, srcs, weights, sparsify="random", density=0.6, masks=masks, lam=1.1,
+                            consensus="sum" if method == "dare_ties" else None)
+    _close(got, want)
+
+
+@pytest.mark.parametrize("density,gamma", [(0.7, 0.1), (0.95, 0.1)])
+def test_breadcrumbs_magnitude_outliers(family, tmp_path, density, gamma):
+    """mergekit's magnitude_outliers rounding (int(density·n) kept, fewer outliers dropped when both do not fit)."""
+    layout, base, models = family
+    srcs, weights = [models["de-DE"], models["sw-KE"]], [0.4, 1.2]
+    cfg = _config(layout, "breadcrumbs", [("de-DE", {"weight": 0.4}), ("sw-KE", {"weight": 1.2})],
+                  parameters={"density": density, "gamma": gamma, "lambda": 0.8})
+    want = ref.mergekit_gta(base, srcs, weights, sparsify="outliers", density=density, gamma=gamma, lam=0.8)
+    _close(_merge(layout, tmp_path, cfg), want)
+
+
+def test_slerp_t_zero_is_the_base_model(family, tmp_path):
+    layout, base, models = family
+    cfg = {"merge_method": "slerp", "base_model": str(layout.finetuned("fr-FR")), "parameters": {"t": 0.3},
+           "models": [{"model": str(layout.finetuned("sw-KE"))}, {"model": str(layout.finetuned("fr-FR"))}]}
+    got = _merge(layout, tmp_path, cfg)
+    want = {n: ref.slerp_pair(models["fr-FR"][n], models["sw-KE"][n], 0.3) for n in base}
+    _close(got, want)
+
+
+def test_recipe_of_an_import_reproduces_it(family, tmp_path, capsys):
+    layout, base, models = family
+    cfg = _config(layout, "ties", [("de-DE", {"weight": 1.0}), ("fr-FR", {"weight": 1.0})],
+                  parameters={"density": 0.5}, dtype="float16")
+    path = tmp_path / "mk.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert run("merge", ["--mergekit", str(path), "--print_recipe", "--evaluate.splits", "[]"]) == 0
+    out = capsys.readouterr()
+    recipe = yaml.safe_load(out.out)
+    assert "float16 rounding" in out.err  # the note goes to stderr: stdout is the recipe
+    assert recipe["merge"] == {"method": "ties", "params": {"density": 0.5, "scope": "tensor", "rounding": "floor",
+                                                           "merge": "dis-mean", "lam": 1.0}, "dtype": "float16"}
+    assert recipe["selection"] == {"sources": [str(layout.finetuned("de-DE")), str(layout.finetuned("fr-FR"))],
+                                   "weights": [1.0, 1.0]}
+    assert recipe["backbone"] == str(layout.base.resolve()) and recipe["root"] == str(layout.root.resolve())
+
+
+BAD = [
+    ({"slices": [{"sources": []}]}, "slices"),
+    ({"parameters": {"density": [0.2, 0.8]}}, "single number"),
+    ({"parameters": {"density": [{"filter": "attn", "value": 0.5}]}}, "single number"),
+    ({"merge_method": "della"}, "della"),
+    ({"parameters": {"epsilon": 0.1}}, "epsilon"),
+    ({"parameters": {"rescale": True, "density": 0.5}}, "rescale"),
+    ({"tokenizer_source": "union"}, "tokenizer_source"),
+    ({"dtype": "float64"}, "float64"),
+    ({"base_model": None}, "needs base_model"),
+]
+
+
+@pytest.mark.parametrize("change,match", BAD, ids=[m for _, m in BAD])
+def test_untranslatable_configs_are_refused(family, tmp_path, change, match):
+    layout, _, _ = family
+    cfg = _config(layout, "ties", [("de-DE", {"weight": 1.0}), ("fr-FR", {"weight": 1.0})])
+    cfg.update(change)
+    path = tmp_path / "mk.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(InputError, match=match):
+        run("merge", ["--mergekit", str(path), "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_refusals_name_the_fix(family, tmp_path, capsys):
+    layout, _, _ = family
+    path = tmp_path / "mk.yml"
+    per_model = _config(layout, "ties", [("de-DE", {"weight": 1.0, "density": 0.2}), ("fr-FR", {"weight": 1.0, "density": 0.5})])
+    path.write_text(yaml.safe_dump(per_model))
+    with pytest.raises(InputError, match="different density values"):
+        run("merge", ["--mergekit", str(path)])
+    not_base = _config(layout, "ties", [("de-DE", {"weight": 1.0})])
+    not_base["base_model"] = str(layout.finetuned("sw-KE"))
+    path.write_text(yaml.safe_dump(not_base))
+    with pytest.raises(InputError, match="not a merginguriel shared base"):
+        run("merge", ["--mergekit", str(path)])
+    path.write_text(yaml.safe_dump(_config(layout, "linear", [("de-DE", {"weight": 1.0})])))
+    with pytest.raises(InputError, match="set by the mergekit config .* and on the command line"):
+        run("merge", ["--mergekit", str(path), "--selection.sources", "de-DE", "fr-FR"])
+    # from the command line: exit 2, the message, no traceback
+    path.write_text(yaml.safe_dump({**per_model, "slices": [{"sources": []}]}))
+    assert main(["merge", "--mergekit", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "slices" in err and "Traceback" not in err
