@@ -274,7 +274,10 @@ def _get(d: dict, dotted: str) -> Any:
 def apply_import(job: MergeJob, imported: Imported) -> MergeJob:
     """``job`` with the imported settings; a setting also given differently on the command line is refused."""
     given, default = job.to_dict(), MergeJob().to_dict()
-    for dotted, value in imported.settings.items():
+    settings = dict(imported.settings)
+    if "root" in settings and job.layout.base.resolve() == Path(settings["backbone"]):
+        del settings["backbone"], settings["root"]  # --backbone/--root name the same shared base as base_model
+    for dotted, value in settings.items():
         mine = _get(given, dotted)
         if mine != _get(default, dotted) and mine != value:
             raise InputError(f"{dotted} is set by the mergekit config ({value!r}) and on the command line ({mine!r}); "
