@@ -6,11 +6,13 @@
 <root>/<backbone>/finetuned/<locale>.lightning/  Lightning logs and .ckpt files for resuming that fit
 <root>/<backbone>/merged/<target>/<run>/         merged models (<run>.lightning/ beside an AdaMerging run)
 <root>/<backbone>/nxn/<split>/                   the NxN transfer matrix (evaluation_matrix.csv, cells, summary, heatmap)
+<root>/<backbone>/nxn/<split>/shards/<locale>/   one source model's row of a study's sharded NxN, until merged in
 <root>/<backbone>/statistics/<kind>/<locale>/<key>/  cached Fisher / RegMean statistics, one folder per settings key
 <root>/<backbone>/similarity/<kind>/             similarity matrices (similarity.csv + heatmap)
 <root>/<backbone>/compatibility/<kind>/          source compatibility matrices
 <root>/embedded/                                 the embedded default (synthetic data + tiny backbone)
 <root>/experiments/<name>/                       a sweep's results database, kept manifests, report
+<root>/experiments/<name>/jobs/<stage>/          a study's submitit job files and logs per stage (fit, nxn, sweep)
 <root>/cache/<kind>/                             caches (tokenised data, URIEL matrices)
 ```
 
@@ -68,6 +70,11 @@ def experiment_dir(root: str | os.PathLike, name: str) -> Path:
     return Path(root) / "experiments" / name
 
 
+def jobs_dir(root: str | os.PathLike, name: str, stage: str) -> Path:
+    """Where a study's submitit jobs of one stage keep their files and logs."""
+    return experiment_dir(root, name) / "jobs" / stage
+
+
 @dataclass(frozen=True)
 class Layout:
     """The checkpoint folders of one backbone under one root."""
@@ -106,6 +113,10 @@ class Layout:
 
     def nxn(self, split: str) -> Path:
         return self.home / "nxn" / split
+
+    def nxn_shard(self, split: str, locale: str) -> Path:
+        """One source model's cells of a sharded NxN (a study's job per model), merged into ``nxn(split)`` after."""
+        return self.nxn(split) / "shards" / locale
 
     def nxn_matrix(self, split: str) -> Path:
         return self.nxn(split) / NXN_MATRIX

@@ -183,6 +183,16 @@ def test_every_shipped_config_loads():
             printed = yaml.safe_load(proc.stdout)
             assert printed["model"]["backbone"] == text["model"]["backbone"]
             assert printed["model"]["learning_rate"] == pytest.approx(text["model"]["learning_rate"])
+        elif name.startswith("study-"):
+            from merginguriel.cli.study import study
+            from merginguriel.experiments.study import Study
+
+            kwargs = parse_function_args(study, ["--config", str(config_path(name))], "s")
+            kwargs.pop("dry_run")
+            plan = Study(**kwargs)
+            assert plan.recipe() and config_path(plan.recipe()) and plan.sweep_plan().points(), name
+            assert all(p.backbone == plan.backbone and p.selection.candidates == plan.locales
+                       for p in plan.sweep_plan().points()), name
         elif name == "quickstart":
             kwargs = parse_function_args(quickstart, ["--config", str(config_path(name))], "q")
             assert config_path(kwargs["sweep"]) and config_path(kwargs["fit_config"])

@@ -67,7 +67,8 @@ def test_task_arithmetic_lambda_scales_the_weighted_sum(family, tmp_path):
     cfg = _config(layout, "task_arithmetic", [("de-DE", {"weight": 0.5}), ("fr-FR", {"weight": 0.8})],
                   parameters={"lambda": 0.7})
     cfg["models"].append({"model": str(layout.base)})
-    got = _merge(layout, tmp_path, cfg)
+    # --root/--backbone naming base_model's own shared base agree with it (not a conflict)
+    got = _merge(layout, tmp_path, cfg, "--root", str(layout.root), "--backbone", layout.backbone)
     _close(got, ref.mergekit_gta(base, [models["de-DE"], models["fr-FR"]], [0.5, 0.8], lam=0.7))
     manifest = json.loads(next(tmp_path.glob("out-*/manifest.json")).read_text())
     assert manifest["params"]["lam"] == pytest.approx(0.7 * 1.3)  # mergekit's λ over weights summing to 1.3

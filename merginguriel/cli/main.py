@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compatibility": ("merginguriel.cli.compatibility:compatibility", "task-vector cosine / CKA compatibility of source models"),
     "merge": ("merginguriel.cli.merge:merge", "one merge job: choose sources, merge (any method), judge against baselines"),
     "experiment": ("merginguriel.cli.experiment:experiment", "a sweep of merge jobs from a YAML grid into a results database"),
+    "study": ("merginguriel.cli.study:study", "a whole study: fine-tunes -> NxN -> sweep, resumable, local or SLURM (submitit)"),
     "report": ("merginguriel.cli.report", "verdicts, tables and plots: `report sweep --db ...` or `report models --merged ...`"),
     "advise": ("merginguriel.cli.advise:advise", "pilot merges on validation data: merge or not?"),
     "quickstart": ("merginguriel.cli.quickstart:quickstart", "the whole flow end to end (embedded default unless configured)"),
@@ -39,7 +40,8 @@ FORMS = {"report": {"sweep": "report_sweep", "models": "report_models"}}
 # Options that also take space-separated values (`--selection.sources de-DE fr-FR`).
 LIST_OPTIONS = {"merge": ("--selection.sources", "--selection.weights", "--selection.candidates", "--merge.exclude",
                           "--evaluate.splits"), "report": ("--merged",), "nxn": ("--locales", "--models"),
-                "similarity": ("--locales",), "compatibility": ("--locales", "--exclude"), "quickstart": ("--locales",)}
+                "similarity": ("--locales",), "compatibility": ("--locales", "--exclude"), "quickstart": ("--locales",),
+                "study": ("--locales", "--nxn_splits")}
 
 
 def _usage() -> str:

@@ -73,6 +73,21 @@ def append_cell(path: Path, cell: Cell) -> None:
         os.fsync(fh.fileno())
 
 
+def usable_cells(path: Path, data_key: str, hashes: dict[str, str]) -> dict[tuple[str, str], Cell]:
+    """The cells of ``path`` that still hold: same data configuration, source model unchanged (``hashes``: locale ->
+    model hash); a later line for the same cell wins."""
+    done: dict[tuple[str, str], Cell] = {}
+    for cell in read_cells(path):
+        if cell.get("data") == data_key and hashes.get(cell["source"]) == cell.get("model_hash"):
+            done[(cell["source"], cell["target"])] = cell
+    return done
+
+
+def model_hashes(layout: Layout, models: list[str]) -> dict[str, str]:
+    """The hash of each locale's fine-tuned model (empty when it has no manifest)."""
+    return {m: _model_hash(layout.finetuned(m)) for m in models}
+
+
 def _model_hash(folder: Path) -> str:
     try:
         return str(read_manifest(folder).get("hash", ""))
@@ -157,12 +172,9 @@ def compute_nxn(
     folder = Path(output) if output else layout.nxn(split)  # created with the first finished cell
     cells_path = folder / NXN_CELLS
     key = data.key(split)
-    hashes = {m: _model_hash(layout.finetuned(m)) for m in models}
+    hashes = model_hashes(layout, models)
     repair_cells(cells_path)
-    done: dict[tuple[str, str], Cell] = {}
-    for cell in read_cells(cells_path):
-        if cell.get("data") == key and hashes.get(cell["source"]) == cell.get("model_hash"):
-            done[(cell["source"], cell["target"])] = cell  # a later line for the same cell wins
+    done = usable_cells(cells_path, key, hashes)
     todo = {m: [t for t in locales if (m, t) not in done] for m in models}
     total = len(models) * len(locales)
     resumed = total - sum(len(v) for v in todo.values())

@@ -171,15 +171,21 @@ def _run_local(sweep: Sweep, keys: list[str], labels: dict[str, str]) -> dict[st
     return out
 
 
-def _run_submitit(sweep: Sweep, keys: list[str], labels: dict[str, str]) -> dict[str, str]:
+def make_executor(settings: dict, folder: str | Path):
+    """A submitit executor from settings: ``folder`` (default ``folder``), ``cluster`` (``slurm``, ``local``, or None
+    to auto-detect) and any executor parameter (``timeout_min``, ``slurm_partition``, ``gpus_per_node``, ...)."""
     import submitit
 
-    opts = dict(sweep.submitit)
-    folder = opts.pop("folder", str(Path(sweep.db).with_name(Path(sweep.db).stem + ".submitit")))
-    cluster = opts.pop("cluster", None)
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    opts = dict(settings)
+    executor = submitit.AutoExecutor(folder=str(opts.pop("folder", folder)), cluster=opts.pop("cluster", None))
     if opts:
         executor.update_parameters(**opts)
+    return executor
+
+
+def _run_submitit(sweep: Sweep, keys: list[str], labels: dict[str, str]) -> dict[str, str]:
+    folder = sweep.submitit.get("folder", str(Path(sweep.db).with_name(Path(sweep.db).stem + ".submitit")))
+    executor = make_executor(sweep.submitit, folder)
     n = len(keys)
     jobs = executor.map_array(
         execute_point,

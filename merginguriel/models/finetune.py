@@ -212,10 +212,10 @@ def finetune_with(cli: FinetuneCLI) -> Path:
     return _export(cli, callback, started, resumed)
 
 
-def _deep_update(base: dict, overrides: dict) -> dict:
+def deep_update(base: dict, overrides: dict) -> dict:
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
+            deep_update(base[key], value)
         else:
             base[key] = value
     return base
@@ -231,5 +231,5 @@ def finetune(recipe: Optional[str], overrides: dict) -> Path:
     config = yaml.safe_load(config_path(recipe).read_text(encoding="utf-8")) if recipe else {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-        cli = make_cli(_deep_update(config or {}, overrides), run=False)
+        cli = make_cli(deep_update(config or {}, overrides), run=False)
     return finetune_with(cli)
