@@ -290,11 +290,11 @@ def test_results_database_is_queryable_with_sqlite3_and_pandas(scenario, tmp_pat
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         frame = pd.read_sql(
             "SELECT key, target, method, num_sources, similarity, weighting, seed, val_accuracy, test_accuracy, val_gain, "
-            "test_gain, val_effect, test_effect, metrics, config FROM points WHERE status = 'done'", conn)
+            "test_gain, val_merging_effect, test_merging_effect, metrics, config FROM points WHERE status = 'done'", conn)
         picked = pd.read_sql(
             "SELECT key FROM points WHERE target = ? AND method = 'ties' AND num_sources = 3 AND similarity = 'uriel' "
             "AND weighting = 'softmax' AND seed = 7 AND val_accuracy >= 0 AND test_accuracy <= 1 "
-            "AND test_gain > -1 AND val_effect IS NOT NULL", conn, params=(TARGET,))
+            "AND test_gain > -1 AND val_merging_effect IS NOT NULL", conn, params=(TARGET,))
     assert len(frame) == 8
     for row in frame.itertuples():
         metrics, config = json.loads(row.metrics), json.loads(row.config)
@@ -302,7 +302,7 @@ def test_results_database_is_queryable_with_sqlite3_and_pandas(scenario, tmp_pat
             rec = metrics["splits"][split]
             assert getattr(row, f"{prefix}_accuracy") == rec["accuracy"]
             assert getattr(row, f"{prefix}_gain") == rec["gain"]
-            assert getattr(row, f"{prefix}_effect") == rec["merging_effect"]
+            assert getattr(row, f"{prefix}_merging_effect") == rec["merging_effect"]
         sel = config["selection"]
         assert (row.target, row.method, row.similarity) == (config["target"], config["merge"]["method"], sel["similarity"])
         assert (row.num_sources, row.weighting, row.seed) == (sel["num_sources"], sel["weighting"], config["merge"]["seed"])

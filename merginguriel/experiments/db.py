@@ -55,8 +55,8 @@ CREATE TABLE IF NOT EXISTS points (
     test_accuracy REAL,
     val_gain REAL,
     test_gain REAL,
-    val_effect REAL,
-    test_effect REAL
+    val_merging_effect REAL,
+    test_merging_effect REAL
 );
 CREATE INDEX IF NOT EXISTS points_sweep_status ON points (sweep, status);
 CREATE INDEX IF NOT EXISTS points_target_method ON points (target, method);
@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 # The flat columns people filter on (plain sqlite3 / pandas.read_sql); JSON columns keep the rest.
 FLAT = ("similarity", "num_sources", "include_target", "weighting", "seed", "val_accuracy", "test_accuracy", "val_gain",
-        "test_gain", "val_effect", "test_effect")
+        "test_gain", "val_merging_effect", "test_merging_effect")
 
 
 def _process_start(pid: int) -> Optional[float]:
@@ -369,7 +369,7 @@ def _flat_metrics(metrics: dict) -> dict:
         rec = (metrics.get("splits") or {}).get(split) or {}
         out[f"{prefix}_accuracy"] = rec.get("accuracy")
         out[f"{prefix}_gain"] = rec.get("gain")
-        out[f"{prefix}_effect"] = rec.get("merging_effect")
+        out[f"{prefix}_merging_effect"] = rec.get("merging_effect")
     return out
 
 
