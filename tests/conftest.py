@@ -6,6 +6,7 @@ conftest import make_family``) and as fixtures. Everything is built inside the t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -436,6 +437,54 @@ def make_teacher_world(tmp: Path, utterances: int = 96, sharpness: float = 0.1) 
         save_finetuned(layout, models[loc], loc, seed=i)
     data = DataConfig(source="release", data_path=str(tmp / "massive"), root=str(tmp / "ckpt"), max_length=32)
     return World(tmp / "ckpt", layout, data)
+
+# --- the command line as a user runs it ---------------------------------------------------------------------------------
+def run_command(*args: str, cwd: Path | None = None, timeout: float = 300) -> "subprocess.CompletedProcess":
+    """``merginguriel <args>`` in a real subprocess (offline), its output captured."""
+    import subprocess
+
+    exe = Path(sys.executable).with_name("merginguriel")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "merginguriel.cli.main"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*cmd, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_clear_error(proc, *needles: str) -> None:
+    """A refused input: exit 2, the message (every needle in it) on stderr, no traceback."""
+    detail = f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-2000:]}\nSTDERR:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 2, detail
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, detail
+    for needle in needles:
+        assert needle in proc.stderr, f"{needle!r} not in the message\n{detail}"
+
+
+def files_under(folder: Path) -> set[str]:
+    """Every file and folder below ``folder`` (relative paths, hidden ones included)."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.exists() else set()
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: int):
+    """A tmpfs of ``size`` bytes mounted at ``folder`` (a full disk a write can really run into); skips the test
+    where this machine does not allow mounting."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def page_bytes(*files: Path) -> int:
+    """What ``files`` take on a tmpfs: each rounded up to whole pages."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    return sum(-(-Path(f).stat().st_size // page) * page for f in files)
+
 
 # --- fixtures --------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")

@@ -210,7 +210,7 @@ def test_bad_input_is_refused_before_writing(world, tmp_path):
 
 def test_empty_split_and_mismatched_models(tmp_path):
     w = make_world(tmp_path / "empty", sizes={"train": 5, "dev": 0, "test": 3})
-    with pytest.raises(InputError, match="has no utterances"):
+    with pytest.raises(InputError, match=r"sw-KE has no validation rows \(partition .dev.\) in .*sw-KE.jsonl"):
         run_adamerging(w.spec("x"), AdaMergingOptions(steps=1), CPU, w.data)
     assert not w.layout.merged(TARGET, "x").exists()
     # A source of another architecture (different hidden size) under the same name.

@@ -222,3 +222,16 @@ def test_bad_sweep_fails_early_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown selection option(s) num_source" in err and "num_sources" in err and "Traceback" not in err
     assert not db.exists()
+
+
+def test_a_full_disk_under_the_database_is_named(tmp_path):
+    from conftest import small_disk
+
+    from merginguriel.errors import DiskFullError
+
+    with small_disk(tmp_path / "disk", 256 * 1024) as disk:
+        db = ResultsDB(disk / "results.sqlite")
+        with pytest.raises(DiskFullError, match=f"no space left on the device while writing {disk / 'results.sqlite'}"):
+            for i in range(100):
+                db.plan("full", [(f"k{i}-{j}", {"target": "sw-KE", "pad": "x" * 4000}) for j in range(10)])
+        db.close()

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 import yaml
@@ -137,6 +138,17 @@ def test_sweep_cli_end_to_end_and_rerun(scenario, tmp_path):
 
 
 def test_resume_after_sigkill(scenario, tmp_path):
+    _kill_then_rerun_at_once(scenario, tmp_path, lambda counts: counts["done"] >= 1)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_during_the_first_point(scenario, tmp_path):
+    _kill_then_rerun_at_once(scenario, tmp_path, lambda counts: counts["running"] >= 1 and counts["done"] == 0)
+
+
+def _kill_then_rerun_at_once(scenario, tmp_path, moment):
+    """Kill a sweep when ``moment(counts)`` holds and rerun it before the killed process is reaped: every point ends
+    done exactly once, the finished ones untouched, the interrupted one taken over at once (its owner is a zombie)."""
     root, layout, data = scenario
     db = tmp_path / "results.sqlite"
     grid = {"target": [TARGET], "merge.method": ["similarity", "average", "ties", "task_arithmetic", "dare_linear"]}
@@ -144,23 +156,30 @@ def test_resume_after_sigkill(scenario, tmp_path):
     cfg = _write_sweep(tmp_path / "sweep.yaml", name="killed", db=str(db), fixed=fixed, grid=grid)
     proc = subprocess.Popen([*CLI, "experiment", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    done = 0
-    while time.time() < deadline:
+    counts = {"done": 0, "running": 0}
+    while time.time() < deadline and proc.poll() is None:
         if db.exists():
             with ResultsDB(db) as rdb:
-                done = rdb.counts().get("done", 0)
-        if done >= 1:
+                counts = rdb.counts()
+        if moment(counts):
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert 1 <= done < 5, "the sweep must be killed part way"
+    # The rerun starts at once, before the killed process is reaped: its pid still exists, as a zombie.
+    deadline = time.time() + 30
+    while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE and time.time() < deadline:
+        time.sleep(0.05)
+    assert psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
+    assert moment(counts) and counts["done"] < 5, "the sweep must be killed part way"
     with ResultsDB(db) as rdb:
         before = {r["key"]: r for r in rdb.rows()}
     assert len(before) == 5 and sum(r["status"] == "done" for r in before.values()) < 5
 
     resumed = _cli("experiment", "--config", str(cfg))
+    assert psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE  # still unreaped while the rerun ran
+    proc.wait()
     assert resumed.returncode == 0, resumed.stderr
+    assert "5 done, 0 failed, 0 running" in resumed.stdout
     with ResultsDB(db) as rdb:
         after = rdb.rows()
     assert len(after) == 5 and len({r["key"] for r in after}) == 5
@@ -172,6 +191,84 @@ def test_resume_after_sigkill(scenario, tmp_path):
     assert all(next(r for r in after if r["key"] == k)["attempts"] == 2 for k in interrupted)
     leftovers = [p for p in (layout.home / "merged").rglob(".*tmp-*")] if (layout.home / "merged").exists() else []
     assert not leftovers
+
+
+def test_two_sweeps_with_their_own_databases_share_a_root(scenario, tmp_path):
+    """Two sweeps over the same root and points, each with its own database, at the same time: each finishes every
+    point, and neither removes a merged model the other is still judging."""
+    root, layout, data = scenario
+    grid = {"target": [TARGET], "merge.method": ["similarity", "average", "ties", "task_arithmetic"]}
+    fixed = _fixed(root, data, evaluate={"features": False, "splits": ["validation"]})
+    procs = []
+    for name in ("left", "right"):
+        cfg = _write_sweep(tmp_path / f"{name}.yaml", name=name, db=str(tmp_path / f"{name}.sqlite"), fixed=fixed, grid=grid)
+        procs.append(subprocess.Popen([*CLI, "experiment", "--config", str(cfg)], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, out + err
+        assert "4 done, 0 failed" in out
+    for name in ("left", "right"):
+        with ResultsDB(tmp_path / f"{name}.sqlite", readonly=True) as rdb:
+            rows = rdb.rows()
+            assert len(rows) == 4 and {r["status"] for r in rows} == {"done"} and {r["attempts"] for r in rows} == {1}
+            assert all(rdb.resolve(r["manifest"]).is_file() for r in rows)
+    merged = layout.home / "merged" / TARGET
+    assert not [p for p in merged.iterdir() if not p.name.startswith(".") or ".tmp-" in p.name]
+
+
+def test_report_from_another_folder_reads_the_same_numbers(scenario, tmp_path):
+    """A sweep planned with relative paths (root, data, database) is reported from another folder: the paths it stored
+    resolve from the database's folder, the numbers are the same, and nothing is written beside the database."""
+    import pandas as pd
+
+    root, layout, data = scenario
+    here = root.parent  # the sweep runs here, with paths relative to it
+    cfg = _write_sweep(tmp_path / "rel.yaml", name="rel", db=os.path.relpath(tmp_path / "rel" / "results.sqlite", here),
+                       fixed={**_fixed(os.path.relpath(root, here), os.path.relpath(data, here)),
+                              "evaluate": {"features": False}},
+                       grid={"target": [TARGET], "merge.method": ["similarity", "ties"]})
+    run = subprocess.run([*CLI, "experiment", "--config", str(cfg)], cwd=here, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr + run.stdout
+    db = tmp_path / "rel" / "results.sqlite"
+    beside = sorted(p.name for p in db.parent.iterdir())
+    # SQLite removes the -wal/-shm files a writer made when it closes; the folder's mtime still shows they were made
+    stamp = db.parent.stat().st_mtime_ns
+    reports = {}
+    for name, cwd in (("here", here), ("elsewhere", tmp_path)):
+        out = tmp_path / f"report-{name}"
+        rep = subprocess.run([*CLI, "report", "sweep", "--db", os.path.relpath(db, cwd), "--output", str(out)], cwd=cwd,
+                             capture_output=True, text=True, timeout=600)
+        assert rep.returncode == 0, rep.stderr
+        reports[name] = pd.read_csv(out / "report.csv").sort_values("key").reset_index(drop=True)
+        assert sorted(p.name for p in db.parent.iterdir()) == beside  # no -wal/-shm, nothing else beside the database
+        assert db.parent.stat().st_mtime_ns == stamp, "the report opened the database for writing"
+    pd.testing.assert_frame_equal(reports["here"], reports["elsewhere"])
+    assert len(reports["here"]) == 2 and reports["here"]["test_accuracy"].notna().all()
+    assert all(Path(m).is_file() for m in reports["elsewhere"]["manifest"])  # resolved from the database's folder
+
+
+def test_a_full_disk_stops_the_sweep_and_the_point_is_retried(scenario, tmp_path):
+    """A full disk is not the point's fault: the sweep stops with the clear error instead of recording the point as
+    failed (and every later one with it), and a rerun takes the point over."""
+    import shutil
+
+    from conftest import page_bytes, small_disk
+
+    root, layout, data = scenario
+    files = [p for sub in ("tiny", "data") for p in (root / sub).rglob("*") if p.is_file()]
+    with small_disk(tmp_path / "disk", page_bytes(*files) + 16 * 4096) as disk:
+        for sub in ("tiny", "data"):
+            shutil.copytree(root / sub, disk / sub, ignore=shutil.ignore_patterns("merged", ".*"))
+        db = tmp_path / "full.sqlite"
+        cfg = _write_sweep(tmp_path / "full.yaml", name="full", db=str(db), fixed=_fixed(disk, disk / "data"),
+                           grid={"target": [TARGET], "merge.method": ["similarity", "ties"]})
+        run = _cli("experiment", "--config", str(cfg))
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "merginguriel experiment: error: no space left on the device while writing" in run.stderr
+    assert "Traceback" not in run.stderr
+    with ResultsDB(db, readonly=True) as rdb:
+        assert {r["status"] for r in rdb.rows()} <= {"running", "planned"}  # nothing recorded as failed
 
 
 @pytest.mark.slow

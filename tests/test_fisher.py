@@ -98,6 +98,6 @@ def test_fisher_bad_input(world, tmp_path):
     with pytest.raises(InputError, match="split"):
         ensure_statistics(world.spec("f", method="fisher", params={"split": "test"}), world.data, world.layout)
     empty = make_world(tmp_path / "e", sizes={"train": 4, "dev": 0, "test": 2})
-    with pytest.raises(InputError, match="has no utterances"):
+    with pytest.raises(InputError, match=r"sw-KE has no validation rows \(partition .dev.\) in .*sw-KE.jsonl"):
         ensure_statistics(empty.spec("f", method="fisher", params={"examples": 4}), empty.data, empty.layout)
     assert not (empty.root / "tiny" / "statistics").exists()

@@ -30,13 +30,8 @@ def target_utterances(
     """Token ids of ``locale``'s ``split`` utterances (labels are never read); a seeded subset when ``max_examples``."""
     from merginguriel.data import tokenized_split
 
-    rows = tokenized_split(data, tokenizer, locale, split)
+    rows = tokenized_split(data, tokenizer, locale, split)  # refuses a split without rows, naming the data file
     n = len(rows)
-    if n == 0:
-        raise InputError(
-            f"the {split} split of {locale} has no utterances, so there is nothing to adapt on; "
-            "choose another split (adamerging.split) or check the data source (--data.*)"
-        )
     order = list(range(n))
     if max_examples is not None:
         if max_examples < 1:

@@ -129,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"merginguriel {name}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # a full disk met by a write that does not translate it itself
+        from merginguriel.io.diskfull import full_disk_message
+
+        message = full_disk_message(err)
+        if message is None:
+            raise
+        print(f"merginguriel {name}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

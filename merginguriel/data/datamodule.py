@@ -95,6 +95,16 @@ class MassiveDataModule(pl.LightningDataModule):
         for loc in self.locales:
             tokenized_locale(self.data, tok, loc)
 
+    def check_rows(self, *splits: str) -> None:
+        """InputError (naming the data file) when a locale has no rows in one of ``splits``: called before a run
+        starts, so a fit or an evaluation without data stops before anything is written."""
+        from merginguriel.data.tokenized import tokenized_split
+
+        tok = self._resolved_tokenizer()
+        for loc in self.locales:
+            for split in splits:
+                tokenized_split(self.data, tok, loc, split)
+
     def setup(self, stage: Optional[str] = None) -> None:
         self._resolved_tokenizer()
 

@@ -212,11 +212,18 @@ def to_dataset_order(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _own_generator(seed: int = 0) -> torch.Generator:
+    """A loader draws its workers' base seed each time it is iterated; from its own generator, that draw leaves the
+    global one (dropout's) alone, so a resumed fit, whose loaders start at other moments, draws what an uninterrupted
+    one draws."""
+    return torch.Generator().manual_seed(seed)
+
+
 def split_dataloader(split: TokenizedSplit, tokenizer: Any, batch_size: int = EVAL_BATCH_SIZE, num_workers: int = 0) -> DataLoader:
     """An evaluation loader over an already tokenised split; ``loader.order`` maps its rows back to the split's order."""
     sampler = LengthSortedBatchSampler(SequentialSampler(range(len(split))), batch_size, lengths=split.lengths)
     loader = DataLoader(eval_view(split, pad_id_of(tokenizer)), batch_sampler=sampler, collate_fn=collate_batch,
-                        num_workers=num_workers, persistent_workers=num_workers > 0)
+                        num_workers=num_workers, persistent_workers=num_workers > 0, generator=_own_generator())
     loader.order = sampler.order  # type: ignore[attr-defined]
     return loader
 
@@ -255,4 +262,4 @@ def train_dataloader(data: DataConfig, tokenizer: Any, locales: str | Sequence[s
     ds = train_split(data, tokenizer, locales, seed=seed, max_examples=max_examples)
     sampler = LengthGroupedBatchSampler(EpochSampler(range(len(ds))), batch_size, lengths=ds.lengths, seed=seed)
     return DataLoader(BatchedSplit(ds, pad_id_of(tokenizer)), batch_sampler=sampler, collate_fn=collate_batch,
-                      num_workers=num_workers, persistent_workers=num_workers > 0)
+                      num_workers=num_workers, persistent_workers=num_workers > 0, generator=_own_generator(seed))

@@ -75,7 +75,7 @@ def locate_release_file(data_path: str | os.PathLike, locale: str) -> tuple[Path
     )
 
 
-def _tar_member_lines(tarball: Path, locale: str) -> Iterator[str]:
+def _tar_member_lines(tarball: Path, locale: str) -> Iterator[bytes]:
     """Lines of the member ``.../data/<locale>.jsonl``, found in one pass over the archive (nothing is extracted to disk)."""
     wanted = f"{locale}.jsonl"
     try:
@@ -85,8 +85,7 @@ def _tar_member_lines(tarball: Path, locale: str) -> Iterator[str]:
                     fh = tar.extractfile(member)
                     assert fh is not None  # isfile() members always have a file object
                     with fh:
-                        for raw in fh:
-                            yield raw.decode("utf-8")
+                        yield from fh
                     return
     except tarfile.TarError as e:
         raise InputError(f"{tarball} is not a readable tar archive ({e}); download {RELEASE_TARBALL} again") from e
@@ -96,9 +95,10 @@ def _tar_member_lines(tarball: Path, locale: str) -> Iterator[str]:
     )
 
 
-def _lines(path: Path, member: str | None) -> Iterator[str]:
+def _lines(path: Path, member: str | None) -> Iterator[bytes]:
+    """Raw lines: decoded one by one by the parser, so a byte that is not UTF-8 is reported with its line."""
     if member is None:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, "rb") as fh:
             yield from fh
     else:
         yield from _tar_member_lines(path, member)
@@ -123,13 +123,22 @@ def intent_id(value: Any, where: str) -> int:
     )
 
 
-def parse_release_lines(lines: Iterable[str], source: str) -> Rows:
-    """Parse release jsonl lines into split -> rows; every problem names ``source``, the line number and the field."""
+def parse_release_lines(lines: Iterable[str | bytes], source: str) -> Rows:
+    """Parse release jsonl lines (text, or raw UTF-8 bytes) into split -> rows; every problem names ``source``, the line
+    number and the field. A file without a single row (empty or blank) is refused."""
     out: Rows = {split: [] for split in SPLITS}
     for lineno, line in enumerate(lines, start=1):
+        where = f"{source}, line {lineno}"
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(
+                    f"{where}: not UTF-8 text (byte 0x{line[e.start]:02x} at column {e.start + 1}); MASSIVE files are "
+                    "UTF-8: re-encode the file (e.g. iconv -t UTF-8) or fix the line"
+                ) from None
         if not line.strip():
             continue
-        where = f"{source}, line {lineno}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
@@ -152,6 +161,11 @@ def parse_release_lines(lines: Iterable[str], source: str) -> Rows:
             raise InputError(f"{where}: field 'utt' must be a string, got {type(utt).__name__}")
         label = intent_id(row["intent"], where)
         out[split].append({"id": str(row.get("id", lineno - 1)), "utt": utt, "label": label})
+    if not any(out.values()):
+        raise InputError(
+            f"{source} holds no MASSIVE rows (the file is empty or blank); restore the file (one JSON row per line with "
+            "id, utt, intent, partition) or point --data.data_path at a complete release"
+        )
     return out
 
 

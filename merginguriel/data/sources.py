@@ -61,6 +61,14 @@ def source_identity(data: DataConfig, locale: str) -> str:
     return f"{data.source}:{path.resolve()}:{member or ''}:{st.st_size}:{st.st_mtime_ns}"
 
 
+def source_name(data: DataConfig, locale: str) -> str:
+    """Where ``locale``'s rows are read from, for messages: the file (or tarball member), or the hub dataset."""
+    if data.source == "hub":
+        return f"{HUB_DATASET}@{HUB_REVISION}/{locale}"
+    path, member = locate_release_file(release_path(data), locale)
+    return f"{path} (member data/{member}.jsonl)" if member else str(path)
+
+
 def load_locale(data: DataConfig, locale: str) -> Rows:
     """Rows of one locale: ``{"train"|"validation"|"test": [{"id", "utt", "label"}]}``, labels in the hub intent order."""
     check_locale(locale)

@@ -180,10 +180,27 @@ def tokenized_locale(data: DataConfig, tokenizer: Any, locale: str) -> dict[str,
 
 
 def tokenized_split(data: DataConfig, tokenizer: Any, locale: str, split: str) -> TokenizedSplit:
-    """One split (``train``, ``validation`` or ``test``) of ``locale``, tokenised (see :func:`tokenized_locale`)."""
+    """One split (``train``, ``validation`` or ``test``) of ``locale``, tokenised (see :func:`tokenized_locale`).
+
+    A split without rows is refused here, where every reader (fit, test, nxn, statistics, AdaMerging, the merge
+    judgement) gets its data, so nothing is ever computed, or written, for data that was not there."""
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    return tokenized_locale(data, tokenizer, locale)[split]
+    rows = tokenized_locale(data, tokenizer, locale)[split]
+    if len(rows) == 0:
+        raise empty_split_error(data, locale, split)
+    return rows
+
+
+def empty_split_error(data: DataConfig, locale: str, split: str) -> InputError:
+    from merginguriel.data.sources import source_name
+    from merginguriel.locales import RELEASE_PARTITION_TO_SPLIT
+
+    partition = next((p for p, s in RELEASE_PARTITION_TO_SPLIT.items() if s == split), split)
+    return InputError(
+        f"{locale} has no {split} rows (partition {partition!r}) in {source_name(data, locale)}; add rows with "
+        f'"partition": "{partition}" to that file, or leave {locale} out of this run'
+    )
 
 
 def clear_memo() -> None:

@@ -73,10 +73,14 @@ def load_checkpoint(checkpoint: str | os.PathLike) -> tuple[Any, Any]:
     path = Path(checkpoint)
     if not (path / "config.json").is_file():
         raise InputError(f"{path} is not a Hugging Face model folder (no config.json); pass a fine-tuned, merged or base folder")
-    model = AutoModelForSequenceClassification.from_pretrained(path)
-    check_intent_labels(model.config, path)
+    from merginguriel.io import model_files_checked
+
+    with model_files_checked(path):
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+        check_intent_labels(model.config, path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     MODEL_LOADS[str(path)] += 1
-    return model.eval(), AutoTokenizer.from_pretrained(path)
+    return model.eval(), tokenizer
 
 
 def evaluate_model(

@@ -65,12 +65,20 @@ def repair_cells(path: Path) -> None:
 
 
 def append_cell(path: Path, cell: Cell) -> None:
-    """Append one cell and fsync, so that a finished cell survives a crash right after it."""
+    """Append one cell and fsync, so that a finished cell survives a crash right after it (a torn line left by a
+    crash or a full disk is dropped by the next run, see repair_cells)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(cell) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(path, "ab", buffering=0) as fh:  # unbuffered: a failed write raises here, not again at close
+            fh.write((json.dumps(cell) + "\n").encode("utf-8"))
+            os.fsync(fh.fileno())
+    except OSError as err:
+        from merginguriel.io.diskfull import as_disk_full
+
+        full = as_disk_full(err, path)
+        if full is not None:
+            raise full from err
+        raise
 
 
 def usable_cells(path: Path, data_key: str, hashes: dict[str, str]) -> dict[tuple[str, str], Cell]:

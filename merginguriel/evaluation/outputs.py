@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig
-from merginguriel.errors import InputError
 
 
 @dataclass
@@ -86,9 +85,7 @@ def checkpoint_outputs(
     from merginguriel.evaluation.evaluate import load_checkpoint, predict_logits
 
     model, tokenizer = load_checkpoint(checkpoint)
-    logits, labels = predict_logits(model, tokenizer, locale, split, data, batch_size, device)
-    if labels.numel() == 0:
-        raise InputError(f"{locale} has no {split} rows in {data.source} data; nothing to evaluate (check the data files)")
+    logits, labels = predict_logits(model, tokenizer, locale, split, data, batch_size, device)  # refuses an empty split
     out = Outputs(logits.float(), labels.long())
     if path is not None:
         from merginguriel.io import atomic_file

@@ -127,7 +127,8 @@ class ResultsDB:
         self.conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        self._enable_wal(timeout)
+        with self._disk_full_named():
+            self._enable_wal(timeout)
         self.conn.execute("PRAGMA synchronous = NORMAL")
         with self.transaction():
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
@@ -184,13 +185,26 @@ class ResultsDB:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
+        with self._disk_full_named():
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _disk_full_named(self) -> Iterator[None]:
+        """SQLite's "database or disk is full" as the clear error that names this database."""
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            yield
+        except sqlite3.OperationalError as err:
+            if "disk is full" not in str(err):
+                raise
+            from merginguriel.errors import DiskFullError
+
+            raise DiskFullError(self.path, "no space left on the device") from err
 
     # -- planning ---------------------------------------------------------------------------------------------------
     def plan(self, sweep: str, points: Iterable[tuple[str, dict]]) -> int:

@@ -34,7 +34,7 @@ def run_point(job: MergeJob, keep_models: bool = False, manifests_dir: Optional[
     A merged model a sweep created is deleted after evaluation unless ``keep_models`` (its manifest is first
     copied to ``manifests_dir/<key>.json``, so the row keeps a readable record of how the model was made).
     """
-    from merginguriel.io import atomic_write_text
+    from merginguriel.io import write_json_atomic
     from merginguriel.jobs.run import output_lock, run_job
 
     t0 = time.perf_counter()
@@ -42,14 +42,12 @@ def run_point(job: MergeJob, keep_models: bool = False, manifests_dir: Optional[
     timings = dict(result.timings)
     timings["merge_reused"] = float(result.reused)
     out = result.output
+    # From here on, the folder is read only through the manifest run_job returned: another sweep judging the same
+    # point may remove the folder as soon as run_job lets go of it.
     manifest_path: Optional[Path] = out / "manifest.json"
     if manifests_dir is not None:
-        copy = Path(manifests_dir) / f"{job.key()}.json"
-        atomic_write_text(copy, manifest_path.read_text(encoding="utf-8"))
-        manifest_path = copy
-    from merginguriel.io import read_manifest
-
-    made_by_sweep = ((read_manifest(out).get("job") or {}).get("origin")) == "sweep"
+        manifest_path = write_json_atomic(Path(manifests_dir) / f"{job.key()}.json", result.manifest)
+    made_by_sweep = ((result.manifest.get("job") or {}).get("origin")) == "sweep"
     if not keep_models and made_by_sweep:  # a merge the user made for the same job is theirs to keep
         with output_lock(out):  # a concurrent sweep judging the same merge holds this lock until it is done
             shutil.rmtree(out, ignore_errors=True)

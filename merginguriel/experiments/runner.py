@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from merginguriel.errors import InputError
+from merginguriel.errors import DiskFullError, InputError
 from merginguriel.checkpoints import DEFAULT_ROOT, SWEEP_DB, experiment_dir
 from merginguriel.experiments.db import DEFAULT_STALE_AFTER, ResultsDB
 from merginguriel.experiments.grid import expand
@@ -125,6 +125,8 @@ def execute_point(
             job = job_from_dict(config)
             with _Heartbeat(db_path, key, heartbeat_s):
                 result = run_point(job, keep_models=keep_models, manifests_dir=Path(manifests_dir) if manifests_dir else None)
+        except DiskFullError:  # not the point's fault: stop; the row stays held by this (then dead) process, so a rerun
+            raise              # takes the point over at once
         except Exception as err:  # a failed point is recorded and the sweep goes on
             detail = str(err) if isinstance(err, InputError) else "".join(traceback.format_exception(err)[-3:])
             db.fail(key, f"{type(err).__name__}: {detail}".strip(), {"total_s": time.perf_counter() - start})

@@ -32,6 +32,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _disk_full(err: BaseException, path: Path, where: Path):
+    """The DiskFullError naming ``path`` when ``err`` is a full disk (an interrupt never is)."""
+    if not isinstance(err, Exception):
+        return None
+    from merginguriel.io.diskfull import as_disk_full
+
+    return as_disk_full(err, path, where)
+
+
 def remove_dead_temporaries(path: str | os.PathLike) -> list[Path]:
     """Remove the hidden temporaries that runs killed on this host left beside ``path`` (``.<name>.tmp-<host>-<pid>-<id>``
     whose pid is dead); a live run's temporary and another host's are left alone. Returns what was removed."""
@@ -69,8 +78,11 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     tmp.mkdir()
     try:
         yield tmp
-    except BaseException:
+    except BaseException as err:
+        full = _disk_full(err, path, tmp)  # looked at before the temporary frees its space
         shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from err
         raise
     if path.exists():
         old = _tmp_sibling(path)
@@ -91,6 +103,11 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except BaseException as err:
+        full = _disk_full(err, path, tmp.parent)
+        if full is not None:
+            raise full from err
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -107,9 +124,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        full = _disk_full(err, path, tmp.parent)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if full is not None:
+            raise full from err
         raise
     return path
 

@@ -45,8 +45,9 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{path} not found: {folder} is not a merginguriel output (or it was interrupted before finishing)"
         )
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    from merginguriel.io.jsonfile import read_json
+
+    return read_json(path, f"{folder} is damaged: remove it and make it again (or restore its manifest.json)")
 
 
 def reusable(folder: str | os.PathLike, inputs: dict, overwrite: bool, what: str) -> bool:

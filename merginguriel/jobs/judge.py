@@ -41,6 +41,18 @@ def _paired(a: torch.Tensor, b: torch.Tensor) -> dict:
     return compare(a.numpy(), b.numpy()).to_dict()
 
 
+def check_judged_rows(job: MergeJob, splits: list[str]) -> None:
+    """InputError (naming the data file) when the target has no rows in a split the judgement reads (validation, where
+    the best source is chosen, and ``splits``): checked before merging, so no merge is made that cannot be judged."""
+    from transformers import AutoTokenizer
+
+    from merginguriel.data.tokenized import tokenized_split
+
+    tokenizer = AutoTokenizer.from_pretrained(job.layout.base)
+    for split in dict.fromkeys(["validation", *splits]):
+        tokenized_split(job.data_config, tokenizer, job.target, split)
+
+
 def judge(job: MergeJob, output: Optional[Path], chosen: Chosen, splits: list[str]) -> dict[str, dict]:
     """Per split: the merged model's metrics (when ``output`` is given), every baseline, the merging effect, the gain
     over the validation-chosen best source and the comparison with the target's own model."""

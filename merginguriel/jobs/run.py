@@ -47,12 +47,14 @@ class JobPlan:
 
 @dataclass
 class JobResult:
-    """What a finished job reports: the plan, whether the merge was reused, the judgement per split, timings."""
+    """What a finished job reports: the plan, whether the merge was reused, the judgement per split, timings, and the
+    output's manifest as it was when the job let go of the output (a concurrent sweep may remove the folder after)."""
 
     plan: JobPlan
     reused: bool
     evaluation: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)
 
     @property
     def output(self) -> Path:
@@ -187,20 +189,20 @@ def run_job(
             _merge(plan, overwrite or out.exists(), progress, memory_mb, shard_mb, origin)
         timings["merge_s"] = time.perf_counter() - t
         evaluation: dict[str, dict] = {}
+        manifest = read_manifest(out)
         if evaluate and job.target and job.evaluate.splits:
             from merginguriel.jobs.judge import judge
 
             t = time.perf_counter()
             evaluation = judge(job, out, plan.chosen, list(job.evaluate.splits))
             timings["evaluate_s"] = time.perf_counter() - t
-            manifest = read_manifest(out)
             manifest["evaluation"] = {**(manifest.get("evaluation") or {}), **evaluation}
             write_json_atomic(out / "manifest.json", manifest)
             from merginguriel.models.card import write_card
 
             write_card(out, manifest)  # the card shows the judgement too
     timings["total_s"] = time.perf_counter() - t0
-    return JobResult(plan, reused, evaluation, timings)
+    return JobResult(plan, reused, evaluation, timings, manifest)
 
 
 PROCESS_MB = 400.0  # Python, torch and the libraries, measured before any model is read

@@ -113,8 +113,9 @@ class Checkpoint:
         path = self.folder / "config.json"
         if not path.is_file():
             raise InputError(f"{self.role} {self.folder} has no config.json; it is not a Hugging Face model folder")
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        from merginguriel.io.jsonfile import read_json
+
+        return read_json(path, f"fix the file, or export the {self.role} again (save_pretrained writes a valid one)")
 
     def read(
         self, items: Iterable[tuple[str, int, int]], out: dict[tuple[str, int, int], torch.Tensor] | None = None

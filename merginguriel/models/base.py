@@ -48,15 +48,17 @@ def ensure_base(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from merginguriel.locales import ID2LABEL, LABEL2ID, NUM_INTENTS
+    from merginguriel.io import model_files_checked
     from merginguriel.models.export import export_hf
 
     # The seed fixes the freshly initialised classification head (the encoder comes from the checkpoint).
     torch.manual_seed(seed)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=NUM_INTENTS, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID)
-        )
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        with model_files_checked(source, "backbone"):
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, num_labels=NUM_INTENTS, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID)
+            )
+            tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as err:  # a hub id that is not cached while offline, not on the hub, or not reachable
         if Path(source).is_dir():
             raise

@@ -80,10 +80,13 @@ class IntentClassifier(L.LightningModule):
 
                 raise InputError(f"checkpoint folder {path} does not exist; pass a Hugging Face model folder")
         self.source_path = Path(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path)
-        check_intent_labels(self.model.config, path)
+        from merginguriel.io import model_files_checked
+
+        with model_files_checked(path):
+            self.model = AutoModelForSequenceClassification.from_pretrained(path)
+            check_intent_labels(self.model.config, path)
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model.train()  # from_pretrained returns eval mode; dropout must run during fit
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
         # Which shared base this model descends from: the base itself, or what the checkpoint's manifest records.
         self.base_ref: Optional[dict] = None
         if is_finished(path):

@@ -63,11 +63,51 @@ def best_checkpoint(callback: ModelCheckpoint) -> tuple[Optional[str], Optional[
     return path, score
 
 
+def rng_states() -> dict:
+    """The states of every random number generator a fit draws from (torch, CUDA, numpy, Python), as plain values."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, keys.tolist(), pos, has_gauss, gauss], "python": random.getstate()}
+
+
+def set_rng_states(states: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    random.setstate(tuple(states["python"][:1]) + (tuple(states["python"][1]),) + tuple(states["python"][2:]))
+
+
 class ResumePoint(Callback):
-    """Saves ``last.ckpt`` at the end of every training epoch (after validation and the best-model checkpoint)."""
+    """Saves ``last.ckpt`` at the end of every training epoch (after validation and the best-model checkpoint).
+
+    Every checkpoint also holds the random generators' states, and a resumed fit restores them right before training
+    continues (Lightning does not): dropout then draws what the uninterrupted fit drew, so both end with the same model.
+    """
 
     def __init__(self, dirpath: str):
         self.dirpath = Path(dirpath)
+        self._restore: Optional[dict] = None
+
+    def state_dict(self) -> dict:
+        return {"rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restore = state_dict.get("rng")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._restore is not None:  # after the resumed run's sanity check, which drew from the generators
+            set_rng_states(self._restore)
+            self._restore = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.save_checkpoint(str(self.dirpath / LAST))
@@ -117,7 +157,11 @@ class FinetuneCLI(LightningCLI):
             cfg.checkpoint.dirpath = str(ckpt_dir / "checkpoints")
 
     # --- validate / test: print per locale, write a metrics JSON -----------------------------------------------------
+    def before_validate(self) -> None:
+        self.datamodule.check_rows("validation")
+
     def before_test(self) -> None:
+        self.datamodule.check_rows("test")
         self.model.set_eval_names(list(self.datamodule.locales))
         self.config_init["test"]["verbose"] = False  # the per-locale summary below replaces Lightning's table
 
@@ -205,6 +249,7 @@ def finetune_with(cli: FinetuneCLI) -> Path:
         if last.is_file():
             print(f"resuming the interrupted fit from {last}")
             resumed = str(last)
+        cli.datamodule.check_rows("train", "validation")  # early stopping and the best checkpoint need validation rows
         cli.trainer.callbacks.append(ResumePoint(str(ckpt_dir)))
         L.seed_everything(cfg.get("seed_everything", 42), workers=True, verbose=False)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resumed)

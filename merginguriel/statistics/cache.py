@@ -72,7 +72,10 @@ def _data_locales(params: Any, target: str | None, source_locale: str | None, so
 def _compute(kind: str, model_path: Path, rows: list[list[int]], params: Any, seed: int, device: torch.device) -> dict:
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_path, dtype=torch.float32)
+    from merginguriel.io import model_files_checked
+
+    with model_files_checked(model_path):
+        model = AutoModelForSequenceClassification.from_pretrained(model_path, dtype=torch.float32)
     if kind == "fisher":
         from merginguriel.statistics.fisher import fisher_diagonal
 
@@ -80,7 +83,8 @@ def _compute(kind: str, model_path: Path, rows: list[list[int]], params: Any, se
     from merginguriel.statistics.regmean import gram_matrices
     from transformers import AutoTokenizer
 
-    pad = AutoTokenizer.from_pretrained(model_path).pad_token_id
+    with model_files_checked(model_path):
+        pad = AutoTokenizer.from_pretrained(model_path).pad_token_id
     return gram_matrices(model, rows, pad_id=pad, batch_size=params.batch_size, device=device)
 
 
@@ -125,7 +129,10 @@ def source_statistics(
     if (folder / "manifest.json").is_file() and (folder / STATISTICS_FILE).is_file():
         return folder
     t0 = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(source.path)
+    from merginguriel.io import model_files_checked
+
+    with model_files_checked(source.path, "source"):
+        tokenizer = AutoTokenizer.from_pretrained(source.path)
     rows = _example_rows(data, tokenizer, locales, params.split, params.examples, seed)
     COMPUTE_CALLS[(kind, name)] += 1
     if device.type == "cuda":
