@@ -74,6 +74,7 @@ def full_disk_message(err: BaseException) -> Optional[str]:
     reason = full_disk_reason(err)
     if reason is None:
         return None
-    name = next((e.filename for e in _chain(err) if isinstance(e, OSError) and e.filename), None)
+    # a failed move names the source and then the destination, the file being written
+    name = next((e.filename2 or e.filename for e in _chain(err) if isinstance(e, OSError) and e.filename), None)
     return (f"{reason}{f' while writing {name}' if name else ''} ({err}); free some space (or write elsewhere: --root / "
             "--output) and run again: finished work is kept and reused")

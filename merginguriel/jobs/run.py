@@ -163,6 +163,11 @@ def run_job(
 
     t0 = time.perf_counter()
     plan = plan or plan_job(job, output, run)
+    judged = evaluate and job.target and job.evaluate.splits
+    if judged:
+        from merginguriel.jobs.judge import check_judged_rows
+
+        check_judged_rows(job, list(job.evaluate.splits))
     timings = {"select_s": time.perf_counter() - t0}
     out = plan.output
     with output_lock(out):
@@ -190,7 +195,7 @@ def run_job(
         timings["merge_s"] = time.perf_counter() - t
         evaluation: dict[str, dict] = {}
         manifest = read_manifest(out)
-        if evaluate and job.target and job.evaluate.splits:
+        if judged:
             from merginguriel.jobs.judge import judge
 
             t = time.perf_counter()

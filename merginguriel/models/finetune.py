@@ -53,7 +53,10 @@ def best_checkpoint(callback: ModelCheckpoint) -> tuple[Optional[str], Optional[
         return best, float(callback.best_model_score) if callback.best_model_score is not None else None
     scored = []
     for path in Path(callback.dirpath).glob("best-*.ckpt"):
-        states = torch.load(path, map_location="cpu", weights_only=False).get("callbacks", {})
+        try:
+            states = torch.load(path, map_location="cpu", weights_only=False).get("callbacks", {})
+        except Exception:  # cut short (a full disk, a kill): not a candidate
+            continue
         values = [v.get("best_model_score") for k, v in states.items() if k.startswith("ModelCheckpoint")]
         if values and values[0] is not None:
             scored.append((float(values[0]), str(path)))
@@ -110,7 +113,19 @@ class ResumePoint(Callback):
             self._restore = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(str(self.dirpath / LAST))
+        save_resume_point(trainer, self.dirpath / LAST)
+
+
+def save_resume_point(trainer: L.Trainer, path: Path) -> None:
+    """``trainer.save_checkpoint`` through a temporary beside ``path``: a resume point cut short by a kill or a full
+    disk never replaces a good one (Lightning stages the file elsewhere and copies it over, which can stop half way)."""
+    from merginguriel.io import atomic_file
+
+    if not trainer.is_global_zero:
+        trainer.save_checkpoint(str(path))  # a collective call; only rank 0 writes
+        return
+    with atomic_file(path) as tmp:
+        trainer.save_checkpoint(str(tmp))
 
 
 class FinetuneCLI(LightningCLI):
@@ -225,8 +240,11 @@ def finetune_with(cli: FinetuneCLI) -> Path:
     """Fit (resuming where an interrupted fit stopped) and export, for an instantiated recipe."""
     from merginguriel.checkpoints import is_finished
 
+    from merginguriel.io import remove_dead_temporaries
+
     cfg = cli._config()
     export = cli.export_dir
+    remove_dead_temporaries(export)  # an export cut short by a kill
     if is_finished(export) and not cfg.overwrite:
         print(f"{export} is already fine-tuned (reused; pass --overwrite true to fine-tune it again)")
         return export
@@ -253,7 +271,7 @@ def finetune_with(cli: FinetuneCLI) -> Path:
         cli.trainer.callbacks.append(ResumePoint(str(ckpt_dir)))
         L.seed_everything(cfg.get("seed_everything", 42), workers=True, verbose=False)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resumed)
-        cli.trainer.save_checkpoint(str(final))
+        save_resume_point(cli.trainer, final)
     return _export(cli, callback, started, resumed)
 
 
