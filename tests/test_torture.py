@@ -333,8 +333,10 @@ def _dead_pids() -> tuple[int, subprocess.Popen]:
     """The pid of a process that ended and was reaped, and a process that ended but is not reaped (a zombie)."""
     reaped = subprocess.Popen(["true"])
     reaped.wait()
+    import psutil
+
     zombie = subprocess.Popen(["true"])
-    while zombie.poll is None and not os.path.exists(f"/proc/{zombie.pid}"):
+    while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:  # ended; not reaped while we hold it
         time.sleep(0.01)
     return reaped.pid, zombie
 

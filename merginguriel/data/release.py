@@ -163,8 +163,8 @@ def parse_release_lines(lines: Iterable[str | bytes], source: str) -> Rows:
         out[split].append({"id": str(row.get("id", lineno - 1)), "utt": utt, "label": label})
     if not any(out.values()):
         raise InputError(
-            f"{source} holds no MASSIVE rows (the file is empty or blank); restore the file (one JSON row per line with "
-            "id, utt, intent, partition) or point --data.data_path at a complete release"
+            f"{source} holds no MASSIVE rows (the file is empty or blank); restore the file (one JSON row per line "
+            "with id, utt, intent, partition) or point --data.data_path at a complete release"
         )
     return out
 

@@ -20,8 +20,8 @@ _ERRNOS = {
     errno.EDQUOT: "the disk quota is exceeded",
     errno.EFBIG: "the file-size limit (ulimit -f) is reached",
 }
-_TEXTS = {"No space left on device": errno.ENOSPC, "os error 28": errno.ENOSPC, "database or disk is full": errno.ENOSPC,
-          "Disk quota exceeded": errno.EDQUOT, "File too large": errno.EFBIG}
+_TEXTS = {"No space left on device": errno.ENOSPC, "os error 28": errno.ENOSPC,
+          "database or disk is full": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT, "File too large": errno.EFBIG}
 NEARLY_FULL = 1 << 20  # bytes: a write that failed with less than this left on the filesystem failed for lack of space
 
 
@@ -62,7 +62,8 @@ def full_disk_reason(err: BaseException, where: Optional[str | os.PathLike] = No
     return None
 
 
-def as_disk_full(err: BaseException, path: str | os.PathLike, where: Optional[str | os.PathLike] = None) -> Optional[DiskFullError]:
+def as_disk_full(err: BaseException, path: str | os.PathLike,
+                 where: Optional[str | os.PathLike] = None) -> Optional[DiskFullError]:
     """The DiskFullError naming ``path`` when ``err`` is a full disk (see full_disk_reason), else None."""
     reason = full_disk_reason(err, where if where is not None else Path(path).parent)
     return DiskFullError(path, reason) if reason else None
@@ -76,5 +77,5 @@ def full_disk_message(err: BaseException) -> Optional[str]:
         return None
     # a failed move names the source and then the destination, the file being written
     name = next((e.filename2 or e.filename for e in _chain(err) if isinstance(e, OSError) and e.filename), None)
-    return (f"{reason}{f' while writing {name}' if name else ''} ({err}); free some space (or write elsewhere: --root / "
-            "--output) and run again: finished work is kept and reused")
+    return (f"{reason}{f' while writing {name}' if name else ''} ({err}); free some space (or write elsewhere: "
+            "--root / --output) and run again: finished work is kept and reused")
