@@ -446,3 +446,12 @@ def test_merge_judged_on_a_split_without_rows_is_refused_before_merging(ws, tmp_
                        "--output", tmp_path / "out")
     assert_clear_error(proc, "da-DK has no test rows (partition 'test') in", "da-DK.jsonl")
     assert files_under(tmp_path) <= {".out.lock"}  # no merged model that could not be judged
+
+
+def test_a_damaged_base_tokenizer_is_named(tiny_family_factory, tmp_path):
+    fam = tiny_family_factory(["de-DE", "fr-FR", "sw-KE"], root=tmp_path / "fam")
+    (fam.base / "tokenizer.json").write_text('{"version": "1.0",\n "model": }')
+    proc = run_command("merge", "--root", fam.root, "--backbone", "tiny", "--target", "sw-KE", "--progress", "false",
+                       "--selection.sources", "de-DE", "fr-FR", "--merge.method", "average", "--output", tmp_path / "out")
+    assert_clear_error(proc, f"{fam.base / 'tokenizer.json'}, line 2 column 11: invalid JSON", "the base folder")
+    assert not (tmp_path / "out").exists()

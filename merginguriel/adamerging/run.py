@@ -88,10 +88,11 @@ def build_module(spec: Any, options: AdaMergingOptions, device: str | torch.devi
 
     from merginguriel.adamerging.module import AdaMergingModule
     from merginguriel.adamerging.vectors import load_task_vectors, ties_process
-
+    from merginguriel.io import model_files_checked
     from merginguriel.merging.validate import exclude_matches
 
-    model = AutoModelForSequenceClassification.from_pretrained(spec.base)
+    with model_files_checked(spec.base, "base"):
+        model = AutoModelForSequenceClassification.from_pretrained(spec.base)
     names = [n for n, _ in model.named_parameters()]
     skip = exclude_matches(list(spec.exclude or []), names)  # the engine's glob / re: pattern semantics
     params = {n: p.detach() for n, p in model.named_parameters() if n not in skip}
@@ -133,7 +134,7 @@ def run_adamerging(spec: Any, options: AdaMergingOptions, trainer: TrainerOption
     from transformers import AutoTokenizer
 
     from merginguriel.adamerging.data import TargetUtterances, target_utterances
-
+    from merginguriel.io import model_files_checked
     from merginguriel.memory import PeakMemory
 
     t0 = time.perf_counter()
@@ -146,7 +147,8 @@ def run_adamerging(spec: Any, options: AdaMergingOptions, trainer: TrainerOption
         warnings.warn(TEST_SPLIT_WARNING, stacklevel=2)
         warnings_out.append(TEST_SPLIT_WARNING)
 
-    tokenizer = AutoTokenizer.from_pretrained(spec.base)
+    with model_files_checked(spec.base, "base"):
+        tokenizer = AutoTokenizer.from_pretrained(spec.base)
     rows = target_utterances(data, tokenizer, spec.target, options.split, options.max_examples, options.seed)
 
     L.seed_everything(options.seed, workers=True, verbose=False)

@@ -47,8 +47,10 @@ def check_judged_rows(job: MergeJob, splits: list[str]) -> None:
     from transformers import AutoTokenizer
 
     from merginguriel.data.tokenized import tokenized_split
+    from merginguriel.io import model_files_checked
 
-    tokenizer = AutoTokenizer.from_pretrained(job.layout.base)
+    with model_files_checked(job.layout.base, "base"):
+        tokenizer = AutoTokenizer.from_pretrained(job.layout.base)
     for split in dict.fromkeys(["validation", *splits]):
         tokenized_split(job.data_config, tokenizer, job.target, split)
 
