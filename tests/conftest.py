@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import subprocess
 import sys
 import tarfile
 from dataclasses import dataclass
@@ -438,11 +439,10 @@ def make_teacher_world(tmp: Path, utterances: int = 96, sharpness: float = 0.1) 
     data = DataConfig(source="release", data_path=str(tmp / "massive"), root=str(tmp / "ckpt"), max_length=32)
     return World(tmp / "ckpt", layout, data)
 
-# --- the command line as a user runs it ---------------------------------------------------------------------------------
-def run_command(*args: str, cwd: Path | None = None, timeout: float = 300) -> "subprocess.CompletedProcess":
-    """``merginguriel <args>`` in a real subprocess (offline), its output captured."""
-    import subprocess
 
+# --- the command line as a user runs it ---------------------------------------------------------------------------------
+def run_command(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``merginguriel <args>`` in a real subprocess (offline), its output captured."""
     exe = Path(sys.executable).with_name("merginguriel")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "merginguriel.cli.main"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
