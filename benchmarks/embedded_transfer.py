@@ -23,6 +23,7 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,9 @@ import pandas as pd
 import torch
 
 from merginguriel.embedded.build import ensure_embedded_backbone, ensure_embedded_data
-from merginguriel.embedded.measure import Corpus, Recipe, correctness, ensure_finetuned, load_classifier, spearman, task_vector_ratios
+from merginguriel.embedded.measure import (
+    Corpus, Recipe, correctness, ensure_finetuned, finetune, load_classifier, random_encoder_copy, spearman, task_vector_ratios,
+)
 from merginguriel.embedded.outcomes import merge_outcome, select
 from merginguriel.locales import LOCALES, NUM_INTENTS
 from merginguriel.models.base import ensure_base
@@ -157,6 +160,24 @@ def main() -> None:
     checks.append(("Spearman(REAL = validation NxN, test zero-shot accuracy)", f"{real_rho:.3f}", "above every URIEL view", None))
     for name, value, target, ok in checks:
         say(f"| {name} | {value} | {target}{'' if ok is None else (' (met)' if ok else ' (NOT met)')} |")
+    say()
+
+    probe = "es-ES" if "es-ES" in locales else locales[0]
+    # A random encoder cannot learn at the backbone's encoder rate: give it the head's rate, for twice the epochs.
+    scratch_recipe = replace(recipe, learning_rate=recipe.head_learning_rate or recipe.learning_rate, max_epochs=2 * recipe.max_epochs)
+    scratch, _ = finetune(random_encoder_copy(base, recipe.seed), corpus.split(probe, "train"), corpus.split(probe, "validation"), scratch_recipe)
+    scratch_acc = {t: float(correctness(scratch, corpus.split(t, "test")).mean()) for t in locales}
+    others = [t for t in locales if t != probe]
+    say(f"## What the backbone brings: {probe} fine-tuned from a randomly initialised encoder (same architecture, tokenizer, "
+        f"head; lr {scratch_recipe.learning_rate} everywhere, {scratch_recipe.max_epochs} epochs)")
+    say("| start | self | mean zero-shot over the other locales | other scripts: mean zero-shot |")
+    say("|---|---|---|---|")
+    from merginguriel.embedded.typology import load_typology
+
+    typ = load_typology()
+    cross = [t for t in others if typ[t]["script"] != typ[probe]["script"]]
+    for name, row in (("planted backbone", {t: test.at[probe, t] for t in locales}), ("random encoder", scratch_acc)):
+        say(f"| {name} | {row[probe]:.3f} | {np.mean([row[t] for t in others]):.3f} | {np.mean([row[t] for t in cross]):.3f} ({len(cross)} locales) |")
     say()
 
     ratios = {loc: task_vector_ratios(base, f) for loc, f in folders.items()}

@@ -176,6 +176,24 @@ def test_attention_pools_content_words(backbone):
     assert (specials < 0.2).all(), att
 
 
+def test_new_head_gets_its_own_learning_rate(backbone):
+    import lightning as L
+
+    from merginguriel.models.classifier import IntentClassifier
+
+    model = IntentClassifier(backbone="embedded", root=str(backbone.parent.parent), learning_rate=1e-4, head_learning_rate=1e-2)
+    model.trainer = L.Trainer(max_steps=20, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    groups = model.configure_optimizers()["optimizer"].param_groups
+    lr_of = {id(p): g["initial_lr"] for g in groups for p in g["params"]}
+    named = dict(model.model.named_parameters())
+    assert len(lr_of) == len(named)  # every parameter in exactly one group
+    assert {lr_of[id(p)] for n, p in named.items() if n.startswith("roberta.")} == {1e-4}
+    assert {lr_of[id(p)] for n, p in named.items() if n.startswith("classifier.")} == {1e-2}
+    plain = IntentClassifier(backbone="embedded", root=str(backbone.parent.parent), learning_rate=1e-4)
+    plain.trainer = L.Trainer(max_steps=20, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    assert {g["initial_lr"] for g in plain.configure_optimizers()["optimizer"].param_groups} == {1e-4}
+
+
 @pytest.mark.slow
 def test_transfer_numbers_on_eight_locales(tmp_path):
     """A CI-sized run of benchmarks/embedded_transfer.py: the default backbone, the fit-embedded recipe, 8 locales."""

@@ -125,11 +125,25 @@ def parameter_groups(model, recipe: Recipe) -> list[dict]:
     return groups
 
 
-def finetune(base: Path, train: Encoded, validation: Encoded, recipe: Recipe, seed_key: int = 0):
-    """Fine-tune the shared base on one locale; returns (model at its best validation epoch, stats)."""
-    from transformers import get_linear_schedule_with_warmup
+def random_encoder_copy(base: Path, seed: int):
+    """The shared base with its encoder re-initialised (HF's default initialisation, seeded), its head kept: the same
+    architecture, tokenizer and head without what the backbone brings."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     model = load_classifier(base)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(base))
+    fresh.classifier.load_state_dict(model.classifier.state_dict())
+    return fresh
+
+
+def finetune(start, train: Encoded, validation: Encoded, recipe: Recipe, seed_key: int = 0):
+    """Fine-tune ``start`` (a model folder, normally the shared base, or a model) on one locale; returns (model at its
+    best validation epoch, stats)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    model = start if isinstance(start, torch.nn.Module) else load_classifier(start)
     generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + seed_key)
     torch.manual_seed(recipe.seed * 1_000_003 + seed_key)  # dropout masks
     optimizer = torch.optim.AdamW(parameter_groups(model, recipe), eps=recipe.adam_epsilon, fused=True)

@@ -5,6 +5,8 @@ on the target's test split, with an exact McNemar test on the paired per-example
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -64,7 +66,8 @@ def merge_outcome(
     """Merge the selection's sources with ``method``, test the merge and the validation-chosen single source."""
     target = selection.target
     single = max(selection.sources, key=lambda s: (nxn_validation.at[s, target], s))
-    folder = out_dir / target / f"{selection.similarity}-k{selection.num_sources}-{method}"
+    recipe = json.dumps([selection.sources, [round(w, 6) for w in selection.weights], method, params], sort_keys=True)
+    folder = out_dir / target / f"{selection.similarity}-k{selection.num_sources}-{method}-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
     if not (folder / "manifest.json").is_file():
         sources = [Source(finetuned(s), s, w) for s, w in zip(selection.sources, selection.weights)]
         merge(MergeSpec(base=base, sources=sources, method=method, params=dict(params), output=folder, device="cpu",

@@ -16,8 +16,9 @@ those properties directly:
 - feed-forward neurons are sparse detectors that almost never fire on this data (bias ``FFN_THRESHOLD`` standard
   deviations below zero): their random features would only add noise, and fine-tuning can still recruit them;
 - biases of ordinary size; the attention output bias cancels the value bias, so neither shifts every utterance;
-- the masked-LM head reads meaning back into pieces (decoder rows are the normalised input embeddings), so the saved
-  folder is a working ``XLMRobertaForMaskedLM``.
+- the masked-LM head is there so the folder loads as ``XLMRobertaForMaskedLM``, as XLM-R's does; it is not a language
+  model (decoder rows are the normalised input embeddings; its masked-token loss is at the uniform level) and nothing
+  in merginguriel uses it: the encoder is what fine-tuning and merging start from.
 
 The new 60-intent head that fine-tuning adds is initialised with ``initializer_range = 1 / sqrt(hidden)`` (saved in
 the config), the scale of a trained layer of this width. With these weights the recipe of ``configs/fit-embedded.yaml``
@@ -39,7 +40,7 @@ from merginguriel.embedded.synthetic import SyntheticMassive, seeded_rng
 from merginguriel.embedded.vocab import SPECIAL_TOKENS, build_tokenizer, lexicon_concepts, word_uses
 from merginguriel.errors import InputError
 
-PLANT_VERSION = "1"
+PLANT_VERSION = "4"
 POSITION_SCALE = 0.3  # position and token-type rows, per element, next to word rows of about 1 per element
 LN_WEIGHT_JITTER = 0.05
 LN_BIAS = 0.25
@@ -100,10 +101,11 @@ def model_config(tokenizer, settings: BackboneSettings):
     )
 
 
-def embedding_matrix(world: SyntheticMassive, tokenizer, uses: dict, space: MeaningSpace, rng: np.random.Generator) -> np.ndarray:
+def embedding_matrix(world: SyntheticMassive, tokenizer, uses: dict, space: MeaningSpace, seed: int) -> np.ndarray:
     """Row of each piece: the mean of its uses' vectors (each as its locale writes it), at norm sqrt(hidden)."""
     locales = list(world.languages)
-    bent = distortions(locales, [*space.own, *space.topics], space.dim, rng)
+    bent = distortions(locales, [*space.own, *space.topics], space.dim, seed)
+    rng = seeded_rng(seed, "filler", space.dim)
     per_locale = {loc: bent.of(loc) for loc in locales}
     matrix = np.stack([space.filler(rng) for _ in range(len(tokenizer))])
     for piece, piece_uses in uses.items():
@@ -162,7 +164,7 @@ def build_backbone(world: SyntheticMassive, settings: BackboneSettings):
     tokenizer = build_tokenizer(uses, settings.max_length)
     dim = settings.hidden_size
     space = MeaningSpace.draw(lexicon_concepts(), dim, seeded_rng(settings.seed, "meaning", dim))
-    words = embedding_matrix(world, tokenizer, uses, space, seeded_rng(settings.seed, "embeddings", dim))
+    words = embedding_matrix(world, tokenizer, uses, space, settings.seed)
     gen = torch.Generator().manual_seed(int(seeded_rng(settings.seed, "weights", dim).integers(2**62)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)  # the module constructor's own initialisation (all of it overwritten below)
