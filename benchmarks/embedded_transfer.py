@@ -1,7 +1,7 @@
 """Embedded world: does it transfer the way XLM-R does? Build, fine-tune every locale, NxN, URIEL vs measured transfer,
 task-vector sizes and merge outcomes, written as a markdown results file with date and machine.
 
-    nice -n 10 .venv/bin/python benchmarks/embedded_transfer.py                       # all 52 locales (~25 min, 1 core)
+    nice -n 10 .venv/bin/python benchmarks/embedded_transfer.py   # all 52 locales: 23 min on a 2-core VM at load 2-4
     nice -n 10 .venv/bin/python benchmarks/embedded_transfer.py --locales es-ES,pt-PT,... --targets pt-PT,...
 
 Steps (each reuses what a previous run under the same --root finished):
@@ -10,8 +10,9 @@ Steps (each reuses what a previous run under the same --root finished):
 3. the NxN matrix on validation (REAL similarity, the single-source choice) and test (everything reported);
 4. the numbers issue 12 asks for: hi-IN on ur-PK against ur-PK's own model, ru-RU on pl-PL, zero-shot / self over all
    off-diagonal cells, cells below 3x chance, Spearman of each URIEL view with measured transfer, task-vector sizes;
-5. merges for the --targets: REAL- and URIEL-selected K sources (ExcTar), linear (similarity-weighted) and TIES,
-   against the selected source with the best validation zero-shot accuracy, exact McNemar on the test rows.
+5. merges for the --targets: REAL- and URIEL-selected K sources (ExcTar), --methods (default linear, similarity-
+   weighted, and TIES), against the selected source with the best validation zero-shot accuracy, exact McNemar on
+   the test rows.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ from merginguriel.similarity import similarity_matrix
 REPO = Path(__file__).resolve().parents[1]
 URIEL_VIEWS = {"syntax_knn (uriel)": "uriel", "genetic (uriel_genetic)": "uriel_genetic", "geographic (uriel_geographic)": "uriel_geographic"}
 DEFAULT_TARGETS = "sw-KE,tr-TR,az-AZ,tl-PH,cy-GB,af-ZA,ur-PK,pt-PT,ja-JP,th-TH,am-ET,vi-VN"
-METHODS = {"linear": {"normalise": True}, "ties": {"density": 0.2}}
+METHOD_PARAMS = {
+    "linear": {"normalise": True}, "ties": {"density": 0.2}, "task_arithmetic": {"weighted": False, "lam": 0.3},
+    "breadcrumbs": {}, "dare_linear": {"p": 0.9}, "dare_ties": {"p": 0.9},
+}
 CHANCE = 1.0 / NUM_INTENTS
 
 
@@ -63,6 +67,7 @@ def main() -> None:
     ap.add_argument("--locales", default="all", help="comma-separated locales to fine-tune (default: all 52)")
     ap.add_argument("--targets", default=DEFAULT_TARGETS, help="comma-separated merge targets")
     ap.add_argument("--num_sources", default="3,5", help="comma-separated K values")
+    ap.add_argument("--methods", default="linear,ties", help=f"comma-separated merge methods, of: {', '.join(METHOD_PARAMS)}")
     ap.add_argument("--config", default=str(REPO / "configs" / "fit-embedded.yaml"))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "embedded-run.md"))
     args = ap.parse_args()
@@ -73,6 +78,7 @@ def main() -> None:
     locales = list(LOCALES) if args.locales == "all" else args.locales.split(",")
     targets = [t for t in args.targets.split(",") if t in locales]
     ks = [int(k) for k in args.num_sources.split(",")]
+    methods = {m: METHOD_PARAMS[m] for m in args.methods.split(",")}
     recipe = Recipe.from_yaml(args.config)
     lines: list[str] = []
 
@@ -99,21 +105,24 @@ def main() -> None:
     t_finetune = time.perf_counter() - t
     fit_stats = {loc: json.loads((f / "manifest.json").read_text())["metrics"] for loc, f in folders.items()}
 
-    # 3. NxN ---------------------------------------------------------------------------------------------------------
+    # 3. NxN (reused when a previous run under this root measured the same locales) ---------------------------------
     t = time.perf_counter()
-    nxn = {"validation": pd.DataFrame(index=locales, columns=locales, dtype=float), "test": pd.DataFrame(index=locales, columns=locales, dtype=float)}
+    saved = {split: bench / f"nxn-{split}.csv" for split in ("validation", "test")}
     test_rows: dict[tuple[str, str], np.ndarray] = {}
-    for s in locales:
-        model = load_classifier(folders[s])
-        for split in ("validation", "test"):
-            for tgt in locales:
-                right = correctness(model, corpus.split(tgt, split))
-                nxn[split].at[s, tgt] = float(right.mean())
-                if split == "test":
-                    test_rows[s, tgt] = right
+    nxn = {split: pd.read_csv(path, index_col=0) for split, path in saved.items() if path.is_file()}
+    if any(list(frame.index) != locales or list(frame.columns) != locales for frame in nxn.values()) or len(nxn) < 2:
+        nxn = {split: pd.DataFrame(index=locales, columns=locales, dtype=float) for split in saved}
+        for s in locales:
+            model = load_classifier(folders[s])
+            for split in saved:
+                for tgt in locales:
+                    right = correctness(model, corpus.split(tgt, split))
+                    nxn[split].at[s, tgt] = float(right.mean())
+                    if split == "test":
+                        test_rows[s, tgt] = right
+        for split, frame in nxn.items():
+            frame.to_csv(saved[split])
     t_nxn = time.perf_counter() - t
-    for split, frame in nxn.items():
-        frame.to_csv(bench / f"nxn-{split}.csv")
 
     test = nxn["test"]
     self_acc = pd.Series({loc: test.at[loc, loc] for loc in locales})
@@ -134,7 +143,7 @@ def main() -> None:
     say(f"| backbone (tokenizer + planted weights) | {t_backbone:.1f} s |")
     say(f"| fine-tunes ({len(locales)}) | {t_finetune:.0f} s ({np.mean([f['fit_seconds'] for f in fit_stats.values()]):.1f} s each on average, "
         f"{np.mean([f['epochs'] for f in fit_stats.values()]):.1f} epochs) |")
-    say(f"| NxN, validation + test ({len(locales)}x{len(locales)}) | {t_nxn:.0f} s |")
+    say(f"| NxN, validation + test ({len(locales)}x{len(locales)}) | {t_nxn:.0f} s{'' if test_rows else ' (reused from an earlier run)'} |")
     say()
     chance3 = 3 * CHANCE
     say("## Transfer (test split, chance 1/60 = 0.017)")
@@ -210,17 +219,20 @@ def main() -> None:
         outcomes = []
 
         def test_correct(folder: Path, loc: str) -> np.ndarray:
-            for s, f in folders.items():
-                if f == folder:
-                    return test_rows[s, loc]
-            return correctness(load_classifier(folder), corpus.split(loc, "test"))
+            source = next((s for s, f in folders.items() if f == folder), None)
+            if source is not None and (source, loc) in test_rows:
+                return test_rows[source, loc]
+            right = correctness(load_classifier(folder), corpus.split(loc, "test"))
+            if source is not None:
+                test_rows[source, loc] = right
+            return right
 
         for tgt in targets:
             candidates = [c for c in locales if c != tgt]
             for sim in ("real", "uriel"):
                 for k in ks:
                     selection = select(tgt, sim, k, candidates, nxn["validation"], uriel)
-                    for method, params in METHODS.items():
+                    for method, params in methods.items():
                         outcomes.append(merge_outcome(selection, method, params, base, folders.__getitem__, bench / "merged",
                                                       nxn["validation"], test_correct))
         t_merge = time.perf_counter() - t
@@ -240,7 +252,7 @@ def main() -> None:
         say(f"Merges that gain: {len(gains)}/{len(outcomes)}; significant gains (p < 0.05): {len(significant)}; "
             f"targets whose every merge gains: {int((per_target['min'] > 0).sum())}; whose every merge loses: "
             f"{int((per_target['max'] < 0).sum())}; of {len(per_target)} targets.")
-        pd.DataFrame([o.row() for o in outcomes]).to_csv(bench / "merges.csv", index=False)
+        pd.DataFrame([o.row() for o in outcomes]).to_csv(bench / f"merges-{Path(args.out).stem}.csv", index=False)
     say()
     say(f"Total benchmark time: {time.perf_counter() - started:.0f} s. Outputs: {bench}")
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
