@@ -17,7 +17,7 @@ def test_embedded_fit_and_test_from_yaml(tmp_path: Path) -> None:
     root = tmp_path / "ckpt"
     # A smaller build than the default (same code path), so the test stays quick.
     run_cli(["embedded", "--root", str(root), "--train_per_intent", "12", "--dev_per_intent", "3", "--test_per_intent", "3",
-             "--vocab_size", "4000", "--pretrain_steps", "20"], cwd=tmp_path)
+             "--hidden_size", "64"], cwd=tmp_path)
     common = ["--config", "fit-embedded", "--model.root", str(root), "--data.locales", "es-ES"]
     run_cli(["fit", *common, "--trainer.max_epochs", "8", "--trainer.enable_progress_bar", "false"], cwd=tmp_path)
     folder = root / "embedded-tiny" / "finetuned" / "es-ES"

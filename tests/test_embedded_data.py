@@ -8,9 +8,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from merginguriel.embedded.build import ensure_embedded_data
+from merginguriel.embedded.relatedness import cause_kernels, distortion_scale, distortions, expected_similarity, own_scale
+from merginguriel.embedded.resources import CC100_GIB, resource_level
 from merginguriel.embedded.scripts import script_of_text
 from merginguriel.embedded.synthetic import SyntheticSizes, generate
 from merginguriel.embedded.typology import BASIC_ORDERS, SCRIPTS, compute_typology, genetic_distance, load_typology
@@ -59,6 +62,63 @@ def test_typology_table_matches_live_lang2vec():
     assert shipped["ar-SA"]["order"] == "VSO" and shipped["cy-GB"]["order"] == "VSO"
     assert not shipped["es-ES"]["adj_before_noun"]
     assert "Germanic" in shipped["nb-NO"]["families"]
+
+
+def test_coordinates_are_where_the_languages_are_spoken():
+    typ = load_typology()
+    # Glottolog points: Finnish north of Spanish, Japanese east of Hindi, Swahili and Afrikaans south of the equator.
+    assert typ["fi-FI"]["latitude"] > typ["es-ES"]["latitude"] + 15
+    assert typ["ja-JP"]["longitude"] > typ["hi-IN"]["longitude"] + 40
+    assert typ["sw-KE"]["latitude"] < 0 and typ["af-ZA"]["latitude"] < 0
+    assert all(-90 <= e["latitude"] <= 90 and -180 <= e["longitude"] <= 180 for e in typ.values())
+
+
+def test_cc100_sizes_are_the_published_ones():
+    assert set(CC100_GIB) == set(LOCALES)
+    # Spot checks against Conneau et al. 2020, Table 6 (GiB): the largest, the smallest, and a mid-sized language.
+    assert (CC100_GIB["en-US"], CC100_GIB["jv-ID"], CC100_GIB["sw-KE"], CC100_GIB["ru-RU"]) == (300.8, 0.2, 1.6, 278.0)
+    levels = {loc: resource_level(loc) for loc in LOCALES}
+    assert levels["en-US"] == 1.0 and levels["jv-ID"] == 0.0
+    assert levels["ru-RU"] > levels["hi-IN"] > levels["sw-KE"] > levels["jv-ID"]
+    # XLM-R aligns the languages it saw little of worse: larger distortions, a larger unshared part.
+    assert own_scale("jv-ID") > 2 * own_scale("en-US")
+    scale = dict(zip(LOCALES, distortion_scale(LOCALES, seed=0)))
+    assert scale["jv-ID"] > 1.5 * scale["en-US"] and scale["sw-KE"] > scale["ru-RU"]
+
+
+def test_cause_kernels_are_correlations_that_follow_their_cause():
+    locales = ["es-ES", "pt-PT", "en-US", "ru-RU", "hi-IN", "ur-PK", "ja-JP", "ko-KR", "sw-KE", "fi-FI"]
+    K = cause_kernels(locales)
+    i = {loc: n for n, loc in enumerate(locales)}
+    for name, k in K.items():
+        assert np.allclose(k, k.T) and np.allclose(np.diag(k), 1.0), name
+        assert np.linalg.eigvalsh(k).min() > -1e-8, name  # a valid covariance
+    gen, geo, order = K["genetic"], K["contact"], K["word_order"]
+    assert gen[i["es-ES"], i["pt-PT"]] > gen[i["es-ES"], i["en-US"]] > gen[i["es-ES"], i["ja-JP"]] == 0.0
+    assert gen[i["hi-IN"], i["ur-PK"]] == 1.0  # URIEL gives Hindi and Urdu one family path
+    assert geo[i["es-ES"], i["pt-PT"]] > 0.5 > geo[i["es-ES"], i["ru-RU"]] > geo[i["es-ES"], i["ja-JP"]]
+    assert order[i["ja-JP"], i["ko-KR"]] > 0.7 and order[i["ja-JP"], i["en-US"]] < 0  # both SOV and postpositional
+    mixed = expected_similarity(locales)
+    assert mixed[i["es-ES"], i["pt-PT"]] > mixed[i["es-ES"], i["sw-KE"]]
+    # Word order is centred over the 52 locales: opposite orders pull apart, so unrelated distant languages of
+    # opposite order are anti-correlated, and one order's neighbours (Japanese, Korean) are close.
+    assert order[i["ja-JP"], i["sw-KE"]] < 0
+    assert mixed[i["ja-JP"], i["ko-KR"]] > mixed[i["ja-JP"], i["sw-KE"]] + 0.25
+    # The seeded affinity is a cause too: another seed, other idiosyncratic pairs, same documented causes.
+    other = cause_kernels(locales, seed=1)
+    assert not np.allclose(other["affinity"], K["affinity"]) and np.array_equal(other["genetic"], K["genetic"])
+
+
+def test_distortions_are_seeded_and_correlated_as_the_kernels_say():
+    locales = ["es-ES", "pt-PT", "ja-JP", "ko-KR"]
+    units = [f"u{k}" for k in range(400)]
+    a = distortions(locales, units, 32, seed=5)
+    assert np.array_equal(a.vectors, distortions(locales, units, 32, seed=5).vectors)
+    flat = a.vectors.reshape(len(locales), -1)
+    corr = np.corrcoef(flat)
+    expected = expected_similarity(locales, seed=5)
+    assert np.abs(corr - expected).max() < 0.1  # 12,800 draws per language: the empirical correlation is the planted one
+    assert corr[0, 1] > corr[0, 2]
 
 
 def test_genetic_distance_orders_pairs_like_urielplus():

@@ -14,11 +14,9 @@ def embedded(
     train_per_intent: Optional[int] = None,
     dev_per_intent: Optional[int] = None,
     test_per_intent: Optional[int] = None,
-    vocab_size: Optional[int] = None,
     hidden_size: Optional[int] = None,
     num_layers: Optional[int] = None,
     num_heads: Optional[int] = None,
-    pretrain_steps: Optional[int] = None,
     data_only: bool = False,
 ) -> int:
     """Build (or find) the embedded default under <root>/embedded: synthetic MASSIVE data and the tiny backbone.
@@ -31,11 +29,9 @@ def embedded(
         train_per_intent: training utterances per intent and locale.
         dev_per_intent: validation utterances per intent and locale.
         test_per_intent: test utterances per intent and locale.
-        vocab_size: SentencePiece pieces.
         hidden_size: encoder width.
         num_layers: transformer layers.
         num_heads: attention heads.
-        pretrain_steps: pre-training steps.
         data_only: build only the data, not the backbone.
     """
     from merginguriel.embedded.build import build_embedded
@@ -43,8 +39,8 @@ def embedded(
 
     started = time.perf_counter()
     built = build_embedded(root=root, seed=seed, train_per_intent=train_per_intent, dev_per_intent=dev_per_intent,
-                           test_per_intent=test_per_intent, vocab_size=vocab_size, hidden_size=hidden_size,
-                           num_layers=num_layers, num_heads=num_heads, pretrain_steps=pretrain_steps, data_only=data_only)
+                           test_per_intent=test_per_intent, hidden_size=hidden_size, num_layers=num_layers,
+                           num_heads=num_heads, data_only=data_only)
     for name, path in built.items():
         m = read_manifest(path)
         if name == "data":
@@ -53,7 +49,7 @@ def embedded(
                   f"{s['train_per_intent']}/{s['dev_per_intent']}/{s['test_per_intent']} train/dev/test per intent; "
                   f"seed {m['seed']}; built {m['created']} in {m['build_seconds']} s)")
         else:
-            params = (m.get("pretraining") or {}).get("parameters")
+            params = (m.get("planting") or {}).get("parameters")
             size = f"{params / 1e6:.2f} M parameters, " if params else ""
             print(f"embedded backbone: {path}  (XLM-R architecture, {size}vocab {m.get('vocab_size')}; "
                   f"seed {m['seed']}; built {m['created']} in {m['build_seconds']} s)")

@@ -1,4 +1,4 @@
-"""The embedded default: synthetic MASSIVE data and a tiny pre-trained XLM-R-architecture backbone, built offline on the spot.
+"""The embedded default: synthetic MASSIVE data and a tiny planted XLM-R-architecture backbone, built offline on the spot.
 
 ```
 <root>/embedded/data/1.1/data/<locale>.jsonl   the official release layout (partitions train/dev/test, string intents)
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
@@ -22,8 +21,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from merginguriel.checkpoints import DEFAULT_ROOT
-from merginguriel.embedded.pretrain import BackboneSettings, pretrain_mlm, train_tokenizer
-from merginguriel.embedded.synthetic import GENERATOR_VERSION, SyntheticSizes, sizes_dict, write_release
+from merginguriel.embedded.plant import PLANT_VERSION, BackboneSettings, build_backbone
+from merginguriel.embedded.synthetic import GENERATOR_VERSION, SyntheticMassive, SyntheticSizes, sizes_dict, write_release
 from merginguriel.embedded.typology import TABLE_PATH
 from merginguriel.errors import InputError
 from merginguriel.io import atomic_dir, checkpoint_hash, file_sha256, read_manifest, write_manifest
@@ -62,6 +61,16 @@ def _finished(folder: Path) -> bool:
     return (folder / "manifest.json").is_file()
 
 
+def _check_version(folder: Path, key: str, current: str, what: str) -> None:
+    """A folder built by another version of the world's code would silently mean another world: refuse it."""
+    recorded = read_manifest(folder).get(key)
+    if recorded != current:
+        raise InputError(
+            f"{folder} holds the embedded {what} of another version of merginguriel's synthetic world ({key} "
+            f"{recorded!r}, this code makes {current!r}); delete {folder.parent} to rebuild it, or use another --root"
+        )
+
+
 def ensure_embedded_data(folder: Path, sizes: Optional[SyntheticSizes] = None) -> Path:
     """Return ``<folder>/data`` (release layout, all locales), generating it first if it is missing.
 
@@ -73,6 +82,7 @@ def ensure_embedded_data(folder: Path, sizes: Optional[SyntheticSizes] = None) -
         with _locked(folder):
             if not _finished(out):  # another process may have built it while this one waited
                 _build_data(out, sizes or SyntheticSizes())
+    _check_version(out, "generator_version", GENERATOR_VERSION, "data")
     if sizes is not None:
         _check_same(out, read_manifest(out).get("sizes", {}), sizes_dict(sizes), "data")
     return out
@@ -98,18 +108,6 @@ def _build_data(out: Path, sizes: SyntheticSizes) -> None:
         )
 
 
-def read_train_text(data_dir: Path, locales: tuple[str, ...] | list[str] = LOCALES) -> list[str]:
-    """The ``utt`` of every training row of the given locales of a release-layout folder."""
-    texts = []
-    for loc in locales:
-        with open(Path(data_dir) / "1.1" / "data" / f"{loc}.jsonl", encoding="utf-8") as fh:
-            for line in fh:
-                row = json.loads(line)
-                if row["partition"] == "train":
-                    texts.append(row["utt"])
-    return texts
-
-
 def ensure_embedded_backbone(
     folder: Path, settings: Optional[BackboneSettings] = None, sizes: Optional[SyntheticSizes] = None
 ) -> Path:
@@ -124,6 +122,7 @@ def ensure_embedded_backbone(
         with _locked(folder):
             if not _finished(out):
                 _build_backbone(out, data_dir, settings or BackboneSettings())
+    _check_version(out, "plant_version", PLANT_VERSION, "backbone")
     if settings is not None:
         _check_same(out, read_manifest(out).get("settings", {}), asdict(settings), "backbone")
     return out
@@ -144,27 +143,26 @@ def torch_threads(n: int) -> Iterator[None]:
 
 def _build_backbone(out: Path, data_dir: Path, settings: BackboneSettings) -> None:
     start = time.perf_counter()
-    sentences = read_train_text(data_dir)
-    tokenizer = train_tokenizer(sentences, settings)
-    tokenizer_seconds = time.perf_counter() - start
-    # One thread: the same numbers on every machine, and no slowdown from oversubscribed cores on a busy host.
-    with torch_threads(1):
-        model, stats = pretrain_mlm(sentences, tokenizer, settings, log_every=max(1, settings.pretrain_steps // 5))
     data_manifest = read_manifest(data_dir)
+    # The lexicon is the data's: the same seed gives the same word forms (rows do not matter to the backbone).
+    world = SyntheticMassive(SyntheticSizes(seed=int(data_manifest["seed"]), train_per_intent=1, dev_per_intent=1, test_per_intent=1))
+    with torch_threads(1):  # the same numbers on every machine
+        model, tokenizer, stats = build_backbone(world, settings)
     with atomic_dir(out, overwrite=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_manifest(
             tmp,
             BACKBONE_KIND,
-            produced_by="merginguriel.embedded.pretrain (SentencePiece unigram + XLMRobertaForMaskedLM MLM)",
+            produced_by="merginguriel.embedded.plant (word-level unigram tokenizer + planted XLMRobertaForMaskedLM)",
             hash=checkpoint_hash(tmp),
             seed=settings.seed,
+            plant_version=PLANT_VERSION,
             settings=asdict(settings),
-            data={"path": str(data_dir), "sizes": data_manifest.get("sizes"), "created": data_manifest.get("created")},
+            data={"path": str(data_dir), "seed": data_manifest.get("seed"), "sizes": data_manifest.get("sizes"),
+                  "created": data_manifest.get("created")},
             vocab_size=len(tokenizer),
-            tokenizer_seconds=round(tokenizer_seconds, 2),
-            pretraining=stats,
+            planting=stats,
             build_seconds=round(time.perf_counter() - start, 2),
         )
 
@@ -175,11 +173,9 @@ def build_embedded(
     train_per_intent: Optional[int] = None,
     dev_per_intent: Optional[int] = None,
     test_per_intent: Optional[int] = None,
-    vocab_size: Optional[int] = None,
     hidden_size: Optional[int] = None,
     num_layers: Optional[int] = None,
     num_heads: Optional[int] = None,
-    pretrain_steps: Optional[int] = None,
     data_only: bool = False,
 ) -> dict[str, Path]:
     """Build (or find) the embedded default under ``<root>/embedded``: synthetic MASSIVE data and the tiny backbone.
@@ -188,20 +184,17 @@ def build_embedded(
 
     Args:
         root: the checkpoints root.
-        seed: seed of the synthetic languages, the rows, the tokenizer and the pre-training.
+        seed: seed of the synthetic languages, the rows, the meaning space and the planted weights.
         train_per_intent: training utterances per intent and locale (default 20).
-        dev_per_intent: validation utterances per intent and locale (default 5).
-        test_per_intent: test utterances per intent and locale (default 5).
-        vocab_size: SentencePiece pieces (default 16000).
+        dev_per_intent: validation utterances per intent and locale (default 10).
+        test_per_intent: test utterances per intent and locale (default 10).
         hidden_size: encoder width (default 128).
         num_layers: transformer layers (default 2).
         num_heads: attention heads (default 4).
-        pretrain_steps: masked-LM pre-training steps (default 300).
         data_only: build only the data, not the backbone.
     """
     data_fields = {"seed": seed, "train_per_intent": train_per_intent, "dev_per_intent": dev_per_intent, "test_per_intent": test_per_intent}
-    model_fields = {"seed": seed, "vocab_size": vocab_size, "hidden_size": hidden_size, "num_layers": num_layers,
-                    "num_heads": num_heads, "pretrain_steps": pretrain_steps}
+    model_fields = {"seed": seed, "hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads}
     folder = Path(root) / "embedded"
     sizes = _explicit(SyntheticSizes, folder / DATA_DIR, "sizes", data_fields)
     settings = _explicit(BackboneSettings, folder / BACKBONE_DIR, "settings", model_fields)

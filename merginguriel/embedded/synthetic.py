@@ -16,6 +16,11 @@ How it works:
 
 Rows are parallel across locales by ``id`` (same meaning, same partition), and a locale's rows do not depend on which
 other locales are generated.
+
+The surface forms are only one channel of relatedness: languages that share a script share the pieces of their
+common forms (cognates, borrowed names, digits), as XLM-R shares subwords. How languages relate in meaning -- and so
+how well a model fine-tuned on one transfers to another, across scripts too -- is planted in the backbone from a
+hidden mixture of genetic, contact, word-order and resource causes (``relatedness``, ``plant``).
 """
 
 from __future__ import annotations
@@ -124,13 +129,14 @@ class SyntheticSizes:
         seed: the generator seed (languages and rows).
         train_per_intent: training utterances per intent and locale.
         dev_per_intent: validation ("dev" partition) utterances per intent and locale.
-        test_per_intent: test utterances per intent and locale.
+        test_per_intent: test utterances per intent and locale (600 rows by default: a paired test on one target
+            then detects differences of about 4 points).
     """
 
     seed: int = 0
     train_per_intent: int = 20
-    dev_per_intent: int = 5
-    test_per_intent: int = 5
+    dev_per_intent: int = 10
+    test_per_intent: int = 10
 
     def __post_init__(self) -> None:
         for name in ("train_per_intent", "dev_per_intent", "test_per_intent"):
@@ -138,7 +144,7 @@ class SyntheticSizes:
                 raise InputError(f"{name} must be at least 1 (got {getattr(self, name)}); every split needs every intent")
 
 
-def _rng(seed: int, *key: Any) -> np.random.Generator:
+def seeded_rng(seed: int, *key: Any) -> np.random.Generator:
     digest = hashlib.sha256(json.dumps([seed, *key]).encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
@@ -168,14 +174,14 @@ def evolve_lexicons(seed: int) -> dict[str, dict[str, Form]]:
     inventory = concept_inventory()
     concepts = sorted(inventory)
     tree = genetic_tree(LOCALES)
-    root_rng = _rng(seed, "root")
+    root_rng = seeded_rng(seed, "root")
     root = {c: _random_form(root_rng, inventory[c]) for c in concepts}
     out: dict[str, dict[str, Form]] = {}
 
     def descend(node: dict[str, Any], forms: dict[str, Form], height: float) -> None:
         shared = height - node["height"]
         length = shared + (LEAF_BRANCH if "locale" in node else 0.0)
-        rng = _rng(seed, "branch", sorted(_leaves(node)))
+        rng = seeded_rng(seed, "branch", sorted(_leaves(node)))
         # The leaf's own short branch only replaces words (dialect-level differences); sound change needs real time.
         p_sound = 1.0 - math.exp(-SOUND_CHANGE_RATE * shared)
         cmap = [int(rng.integers(S.NUM_CONSONANTS)) if rng.random() < p_sound else c for c in range(S.NUM_CONSONANTS)]
@@ -367,11 +373,11 @@ class SyntheticMassive:
     def _meanings(self) -> list[tuple[str, str, Meaning, str]]:
         """(id, partition, meaning, worker_id) for every row, in id order."""
         s = self.sizes
-        rng = _rng(s.seed, "meanings")
+        rng = seeded_rng(s.seed, "meanings")
         parts = ["train"] * s.train_per_intent + ["dev"] * s.dev_per_intent + ["test"] * s.test_per_intent
         drafts = [(p, sample_meaning(rng, intent)) for intent in INTENTS for p in parts]
-        order = _rng(s.seed, "ids").permutation(len(drafts))
-        workers = _rng(s.seed, "workers").integers(0, 100, len(drafts))
+        order = seeded_rng(s.seed, "ids").permutation(len(drafts))
+        workers = seeded_rng(s.seed, "workers").integers(0, 100, len(drafts))
         return [(str(i), drafts[j][0], drafts[j][1], str(workers[i])) for i, j in enumerate(order)]
 
     def locale_rows(self, locale: str) -> list[dict[str, Any]]:

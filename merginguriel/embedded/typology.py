@@ -7,7 +7,10 @@ What the generator takes from real typology:
 - word order: basic order (SVO/SOV/VSO/...), adjective, adposition, possessor and demonstrative placement, oblique
   placement, question-particle position and case suffixes, from ``syntax_wals`` where WALS has the value and
   ``syntax_knn`` (URIEL's imputed values) where it does not;
-- the locale's real writing system (hand table below) and whether it separates words with spaces.
+- the locale's real writing system (hand table below) and whether it separates words with spaces;
+- where the language is spoken: the Glottolog latitude and longitude that urielplus ships (``lang_fam_geo.csv``, found
+  through its ISO 639-3 to Glottocode map; the individual code first, then the macro code, then the locale's own
+  override in ``GLOTTOCODE_OVERRIDES``), the basis of URIEL's geographic view and of the synthetic world's contact cause.
 
 The derived table is shipped as ``typology_table.json`` beside this module, so building data needs neither lang2vec nor
 urielplus at run time; ``python -m merginguriel.embedded.typology`` regenerates it from the live library, and a test checks
@@ -40,6 +43,9 @@ SCRIPTS: dict[str, str] = {
 }
 # Locales whose writing does not separate words with spaces (MASSIVE's Thai, Khmer, Burmese, Japanese and Chinese).
 NO_SPACES: frozenset[str] = frozenset({"th-TH", "km-KH", "my-MM", "ja-JP", "zh-CN", "zh-TW"})
+
+# Locales whose ISO codes (individual and macro) have no Glottolog point in urielplus: the Glottocode to use instead.
+GLOTTOCODE_OVERRIDES: dict[str, str] = {"az-AZ": "nort2697"}  # aze (macro) has none; North Azerbaijani (azj) does
 
 BASIC_ORDERS: tuple[str, ...] = ("SVO", "SOV", "VSO", "VOS", "OVS", "OSV")
 # Binary word-order parameters: name -> (feature meaning "true", feature meaning "false").
@@ -95,6 +101,26 @@ def family_paths(l2v, locales: tuple[str, ...] | list[str]) -> dict[str, list[st
     return {loc: path(ISO639_3[loc]) or path(ISO639_3_MACRO.get(loc)) for loc in locales}
 
 
+def coordinates(locales: tuple[str, ...] | list[str]) -> dict[str, tuple[float, float]]:
+    """(latitude, longitude) of each locale's language from urielplus's Glottolog table."""
+    import csv
+    from importlib.resources import files
+
+    csvs = files("urielplus") / "database" / "urielplus_csvs"
+    with (csvs / "uriel_glottocode_map.csv").open(encoding="utf-8") as fh:
+        glottocode = {row["iso_code"]: row["glottocode"] for row in csv.DictReader(fh)}
+    with (csvs / "lang_fam_geo.csv").open(encoding="utf-8") as fh:
+        points = {r["language_id"]: (float(r["latitude"]), float(r["longitude"])) for r in csv.DictReader(fh) if r["latitude"]}
+    out = {}
+    for loc in locales:
+        tried = [glottocode.get(c) for c in (ISO639_3[loc], ISO639_3_MACRO.get(loc))] + [GLOTTOCODE_OVERRIDES.get(loc)]
+        found = [points[g] for g in tried if g in points]
+        if not found:
+            raise RuntimeError(f"urielplus has no Glottolog coordinates for {loc}; add a GLOTTOCODE_OVERRIDES entry")
+        out[loc] = found[0]
+    return out
+
+
 def compute_typology(locales: tuple[str, ...] = LOCALES) -> dict[str, Any]:
     """Derive the typology table from the live lang2vec data (what ``typology_table.json`` holds)."""
     import importlib.metadata
@@ -104,6 +130,7 @@ def compute_typology(locales: tuple[str, ...] = LOCALES) -> dict[str, Any]:
     wals = _feature_table(l2v, codes, "syntax_wals")
     knn = _feature_table(l2v, codes, "syntax_knn")
     families = family_paths(l2v, locales)
+    points = coordinates(locales)
     table: dict[str, Any] = {}
     for loc in locales:
         code = ISO639_3[loc]
@@ -113,6 +140,8 @@ def compute_typology(locales: tuple[str, ...] = LOCALES) -> dict[str, Any]:
             "script": SCRIPTS[loc],
             "spaces": loc not in NO_SPACES,
             "families": families[loc],
+            "latitude": points[loc][0],
+            "longitude": points[loc][1],
             "order": BASIC_ORDERS[max(range(len(BASIC_ORDERS)), key=lambda i: order_values[i])],
         }
         sources = {"order": order_source}
@@ -127,7 +156,11 @@ def compute_typology(locales: tuple[str, ...] = LOCALES) -> dict[str, Any]:
         entry["sources"] = sources
         table[loc] = entry
     return {
-        "source": {"lang2vec": importlib.metadata.version("lang2vec"), "feature_sets": ["fam", "syntax_wals", "syntax_knn"]},
+        "source": {
+            "lang2vec": importlib.metadata.version("lang2vec"),
+            "feature_sets": ["fam", "syntax_wals", "syntax_knn"],
+            "coordinates": f"urielplus {importlib.metadata.version('urielplus')} lang_fam_geo.csv (Glottolog)",
+        },
         "locales": table,
     }
 

@@ -1,0 +1,182 @@
+"""Why two synthetic languages transfer: a hidden mixture of documented causes.
+
+Every locale L distorts the shared meaning space in its own way: for each semantic unit k (a concept such as one verb,
+or a topic such as one intent or scenario) it has a vector D_L(k) that shifts how L expresses k. The distortion is a
+weighted sum of independent Gaussian fields over the languages, each with the covariance of one cause:
+
+- genetic relatedness: Brownian motion down the genetic tree (UPGMA over the URIEL/Glottolog family paths of the
+  typology table): two languages share every change made on their common branches, so sisters share most of it;
+- contact: a Gaussian process over where the languages are spoken (Glottolog coordinates), covariance
+  exp(-great-circle km / CONTACT_KM): neighbours borrow and converge whatever their families;
+- word order: the cosine between the languages' centred word-order parameter vectors (basic order, adjective,
+  adposition, possessor, demonstrative, oblique and question-particle placement, case suffixes; typology table);
+- seeded affinity: a random kernel (the cosine between random vectors, one per language, drawn from the seed): the
+  idiosyncratic affinities no typological database records (shared media, a common second language, chance);
+- own noise: independent per language;
+- resource level (CC-100 size, ``resources``): the less XLM-R saw of a language, the larger its whole distortion and
+  the larger the unshared part of it. Languages XLM-R saw much of are aligned best, so they are good sources for
+  everyone and good targets (English above all), as in XLM-R;
+- a seeded quality factor per language scales its whole distortion a little (some languages sit further from the
+  shared space than their resources say).
+
+Two languages transfer well when their distortions are small and correlated. URIEL describes some of those causes
+(its genetic view reads the same family paths, its geographic view the same coordinates, its syntax_knn view more
+syntax than the word-order parameters used here) but not their mixture, the resource levels or the seeded noise, so
+how well URIEL predicts measured transfer is an empirical question, as it is for XLM-R. The weights below are fixed
+(not options) so that every build of a seed is the same world; ``cause_kernels`` exposes the covariances for analysis.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from merginguriel.embedded.resources import resource_level
+from merginguriel.embedded.synthetic import seeded_rng
+from merginguriel.embedded.typology import BASIC_ORDERS, BINARY_FEATURES, genetic_tree, load_typology
+from merginguriel.locales import LOCALES, check_locale
+
+CONTACT_KM = 2000.0
+EARTH_KM = 6371.0
+# Standard deviations of each cause's share of a distortion (per unit, in units of the meaning vectors' norm).
+CAUSE_SCALES: dict[str, float] = {"genetic": 0.55, "contact": 0.45, "word_order": 0.45, "affinity": 0.5}
+AFFINITY_DIM = 8
+OWN_SCALE = 0.35  # own noise of the best-resourced language
+OWN_LOW_RESOURCE_FACTOR = 2.5  # the least-resourced language's own noise is this many times larger
+RESOURCE_SCALES = (0.7, 1.3)  # whole-distortion scale of the best- and the least-resourced language
+QUALITY_SPREAD = 0.1  # standard deviation of the log of each language's distortion scale
+
+
+def _tree_covariance(locales: list[str]) -> np.ndarray:
+    """Shared branch length from the root, over the root height: 1 on the diagonal, 0 across unrelated families."""
+    tree = genetic_tree(locales)
+    root = tree["height"]
+    index = {loc: i for i, loc in enumerate(locales)}
+    cov = np.zeros((len(locales), len(locales)))
+
+    def leaves(node) -> list[str]:
+        return [node["locale"]] if "locale" in node else [x for c in node["children"] for x in leaves(c)]
+
+    def visit(node) -> None:
+        if "locale" in node:
+            return
+        below = [index[x] for x in leaves(node)]
+        # every pair under this node shares the path from the root down to it
+        cov[np.ix_(below, below)] = np.maximum(cov[np.ix_(below, below)], (root - node["height"]) / root)
+        for child in node["children"]:
+            visit(child)
+
+    visit(tree)
+    np.fill_diagonal(cov, 1.0)
+    return cov
+
+
+def _contact_covariance(locales: list[str]) -> np.ndarray:
+    typ = load_typology()
+    lat = np.radians([typ[loc]["latitude"] for loc in locales])
+    lon = np.radians([typ[loc]["longitude"] for loc in locales])
+    cos = np.sin(lat)[:, None] * np.sin(lat)[None] + np.cos(lat)[:, None] * np.cos(lat)[None] * np.cos(lon[:, None] - lon[None])
+    km = EARTH_KM * np.arccos(np.clip(cos, -1.0, 1.0))
+    return np.exp(-km / CONTACT_KM)  # the exponential kernel is positive definite for great-circle distance
+
+
+def word_order_vector(entry: dict) -> np.ndarray:
+    """One-hot basic order plus the binary placement parameters of one typology entry."""
+    onehot = [float(entry["order"] == o) for o in BASIC_ORDERS]
+    return np.array(onehot + [float(entry[k]) for k in (*BINARY_FEATURES, "case_suffix")])
+
+
+def _word_order_covariance(locales: list[str]) -> np.ndarray:
+    typ = load_typology()
+    x = np.stack([word_order_vector(typ[loc]) for loc in locales])
+    x = x - x.mean(axis=0)  # centred: what sets a language apart, not what all share
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
+    return x @ x.T
+
+
+@functools.lru_cache(maxsize=1)
+def _documented_kernels() -> dict[str, np.ndarray]:
+    every = list(LOCALES)
+    return {"genetic": _tree_covariance(every), "contact": _contact_covariance(every), "word_order": _word_order_covariance(every)}
+
+
+def _affinity_kernel(seed: int) -> np.ndarray:
+    x = seeded_rng(seed, "affinity").standard_normal((len(LOCALES), AFFINITY_DIM))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x @ x.T
+
+
+def cause_kernels(locales: list[str] | tuple[str, ...], seed: int = 0) -> dict[str, np.ndarray]:
+    """The across-language correlation matrix of each cause, rows and columns in ``locales`` order.
+
+    Always computed over all 52 locales (the tree, the centring, the seeded affinities) and then sliced, so a pair's
+    value never depends on which other locales are asked for.
+    """
+    idx = [LOCALES.index(check_locale(loc)) for loc in locales]
+    kernels = {**_documented_kernels(), "affinity": _affinity_kernel(seed)}
+    return {name: k[np.ix_(idx, idx)].copy() for name, k in kernels.items()}
+
+
+def _square_root(kernel: np.ndarray) -> np.ndarray:
+    """S with S @ S.T == kernel (clipping the tiny negative eigenvalues of near-duplicate languages)."""
+    values, vectors = np.linalg.eigh((kernel + kernel.T) / 2)
+    return vectors * np.sqrt(np.clip(values, 0.0, None))
+
+
+@dataclass
+class Distortions:
+    """The distortion vectors of every locale for a list of semantic units: ``vectors[i, u]`` for locale i, unit u."""
+
+    locales: list[str]
+    units: list[str]
+    vectors: np.ndarray  # (locales, units, dim), float32
+
+    def of(self, locale: str) -> dict[str, np.ndarray]:
+        i = self.locales.index(locale)
+        return {u: self.vectors[i, j] for j, u in enumerate(self.units)}
+
+
+def own_scale(locale: str) -> float:
+    """The standard deviation of a locale's own (unshared) noise: larger the less XLM-R saw of the language."""
+    return OWN_SCALE * (1.0 + (OWN_LOW_RESOURCE_FACTOR - 1.0) * (1.0 - resource_level(locale)))
+
+
+def distortion_scale(locales: list[str] | tuple[str, ...], seed: int = 0) -> np.ndarray:
+    """Each locale's whole-distortion scale: its resource level's, times a seeded log-normal quality factor."""
+    quality = np.exp(QUALITY_SPREAD * seeded_rng(seed, "quality").standard_normal(len(LOCALES)))
+    high, low = RESOURCE_SCALES
+    return np.array([(low + (high - low) * resource_level(loc)) * quality[LOCALES.index(loc)] for loc in locales])
+
+
+def distortions(locales: list[str] | tuple[str, ...], units: list[str], dim: int, seed: int) -> Distortions:
+    """Draw every locale's distortion of every unit: the weighted sum of one Gaussian field per cause plus own noise,
+    scaled by the locale's ``distortion_scale``.
+
+    Each field has independent N(0, 1/dim) entries per unit and dimension (norm about 1), correlated across languages
+    by the cause's kernel; every draw comes from a generator keyed by the seed and the cause, so a seed gives the same
+    world whatever else ran before.
+    """
+    locales = list(locales)
+    n, m = len(locales), len(units)
+    total = np.zeros((n, m, dim))
+    for name, kernel in cause_kernels(locales, seed).items():
+        white = seeded_rng(seed, "field", name, dim).standard_normal((n, m * dim)) / math.sqrt(dim)
+        total += CAUSE_SCALES[name] * (_square_root(kernel) @ white).reshape(n, m, dim)
+    own = seeded_rng(seed, "field", "own", dim).standard_normal((n, m, dim)) / math.sqrt(dim)
+    total += np.array([own_scale(loc) for loc in locales])[:, None, None] * own
+    total *= distortion_scale(locales, seed)[:, None, None]
+    return Distortions(locales, list(units), total.astype(np.float32))
+
+
+def expected_similarity(locales: list[str] | tuple[str, ...], seed: int = 0) -> np.ndarray:
+    """Correlation of two locales' distortions implied by the mixture (the planted relatedness, for analysis only)."""
+    locales = list(locales)
+    cov = sum(CAUSE_SCALES[k] ** 2 * K for k, K in cause_kernels(locales, seed).items())
+    own = np.array([own_scale(loc) ** 2 for loc in locales])
+    var = np.diag(cov) + own
+    out = cov / np.sqrt(var[:, None] * var[None])
+    np.fill_diagonal(out, 1.0)  # own noise is shared with oneself
+    return out
