@@ -29,4 +29,4 @@ test-all: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf checkpoints/embedded lightning_logs
+	rm -rf checkpoints/embedded checkpoints/embedded-tiny lightning_logs

@@ -57,3 +57,23 @@ def test_base_is_made_once(backbone: Path, tmp_path: Path) -> None:
     assert (a / "model.safetensors").stat().st_mtime_ns == mtime
     with pytest.raises(InputError, match="head seed 1, not 2"):
         ensure_base(str(backbone), tmp_path, seed=2)
+
+
+def test_a_base_made_from_another_build_of_the_backbone_is_refused(backbone: Path, tmp_path: Path) -> None:
+    """A backbone folder rebuilt (the embedded world after an upgrade) must not silently keep the old base, whose
+    fine-tunes and merges belong to the old build."""
+    import shutil
+
+    from transformers import XLMRobertaForMaskedLM
+
+
+    copy = tmp_path / "bb"
+    shutil.copytree(backbone, copy)
+    base = ensure_base(str(copy), tmp_path / "root", seed=1)
+    assert read_manifest(base)["source_hash"]
+    model = XLMRobertaForMaskedLM.from_pretrained(copy)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    model.save_pretrained(copy)  # the backbone rebuilt with other weights
+    with pytest.raises(InputError, match="another build"):
+        ensure_base(str(copy), tmp_path / "root", seed=1)

@@ -33,16 +33,27 @@ def ensure_base(
     backbone: str = EMBEDDED, root: str | os.PathLike = DEFAULT_ROOT, seed: int = DEFAULT_BASE_SEED
 ) -> Path:
     """Return the shared base folder for ``backbone``, creating it if missing (a finished base is never rebuilt)."""
+    from merginguriel.errors import InputError
+    from merginguriel.io import checkpoint_ref
+
     source, layout = resolve_backbone(backbone, root)
     folder = layout.base
+    # a backbone that is a folder (the embedded one, a local model) is identified by its weights, so a base made from
+    # an earlier build of it is never taken for this one
+    source_hash = checkpoint_ref(source)["hash"] if Path(source).is_dir() else None
     if is_finished(folder):
-        recorded = read_manifest(folder).get("seed")
+        manifest = read_manifest(folder)
+        recorded = manifest.get("seed")
         if recorded is not None and int(recorded) != int(seed):
-            from merginguriel.errors import InputError
-
             raise InputError(
                 f"{folder} holds a shared base made with head seed {recorded}, not {seed}; every fine-tune of a backbone "
                 "must share one base: keep the seed, or use another --root"
+            )
+        made_from = manifest.get("source_hash")
+        if source_hash is not None and made_from is not None and made_from != source_hash:
+            raise InputError(
+                f"{folder} holds a shared base made from another build of {backbone} ({source}); its fine-tunes and merges "
+                f"come from that build too: delete {layout.home} (e.g. `make clean`) to start again, or use another --root"
             )
         return folder
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -65,5 +76,6 @@ def ensure_base(
         from merginguriel.models.hub import unavailable
 
         raise unavailable(source, err) from err
-    export_hf(model, tokenizer, folder, kind="base", backbone=backbone, source=source, seed=seed, overwrite=False)
+    export_hf(model, tokenizer, folder, kind="base", backbone=backbone, source=source, source_hash=source_hash, seed=seed,
+              overwrite=False)
     return folder
