@@ -13,7 +13,7 @@ import torch
 
 from merginguriel.cli.main import run
 from merginguriel.embedded.build import ensure_embedded_backbone
-from merginguriel.embedded.plant import BackboneSettings
+from merginguriel.embedded.settings import BackboneSettings
 from merginguriel.embedded.synthetic import SyntheticSizes
 from merginguriel.errors import InputError
 from merginguriel.io import checkpoint_hash, read_manifest

@@ -166,7 +166,7 @@ def test_every_shipped_config_loads():
 
     from merginguriel.cli.experiment import experiment
     from merginguriel.cli.parse import parse_function_args
-    from merginguriel.cli.quickstart import quickstart
+    from merginguriel.quickstart import run_quickstart as quickstart
     from merginguriel.configs import config_path, shipped
     from merginguriel.experiments.runner import Sweep
 

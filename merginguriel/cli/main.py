@@ -13,27 +13,47 @@ import logging
 import os
 import sys
 
+from dataclasses import dataclass
+from typing import Optional
+
 from merginguriel.errors import InputError
 
 LIGHTNING = "merginguriel.cli.lightning:main"
-# name -> ("module:function", one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "fit": (LIGHTNING, "fine-tune a model on one or several locales (LightningCLI)"),
-    "validate": (LIGHTNING, "evaluate a checkpoint on a validation split (LightningCLI)"),
-    "test": (LIGHTNING, "evaluate a checkpoint on a test split, write metrics JSON (LightningCLI)"),
-    "predict": ("merginguriel.cli.predict:predict", "write a checkpoint's predictions (JSONL or CSV) for a locale's split"),
-    "base": ("merginguriel.cli.base:base", "save the shared base (pretrained encoder + seeded 60-intent head)"),
-    "embedded": ("merginguriel.cli.embedded:embedded", "build the embedded default: synthetic MASSIVE data and the tiny backbone"),
-    "nxn": ("merginguriel.cli.nxn:nxn", "evaluate every fine-tuned model on every locale: the NxN transfer matrix"),
-    "similarity": ("merginguriel.cli.similarity:similarity", "URIEL or REAL language similarity matrix (CSV + heatmap)"),
-    "compatibility": ("merginguriel.cli.compatibility:compatibility", "task-vector cosine / CKA compatibility of source models"),
-    "merge": ("merginguriel.cli.merge:merge", "one merge job: choose sources, merge (any method), judge against baselines"),
-    "experiment": ("merginguriel.cli.experiment:experiment", "a sweep of merge jobs from a YAML grid into a results database"),
-    "study": ("merginguriel.cli.study:study", "a whole study: fine-tunes -> NxN -> sweep, resumable, local or SLURM (submitit)"),
-    "report": ("merginguriel.cli.report", "verdicts, tables and plots: `report sweep --db ...` or `report models --merged ...`"),
-    "advise": ("merginguriel.cli.advise:advise", "pilot merges on validation data: merge or not?"),
-    "quickstart": ("merginguriel.cli.quickstart:quickstart", "the whole flow end to end (embedded default unless configured)"),
-    "push": ("merginguriel.cli.push:push", "upload a model folder with its model card to the Hugging Face hub"),
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command: ``run`` is the typed callable whose signature and docstring are its options (a library function,
+    or a command function in this package); ``show`` (this package) prints its result and gives the exit status."""
+
+    run: str
+    help: str
+    show: Optional[str] = None
+
+
+COMMANDS: dict[str, Command] = {
+    "fit": Command(LIGHTNING, "fine-tune a model on one or several locales (LightningCLI)"),
+    "validate": Command(LIGHTNING, "evaluate a checkpoint on a validation split (LightningCLI)"),
+    "test": Command(LIGHTNING, "evaluate a checkpoint on a test split, write metrics JSON (LightningCLI)"),
+    "predict": Command("merginguriel.cli.predict:predict", "write a checkpoint's predictions (JSONL or CSV) for a locale's split"),
+    "base": Command("merginguriel.models.base:ensure_base", "save the shared base (pretrained encoder + seeded 60-intent head)",
+                    "merginguriel.cli.show:base"),
+    "embedded": Command("merginguriel.embedded.build:build_embedded",
+                        "build the embedded default: synthetic MASSIVE data and the tiny backbone", "merginguriel.cli.show:embedded"),
+    "nxn": Command("merginguriel.cli.nxn:nxn", "evaluate every fine-tuned model on every locale: the NxN transfer matrix"),
+    "similarity": Command("merginguriel.similarity.output:write_similarity",
+                          "URIEL or REAL language similarity matrix (CSV + heatmap)", "merginguriel.cli.show:similarity"),
+    "compatibility": Command("merginguriel.compatibility.output:write_compatibility",
+                             "task-vector cosine / CKA compatibility of source models", "merginguriel.cli.show:compatibility"),
+    "merge": Command("merginguriel.cli.merge:merge", "one merge job: choose sources, merge (any method), judge against baselines"),
+    "experiment": Command("merginguriel.cli.experiment:experiment", "a sweep of merge jobs from a YAML grid into a results database"),
+    "study": Command("merginguriel.cli.study:study", "a whole study: fine-tunes -> NxN -> sweep, resumable, local or SLURM (submitit)"),
+    "report": Command("merginguriel.cli.report", "verdicts, tables and plots: `report sweep --db ...` or `report models --merged ...`"),
+    "advise": Command("merginguriel.experiments.advise:advise", "pilot merges on validation data: merge or not?",
+                      "merginguriel.cli.show:advise"),
+    "quickstart": Command("merginguriel.quickstart:run_quickstart", "the whole flow end to end (embedded default unless configured)",
+                          "merginguriel.cli.show:quickstart"),
+    "push": Command("merginguriel.cli.push:push", "upload a model folder with its model card to the Hugging Face hub"),
 }
 # Commands with sub-forms: name -> {form: function}
 FORMS = {"report": {"sweep": "report_sweep", "models": "report_models"}}
@@ -47,7 +67,7 @@ LIST_OPTIONS = {"merge": ("--selection.sources", "--selection.weights", "--selec
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: merginguriel <command> [-c CONFIG] [--key.sub value ...] [--print_config]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {cmd.help}" for name, cmd in COMMANDS.items()]
     lines += ["", "`merginguriel <command> --help` shows a command's options."]
     return "\n".join(lines)
 
@@ -82,8 +102,14 @@ def _shipped_configs(argv: list[str]) -> list[str]:
     return out
 
 
+def _load(target: str):
+    module_name, attr = target.split(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
 def run(name: str, rest: list[str]) -> int:
-    target, _ = COMMANDS[name]
+    command = COMMANDS[name]
+    target = command.run
     rest = _shipped_configs(rest)
     if target == LIGHTNING:
         from merginguriel.cli.lightning import main as lightning_main
@@ -99,13 +125,15 @@ def run(name: str, rest: list[str]) -> int:
         func = getattr(importlib.import_module(target), forms[rest[0]])
         prog, rest = f"merginguriel {name} {rest[0]}", rest[1:]
     else:
-        module_name, func_name = target.split(":")
-        func = getattr(importlib.import_module(module_name), func_name)
+        func = _load(target)
         prog = f"merginguriel {name}"
     from merginguriel.cli.parse import parse_function_args
 
     kwargs = parse_function_args(func, rest, prog, list_options=LIST_OPTIONS.get(name, ()))
-    return int(func(**kwargs) or 0)
+    result = func(**kwargs)
+    if command.show:
+        return int(_load(command.show)(result, kwargs) or 0)
+    return int(result or 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,19 +1,25 @@
-"""Source compatibility: streamed task-vector cosine, linear CKA of [CLS] states, and the similarity x compatibility weighting."""
+"""Source compatibility: streamed task-vector cosine, linear CKA of [CLS] states, and the similarity x compatibility
+weighting. Heavy parts (torch) load on first use of the name that needs them."""
 
-from merginguriel.compatibility.cka import cka_matrix, linear_cka
-from merginguriel.compatibility.cosine import task_vector_cosine, task_vector_gram
-from merginguriel.compatibility.weighting import (
-    WEIGHTING,
-    apply_compatibility,
-    compatibility_weights,
-)
+from __future__ import annotations
 
-__all__ = [
-    "WEIGHTING",
-    "apply_compatibility",
-    "cka_matrix",
-    "compatibility_weights",
-    "linear_cka",
-    "task_vector_cosine",
-    "task_vector_gram",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "cka_matrix": "merginguriel.compatibility.cka",
+    "linear_cka": "merginguriel.compatibility.cka",
+    "task_vector_cosine": "merginguriel.compatibility.cosine",
+    "task_vector_gram": "merginguriel.compatibility.cosine",
+    "WEIGHTING": "merginguriel.compatibility.weighting",
+    "apply_compatibility": "merginguriel.compatibility.weighting",
+    "compatibility_weights": "merginguriel.compatibility.weighting",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'merginguriel.compatibility' has no attribute {name!r}")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from merginguriel.checkpoints import DEFAULT_ROOT
-from merginguriel.embedded.plant import PLANT_VERSION, BackboneSettings, build_backbone
+from merginguriel.embedded.settings import PLANT_VERSION, BackboneSettings
 from merginguriel.embedded.synthetic import GENERATOR_VERSION, SyntheticMassive, SyntheticSizes, sizes_dict, write_release
 from merginguriel.embedded.typology import TABLE_PATH
 from merginguriel.errors import InputError
@@ -147,6 +147,8 @@ def _build_backbone(out: Path, data_dir: Path, settings: BackboneSettings) -> No
     # The lexicon is the data's: the same seed gives the same word forms (rows do not matter to the backbone).
     world = SyntheticMassive(SyntheticSizes(seed=int(data_manifest["seed"]), train_per_intent=1, dev_per_intent=1, test_per_intent=1))
     with torch_threads(1):  # the same numbers on every machine
+        from merginguriel.embedded.plant import build_backbone  # torch: only when a backbone is really built
+
         model, tokenizer, stats = build_backbone(world, settings)
     with atomic_dir(out, overwrite=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

@@ -29,18 +29,16 @@ the new head learns the task; measured numbers are in ``benchmarks/results/embed
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from merginguriel.embedded.meaning import MeaningSpace
+from merginguriel.embedded.settings import PLANT_VERSION, BackboneSettings
 from merginguriel.embedded.relatedness import distortions
 from merginguriel.embedded.synthetic import SyntheticMassive, seeded_rng
 from merginguriel.embedded.vocab import SPECIAL_TOKENS, build_tokenizer, lexicon_concepts, word_uses
-from merginguriel.errors import InputError
 
-PLANT_VERSION = "4"
 POSITION_SCALE = 0.3  # position and token-type rows, per element, next to word rows of about 1 per element
 LN_WEIGHT_JITTER = 0.05
 LN_BIAS = 0.25
@@ -52,34 +50,6 @@ POOL_GAIN = 12.0  # attention output = POOL_GAIN x the attended mean, split even
 FFN_IN = 3.0
 FFN_THRESHOLD = 4.0
 FFN_OUT = 3.5
-
-
-@dataclass(frozen=True)
-class BackboneSettings:
-    """The embedded backbone's architecture and seed.
-
-    Args:
-        hidden_size: encoder width.
-        num_layers: transformer layers.
-        num_heads: attention heads (must divide hidden_size into heads of at least 4 dimensions, an even number).
-        max_length: the longest input in tokens; max_position_embeddings is max_length + 2 as in XLM-R.
-        seed: seed of the planted meaning space, the languages' distortions and the weights.
-    """
-
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    max_length: int = 128
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2 or self.hidden_size // self.num_heads < 4:
-            raise InputError(
-                f"num_heads ({self.num_heads}) must split hidden_size ({self.hidden_size}) into heads of an even size "
-                "of at least 4; e.g. --num_heads 4 --hidden_size 128"
-            )
-        if self.num_layers < 1 or self.max_length < 8:
-            raise InputError(f"backbone settings out of range (num_layers {self.num_layers} >= 1, max_length {self.max_length} >= 8 required)")
 
 
 def model_config(tokenizer, settings: BackboneSettings):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 
 from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, Layout, is_finished
 from merginguriel.io import read_manifest
@@ -29,10 +28,16 @@ def resolve_backbone(backbone: str, root: str | os.PathLike = DEFAULT_ROOT) -> t
     return backbone, Layout.for_backbone(backbone, root)
 
 
-def ensure_base(
-    backbone: str = EMBEDDED, root: str | os.PathLike = DEFAULT_ROOT, seed: int = DEFAULT_BASE_SEED
-) -> Path:
-    """Return the shared base folder for ``backbone``, creating it if missing (a finished base is never rebuilt)."""
+def ensure_base(backbone: str = EMBEDDED, root: str = DEFAULT_ROOT, seed: int = DEFAULT_BASE_SEED) -> Path:
+    """Save (or find) the shared base of a backbone: its pretrained encoder plus a 60-intent head seeded once.
+
+    A finished base is never rebuilt; every fine-tune of the backbone starts from it.
+
+    Args:
+        backbone: ``embedded`` (the offline tiny backbone), a hub id or a local folder.
+        root: the checkpoints root.
+        seed: the seed of the classification head (one per backbone: every fine-tune shares the base).
+    """
     from merginguriel.errors import InputError
     from merginguriel.io import checkpoint_ref
 
@@ -61,6 +66,8 @@ def ensure_base(
     from merginguriel.locales import ID2LABEL, LABEL2ID, NUM_INTENTS
     from merginguriel.io import model_files_checked
     from merginguriel.models.export import export_hf
+
+    import torch
 
     # The seed fixes the freshly initialised classification head (the encoder comes from the checkpoint).
     torch.manual_seed(seed)
