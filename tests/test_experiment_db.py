@@ -183,7 +183,7 @@ def test_every_shipped_config_loads():
             printed = yaml.safe_load(proc.stdout)
             assert printed["model"]["backbone"] == text["model"]["backbone"]
             assert printed["model"]["learning_rate"] == pytest.approx(text["model"]["learning_rate"])
-        elif name.startswith("study-"):
+        elif name.split("/")[-1].startswith("study"):
             from merginguriel.cli.study import study
             from merginguriel.experiments.study import Study
 
