@@ -135,9 +135,10 @@ def source_statistics(
         tokenizer = AutoTokenizer.from_pretrained(source.path)
     rows = _example_rows(data, tokenizer, locales, params.split, params.examples, seed)
     COMPUTE_CALLS[(kind, name)] += 1
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    tensors = _compute(kind, Path(source.path), rows, params, seed, device)
+    from merginguriel.memory import PeakMemory
+
+    with PeakMemory(device) as probe:
+        tensors = _compute(kind, Path(source.path), rows, params, seed, device)
     with atomic_dir(folder, overwrite=True) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / STATISTICS_FILE))
         write_manifest(
@@ -149,7 +150,7 @@ def source_statistics(
             examples_used=len(rows),
             timings={"compute_s": round(time.perf_counter() - t0, 3)},
             device=str(device),
-            **({"cuda_peak_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)} if device.type == "cuda" else {}),
+            memory=probe.record(),
         )
     return folder
 
