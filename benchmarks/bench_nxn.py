@@ -1,5 +1,6 @@
 """NxN transfer matrix: `compute_nxn` (each model loaded once, each locale tokenised once) vs the per-pair approach of
-the reference code (every cell loads its model and reads + tokenises its locale's data afresh), on tiny models.
+the reference code (every cell loads its model, reads its locale's data and tokenises the one split it evaluates), on
+tiny models: like for like, the per-pair side does no more tokenisation than a cell needs.
 
 Both use the same evaluation module, so the matrices must be identical; the ratio is measured side by side in one run.
 Then `compute_nxn` alone for N = 4, 8, 16 (N model loads + N^2 evaluations, cold tokenisation cache each time).

@@ -232,8 +232,8 @@ def test_a_fit_without_config_takes_its_backbones_recipe(tmp_path: Path) -> None
     from merginguriel.configs import config_path
     from merginguriel.embedded.build import build_embedded
 
-    build_embedded(root=str(tmp_path / "ck"), train_per_intent=2, dev_per_intent=1, test_per_intent=1, vocab_size=1500,
-                   hidden_size=32, num_layers=1, num_heads=2, pretrain_steps=1)
+    build_embedded(root=str(tmp_path / "ck"), train_per_intent=2, dev_per_intent=1, test_per_intent=1,
+                   hidden_size=32, num_layers=1, num_heads=2)
     proc = run_cli(["fit", "--data.locales", "es-ES", "--model.root", str(tmp_path / "ck"), "--trainer.max_epochs", "1",
                     "--trainer.enable_progress_bar", "false"], cwd=tmp_path)
     assert "no --config given; using the fit-embedded recipe for this backbone" in proc.stderr

@@ -86,8 +86,7 @@ def test_installed_package_runs_from_an_empty_folder(installed, tmp_path):
     assert "fit_config: fit-embedded" in shown and "sweep: quickstart_sweep" in shown
 
     # a CI-sized quick start: a small embedded build, three locales, short fits, two merges
-    sh([exe, "embedded", "--root", "checkpoints", "--train_per_intent", "6", "--dev_per_intent", "3", "--test_per_intent", "3",
-        "--vocab_size", "3000", "--pretrain_steps", "10"], work)
+    sh([exe, "embedded", "--root", "checkpoints", "--train_per_intent", "6", "--dev_per_intent", "3", "--test_per_intent", "3"], work)
     fit = yaml.safe_load(Path(where[1]).with_name("fit-embedded.yaml").read_text())  # the installed recipe
     fit["trainer"]["max_epochs"] = 2
     (work / "fit.yaml").write_text(yaml.safe_dump(fit))

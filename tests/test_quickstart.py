@@ -23,8 +23,8 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_quickstart_twice(tmp_path):
     locales = ["es-ES", "pt-PT", "ca-ES", "it-IT"]
     # a small embedded world and short fits: the same code path as `make demo`, in CI time
-    _run(["embedded", "--root", "checkpoints", "--train_per_intent", "8", "--dev_per_intent", "3", "--test_per_intent", "3",
-          "--vocab_size", "3000", "--pretrain_steps", "10"], tmp_path)
+    _run(["embedded", "--root", "checkpoints", "--train_per_intent", "8", "--dev_per_intent", "3", "--test_per_intent", "3"],
+         tmp_path)
     from merginguriel.configs import config_path
 
     recipe = yaml.safe_load(config_path("fit-embedded").read_text())

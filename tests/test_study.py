@@ -117,7 +117,7 @@ def embedded_root(tmp_path_factory):
     folder = tmp_path_factory.mktemp("embedded")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     subprocess.run([*CLI, "embedded", "--root", "checkpoints", "--train_per_intent", "8", "--dev_per_intent", "3",
-                    "--test_per_intent", "3", "--vocab_size", "3000", "--pretrain_steps", "10"],
+                    "--test_per_intent", "3"],
                    cwd=folder, env=env, check=True, capture_output=True, timeout=600)
     return folder / "checkpoints" / "embedded"
 
