@@ -5,7 +5,7 @@ import.
 
 Fine-tuning here is a plain PyTorch loop that mirrors ``IntentClassifier`` (same parameter groups, learning rates,
 AdamW, linear warm-up and decay, best-validation-epoch selection with early stopping) and reads its recipe from the
-same YAML as ``merginguriel fit`` (``configs/fit-embedded.yaml``), so 52 fine-tunes fit in minutes on one core.
+same YAML as ``merginguriel fit`` (``merginguriel/configs/fit-embedded.yaml``), so 52 fine-tunes fit in minutes on one core.
 Fine-tuned models are exported as Hugging Face folders that record the shared base, so the merge engine takes them.
 """
 
@@ -29,7 +29,7 @@ EVAL_BATCH = 512
 
 @dataclass(frozen=True)
 class Recipe:
-    """The fine-tuning recipe (the fields ``merginguriel fit`` reads from a config such as ``configs/fit-embedded.yaml``)."""
+    """The fine-tuning recipe (the fields ``merginguriel fit`` reads from a config such as ``merginguriel/configs/fit-embedded.yaml``)."""
 
     learning_rate: float = 5e-5
     head_learning_rate: Optional[float] = None
@@ -44,9 +44,12 @@ class Recipe:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Recipe":
+        """A config file, or a shipped config by name (``fit-embedded``)."""
         import yaml
 
-        cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        from merginguriel.configs import config_path
+
+        cfg = yaml.safe_load(config_path(path).read_text(encoding="utf-8")) or {}
         model, data, trainer = cfg.get("model", {}), cfg.get("data", {}), cfg.get("trainer", {})
         fields = {
             "learning_rate": model.get("learning_rate"), "head_learning_rate": model.get("head_learning_rate"),

@@ -6,7 +6,7 @@ task-vector sizes and merge outcomes, written as a markdown results file with da
 
 Steps (each reuses what a previous run under the same --root finished):
 1. build the embedded data and backbone into a fresh root (timed) and the shared base;
-2. fine-tune every locale with the recipe of configs/fit-embedded.yaml (a plain loop that mirrors IntentClassifier);
+2. fine-tune every locale with the recipe of merginguriel/configs/fit-embedded.yaml (a plain loop that mirrors IntentClassifier);
 3. the NxN matrix on validation (REAL similarity, the single-source choice) and test (everything reported);
 4. the numbers issue 12 asks for: hi-IN on ur-PK against ur-PK's own model, ru-RU on pl-PL, zero-shot / self over all
    off-diagonal cells, cells below 3x chance, Spearman of each URIEL view with measured transfer, task-vector sizes;
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--targets", default=DEFAULT_TARGETS, help="comma-separated merge targets")
     ap.add_argument("--num_sources", default="3,5", help="comma-separated K values")
     ap.add_argument("--methods", default="linear,ties", help=f"comma-separated merge methods, of: {', '.join(METHOD_PARAMS)}")
-    ap.add_argument("--config", default=str(REPO / "configs" / "fit-embedded.yaml"))
+    ap.add_argument("--config", default="fit-embedded", help="a fine-tuning config: a file or a shipped name")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "embedded-run.md"))
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -19,7 +19,6 @@ from merginguriel.errors import InputError
 from merginguriel.io import checkpoint_hash, read_manifest
 from merginguriel.locales import NUM_INTENTS
 
-REPO = Path(__file__).resolve().parents[1]
 SIZES = SyntheticSizes(seed=1, train_per_intent=4, dev_per_intent=1, test_per_intent=1)
 SETTINGS = BackboneSettings(hidden_size=32, num_layers=2, num_heads=2, max_length=64, seed=1)
 
@@ -215,7 +214,7 @@ def test_transfer_numbers_on_eight_locales(tmp_path):
     ensure_embedded_data(tmp_path / "embedded", sizes)
     ensure_embedded_backbone(tmp_path / "embedded", BackboneSettings(), sizes)
     base = ensure_base("embedded", tmp_path)
-    recipe = Recipe.from_yaml(REPO / "configs" / "fit-embedded.yaml")
+    recipe = Recipe.from_yaml("fit-embedded")
     corpus = Corpus(tmp_path / "embedded" / "data", AutoTokenizer.from_pretrained(base), recipe.max_length)
     with torch_threads(1):
         folders = {loc: ensure_finetuned(tmp_path / "ft" / loc, base, corpus, loc, recipe, seed_key=i) for i, loc in enumerate(locales)}
