@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: env demo test test-all bench clean
+.PHONY: env demo test test-slow test-all bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
+
+# the slow end-to-end checks (kills at several moments, a non-editable install, studies): CI runs them after `make test`
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -q -m slow
 
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q

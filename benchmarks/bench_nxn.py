@@ -1,4 +1,4 @@
-"""NxN transfer matrix: `compute_nxn` (each model loaded once, each locale tokenised once) vs the per-pair approach of
+"""NxN transfer matrix: `compute_nxn` (each model loaded once, each locale's split tokenised once) vs the per-pair approach of
 the reference code (every cell loads its model, reads its locale's data and tokenises the one split it evaluates), on
 tiny models: like for like, the per-pair side does no more tokenisation than a cell needs.
 
@@ -9,7 +9,7 @@ Then `compute_nxn` alone for N = 4, 8, 16 (N model loads + N^2 evaluations, cold
                                    [--threads 1] [--batch-size 256] [--repeats 2]
 
 The default `--per-intent 192 34 50` gives 11,520 / 2,040 / 3,000 train / validation / test utterances per locale, the
-sizes of a MASSIVE locale (11,514 / 2,033 / 2,974); the data layer tokenises a locale's three splits together.
+sizes of a MASSIVE locale (11,514 / 2,033 / 2,974); both sides tokenise only the evaluated split.
 Prints markdown tables.
 """
 

@@ -1,5 +1,5 @@
-"""The tokenisation cache: one real tokenisation per locale, identical tensors from memory and disk, keys that change
-with the tokenizer, the max length and the input file."""
+"""The tokenisation cache: one real tokenisation per locale and split, only the splits asked for, identical tensors
+from memory and disk, keys that change with the tokenizer, the max length and the input file."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from conftest import write_jsonl, write_release
 from conftest import tiny_tokenizer
 
 from merginguriel.data import DataConfig, load_locale
-from merginguriel.data.tokenized import TOKENIZE_CALLS, cache_file, clear_memo, tokenized_split
+from merginguriel.data.tokenized import TOKENIZE_CALLS, cache_file, clear_memo, tokenized_locale, tokenized_split
 
 
 @pytest.fixture
@@ -29,8 +29,10 @@ def reference_ids(tokenizer, data: DataConfig, locale: str, split: str) -> list[
 def test_tokenizes_once_and_matches_reference(release):
     tok = tiny_tokenizer()
     before = TOKENIZE_CALLS["sw-KE"]
-    splits = {s: tokenized_split(release, tok, "sw-KE", s) for s in ("train", "validation", "test")}
-    assert TOKENIZE_CALLS["sw-KE"] == before + 1  # the three splits in one tokenisation
+    splits = tokenized_locale(release, tok, "sw-KE")
+    assert TOKENIZE_CALLS["sw-KE"] == before + 1  # the three splits after one read of the data
+    assert {s: tokenized_split(release, tok, "sw-KE", s) for s in splits} == splits  # then served, not redone
+    assert TOKENIZE_CALLS["sw-KE"] == before + 1
     for split, ts in splits.items():
         ref = reference_ids(tok, release, "sw-KE", split)
         assert ts["input_ids"] == ref
@@ -43,10 +45,26 @@ def test_tokenizes_once_and_matches_reference(release):
     assert TOKENIZE_CALLS["sw-KE"] == before + 1 and again is splits["train"]
 
 
+def test_an_evaluation_tokenises_only_its_split(release):
+    """NxN cells and judgements read one split: the locale's training rows are neither tokenised nor cached."""
+    tok = tiny_tokenizer()
+    calls = TOKENIZE_CALLS["fr-FR"]
+    validation = tokenized_split(release, tok, "fr-FR", "validation")
+    assert TOKENIZE_CALLS["fr-FR"] == calls + 1
+    cached = sorted(p.name.split("-")[2] for p in cache_file(release, tok, "fr-FR", "train").parent.glob("fr-FR-*.pt"))
+    assert cached == ["validation"] and validation["input_ids"] == reference_ids(tok, release, "fr-FR", "validation")
+    train = tokenized_split(release, tok, "fr-FR", "train")  # asked for later: tokenised then
+    assert TOKENIZE_CALLS["fr-FR"] == calls + 2 and train["input_ids"] == reference_ids(tok, release, "fr-FR", "train")
+    tokenized_locale(release, tok, "fr-FR")  # only test was missing
+    assert TOKENIZE_CALLS["fr-FR"] == calls + 3
+    tokenized_locale(release, tok, "fr-FR")
+    assert TOKENIZE_CALLS["fr-FR"] == calls + 3
+
+
 def test_disk_cache_survives_a_fresh_process(release):
     tok = tiny_tokenizer()
     first = tokenized_split(release, tok, "fr-FR", "test")
-    path = cache_file(release, tok, "fr-FR")
+    path = cache_file(release, tok, "fr-FR", "test")
     assert path.is_file() and path.is_relative_to(os.path.join(release.root, "cache", "tokenized"))
     calls = TOKENIZE_CALLS["fr-FR"]
     clear_memo()  # as in a new process: only the disk cache is left
@@ -59,13 +77,13 @@ def test_disk_cache_survives_a_fresh_process(release):
 
 def test_key_changes_with_max_length_tokenizer_and_input(release, tmp_path):
     tok = tiny_tokenizer()
-    base = cache_file(release, tok, "sw-KE")
+    base = cache_file(release, tok, "sw-KE", "train")
     longer = DataConfig(source="release", data_path=release.data_path, root=release.root, max_length=16)
-    assert cache_file(longer, tok, "sw-KE") != base
+    assert cache_file(longer, tok, "sw-KE", "train") != base
     other_tok = tiny_tokenizer()
     other_tok.add_tokens(["extra_token"])
-    assert cache_file(release, other_tok, "sw-KE") != base
-    assert cache_file(release, tok, "fr-FR") != base
+    assert cache_file(release, other_tok, "sw-KE", "train") != base
+    assert cache_file(release, tok, "fr-FR", "train") != base
     # Different max_length: a real second tokenisation with a different result.
     calls = TOKENIZE_CALLS["sw-KE"]
     short = tokenized_split(release, tok, "sw-KE", "train")
@@ -76,14 +94,14 @@ def test_key_changes_with_max_length_tokenizer_and_input(release, tmp_path):
     path = tmp_path / "release/1.1/data/sw-KE.jsonl"
     write_jsonl(path, [{"id": "0", "partition": "train", "intent": "alarm_set", "utt": "w7 w8 w9 w10 w11 w12 w13"}])
     os.utime(path, ns=(1, 1))  # a different modification time even on coarse-clock filesystems
-    assert cache_file(release, tok, "sw-KE") != base
+    assert cache_file(release, tok, "sw-KE", "train") != base
     fresh = tokenized_split(release, tok, "sw-KE", "train")
     assert len(fresh) == 1 and fresh["input_ids"] == reference_ids(tok, release, "sw-KE", "train")
 
 
 def test_corrupt_cache_file_is_rebuilt(release):
     tok = tiny_tokenizer()
-    path = cache_file(release, tok, "sw-KE")
+    path = cache_file(release, tok, "sw-KE", "validation")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"not a torch file")
     clear_memo()

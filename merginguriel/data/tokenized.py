@@ -1,9 +1,10 @@
 """Tokenise each locale once and keep the result: on disk for later runs, in memory for this process.
 
-A locale's three splits are tokenised together in one batched call of the (fast) tokenizer, truncated to ``max_length``
-and left unpadded (batches are padded to their own longest row when collated). The result is stored as flat int32
-tensors (token ids of every row back to back, plus row offsets), which load in milliseconds, at
-``<root>/cache/tokenized/<tokenizer-hash>-<max_length>/<locale>-<source-hash>.pt``. The tokenizer hash covers its full
+Each split is tokenised in one batched call of the (fast) tokenizer, truncated to ``max_length`` and left unpadded
+(batches are padded to their own longest row when collated), and only when asked for: an evaluation never pays for a
+locale's 11k training rows. The result is stored as flat int32 tensors (token ids of every row back to back, plus row
+offsets), which load in milliseconds, at
+``<root>/cache/tokenized/<tokenizer-hash>-<max_length>/<locale>-<split>-<source-hash>.pt``. The tokenizer hash covers its full
 content (vocabulary, normaliser, post-processor, special tokens); the source hash covers the input file's path, size and
 modification time, so editing a release file or regenerating the embedded data invalidates the entry.
 """
@@ -25,12 +26,12 @@ from merginguriel.data.sources import load_locale, source_identity
 from merginguriel.errors import InputError
 from merginguriel.locales import SPLITS, check_locale
 
-# locale -> number of real tokenisations (cache misses) in this process.
+# locale -> number of real tokenisations (reads of its data for cache misses) in this process.
 TOKENIZE_CALLS: collections.Counter = collections.Counter()
-# cache file -> {split: TokenizedSplit}; a process never loads or tokenises the same entry twice.
-_MEMO: dict[Path, dict[str, "TokenizedSplit"]] = {}
+# cache file -> TokenizedSplit; a process never loads or tokenises the same entry twice.
+_MEMO: dict[Path, "TokenizedSplit"] = {}
 _TOKENIZER_HASHES: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
-_FORMAT = 1
+_FORMAT = 2  # one split per file
 
 
 class TokenizedSplit(torch.utils.data.Dataset):
@@ -112,12 +113,13 @@ def tokenizer_hash(tokenizer: Any) -> str:
     return digest
 
 
-def cache_file(data: DataConfig, tokenizer: Any, locale: str) -> Path:
-    """Where ``locale``'s tokenisation under ``tokenizer`` and ``data`` is cached."""
+def cache_file(data: DataConfig, tokenizer: Any, locale: str, split: str) -> Path:
+    """Where ``locale``'s ``split`` tokenised under ``tokenizer`` and ``data`` is cached."""
     src = hashlib.sha256(source_identity(data, locale).encode()).hexdigest()[:16]
     from merginguriel.checkpoints import cache_dir
 
-    return cache_dir(data.root, "tokenized") / f"{tokenizer_hash(tokenizer)[:16]}-{data.max_length}" / f"{locale}-{src}.pt"
+    folder = cache_dir(data.root, "tokenized") / f"{tokenizer_hash(tokenizer)[:16]}-{data.max_length}"
+    return folder / f"{locale}-{split}-{src}.pt"
 
 
 def encode(tokenizer: Any, rows: Sequence[dict], max_length: int) -> TokenizedSplit:
@@ -133,50 +135,53 @@ def encode(tokenizer: Any, rows: Sequence[dict], max_length: int) -> TokenizedSp
     return TokenizedSplit(flat, offsets, labels, [r["id"] for r in rows])
 
 
-def _tokenize_locale(data: DataConfig, tokenizer: Any, locale: str) -> dict[str, TokenizedSplit]:
-    rows = load_locale(data, locale)
-    TOKENIZE_CALLS[locale] += 1
-    return {split: encode(tokenizer, rows[split], data.max_length) for split in SPLITS}
-
-
-def _save(path: Path, splits: dict[str, TokenizedSplit], meta: dict) -> None:
-    payload = {
-        "format": _FORMAT,
-        "meta": meta,
-        "splits": {
-            name: {"flat": s.flat, "offsets": s.offsets, "labels": s.labels, "ids": s.ids} for name, s in splits.items()
-        },
-    }
+def _save(path: Path, split: TokenizedSplit, meta: dict) -> None:
+    payload = {"format": _FORMAT, "meta": meta,
+               "split": {"flat": split.flat, "offsets": split.offsets, "labels": split.labels, "ids": split.ids}}
     from merginguriel.io import atomic_file
 
     with atomic_file(path) as tmp:  # concurrent writers produce identical files; the last rename wins
         torch.save(payload, tmp)
 
 
-def _load(path: Path) -> dict[str, TokenizedSplit] | None:
+def _load(path: Path) -> TokenizedSplit | None:
     try:
         payload = torch.load(path, weights_only=True)
     except Exception:  # a corrupt or foreign file is simply rebuilt
         return None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         return None
-    return {name: TokenizedSplit(**parts) for name, parts in payload["splits"].items()}
+    return TokenizedSplit(**payload["split"])
 
 
-def tokenized_locale(data: DataConfig, tokenizer: Any, locale: str) -> dict[str, TokenizedSplit]:
-    """All three splits of ``locale``, tokenised once and then served from memory or the disk cache."""
+def tokenized_locale(
+    data: DataConfig, tokenizer: Any, locale: str, splits: Sequence[str] = SPLITS
+) -> dict[str, TokenizedSplit]:
+    """``splits`` of ``locale`` (all three by default), each tokenised once and then served from memory or the disk
+    cache; the ones missing from both are tokenised together, after one read of the locale's data."""
     check_locale(locale)
-    path = cache_file(data, tokenizer, locale)
-    splits = _MEMO.get(path)
-    if splits is None:
-        splits = _load(path) if path.is_file() else None
-        if splits is None:
-            splits = _tokenize_locale(data, tokenizer, locale)
-            meta = {"locale": locale, "max_length": data.max_length, "source": source_identity(data, locale),
-                    "tokenizer": tokenizer_hash(tokenizer)}
-            _save(path, splits, meta)
-        _MEMO[path] = splits
-    return splits
+    found: dict[str, TokenizedSplit] = {}
+    missing = []
+    for split in splits:
+        path = cache_file(data, tokenizer, locale, split)
+        rows = _MEMO.get(path)
+        if rows is None and path.is_file():
+            rows = _load(path)
+        if rows is None:
+            missing.append(split)
+        else:
+            _MEMO[path] = found[split] = rows
+    if missing:
+        raw = load_locale(data, locale)
+        TOKENIZE_CALLS[locale] += 1
+        meta = {"locale": locale, "max_length": data.max_length, "source": source_identity(data, locale),
+                "tokenizer": tokenizer_hash(tokenizer)}
+        for split in missing:
+            path = cache_file(data, tokenizer, locale, split)
+            rows = encode(tokenizer, raw[split], data.max_length)
+            _save(path, rows, {**meta, "split": split})
+            _MEMO[path] = found[split] = rows
+    return {split: found[split] for split in splits}
 
 
 def tokenized_split(data: DataConfig, tokenizer: Any, locale: str, split: str) -> TokenizedSplit:
@@ -186,7 +191,7 @@ def tokenized_split(data: DataConfig, tokenizer: Any, locale: str, split: str) -
     judgement) gets its data, so nothing is ever computed, or written, for data that was not there."""
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    rows = tokenized_locale(data, tokenizer, locale)[split]
+    rows = tokenized_locale(data, tokenizer, locale, (split,))[split]
     if len(rows) == 0:
         raise empty_split_error(data, locale, split)
     return rows
