@@ -155,12 +155,16 @@ def test_similarity_cli_writes_csv_and_heatmap(tmp_path, capsys) -> None:
     assert list(pd.read_csv(out / "similarity.csv", index_col=0).index) == ["en-US", "de-DE"]
 
 
-def test_similarity_cli_real(tmp_path) -> None:
+def test_similarity_cli_real(tmp_path, tiny_family_factory) -> None:
+    """REAL similarity from a given NxN covers that matrix's models, not the fine-tunes the root happens to hold."""
     csv = write_nxn(tmp_path / "m.csv", {"es-ES": {"es-ES": 0.95, "it-IT": 0.9}, "it-IT": {"es-ES": 0.3, "it-IT": 0.97}})
+    tiny_family_factory(["de-DE", "fr-FR"], root=tmp_path / "ck")  # other finished fine-tunes under the root
     out = tmp_path / "real"
-    assert cli_main(["similarity", "--kind", "real", "--nxn", str(csv), "--output", str(out)]) == 0
+    args = ["similarity", "--kind", "real", "--nxn", str(csv), "--root", str(tmp_path / "ck"), "--backbone", "tiny"]
+    assert cli_main([*args, "--output", str(out)]) == 0
     frame = pd.read_csv(out / "similarity.csv", index_col=0)
-    assert frame.at["it-IT", "es-ES"] == 0.9
+    assert sorted(frame.index) == sorted(frame.columns) == ["es-ES", "it-IT"]
+    assert frame.at["it-IT", "es-ES"] == 0.9 and frame.at["es-ES", "it-IT"] == 0.3
 
 
 def test_every_locale_has_genetic_data() -> None:

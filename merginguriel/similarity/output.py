@@ -32,8 +32,8 @@ def write_similarity(
         kind: ``uriel`` (lang2vec cosine of ``feature_set``, mapped to [0, 1]), ``uriel_<distance>`` (urielplus
             1 - distance: genetic, syntactic, featural, phonological, inventory, geographic, script) or ``real``
             (from the NxN matrix: S.loc[target, source] = accuracy of source's model on target's data).
-        locales: locales to include; default: the fine-tuned locales of ``backbone``, else (none fine-tuned) the NxN's
-            locales for ``real`` and every MASSIVE locale otherwise.
+        locales: locales to include; default: for ``real`` the NxN's models (those also evaluated as locales), otherwise
+            the fine-tuned locales of ``backbone``, else (none fine-tuned) every MASSIVE locale.
         backbone: the backbone whose fine-tuned locales are the default set and under whose folder the output goes.
         root: checkpoints root (also holds the URIEL cache).
         nxn: the NxN matrix (``real`` only; default: the backbone's validation matrix, so the test split stays unseen).
@@ -51,13 +51,11 @@ def write_similarity(
         nxn = nxn or str(layout.nxn_matrix("validation"))
         nxn_rec = nxn_record(nxn) if Path(nxn_file(nxn)).is_file() else None
     if locales is None:
-        locales = layout.finetuned_locales()
-        if not locales:
-            if kind == "real" and nxn_rec is not None:
-                frame = read_nxn(nxn)
-                locales = [loc for loc in frame.index if loc in set(frame.columns)]
-            else:
-                locales = list(LOCALES)
+        if kind == "real" and nxn_rec is not None:  # the matrix's own models, whatever else the root holds
+            frame = read_nxn(nxn)
+            locales = [loc for loc in frame.index if loc in set(frame.columns)]
+        else:
+            locales = layout.finetuned_locales() or list(LOCALES)
     inputs = {"similarity": kind, "feature_set": feature_set if kind == "uriel" else None, "nxn": nxn_rec,
               "locales": sorted(locales)}
     if reusable(out, inputs, overwrite, "a similarity matrix"):
