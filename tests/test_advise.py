@@ -66,3 +66,20 @@ def test_advice_no_merge_when_merging_clearly_hurts(tmp_path, capsys):
     assert all(r["merging_effect"] < 0 for r in merges)
     assert all(r["ci_high"] < 0 for r in merges)  # every pilot is significantly worse than the best single source
     assert advice["choice"]["source"] in SOURCES
+
+
+def test_list_options_take_space_separated_values_read_from_the_signature():
+    """Which options take `--x a b` comes from the typed signature (list parameters, in dataclass sections too), and
+    numbers keep their type: `--num_sources 3 5` is [3, 5], a list[int]."""
+    from merginguriel.cli.merge import merge
+    from merginguriel.cli.parse import parse_function_args
+    from merginguriel.experiments.advise import advise
+
+    kwargs = parse_function_args(advise, ["--target", "sw-KE", "--methods", "ties", "dare_ties", "--num_sources", "3", "4",
+                                          "--similarities", "real", "--include_target"], "advise")
+    assert kwargs["methods"] == ["ties", "dare_ties"] and kwargs["num_sources"] == [3, 4]
+    assert kwargs["similarities"] == ["real"] and kwargs["include_target"] is True
+    kwargs = parse_function_args(merge, ["--selection.sources", "de-DE", "fr-FR", "--selection.weights", "0.75", "-1",
+                                         "--merge.exclude", "classifier.*"], "merge")
+    assert kwargs["selection"].sources == ["de-DE", "fr-FR"] and kwargs["selection"].weights == [0.75, -1.0]
+    assert kwargs["merge"].exclude == ["classifier.*"]

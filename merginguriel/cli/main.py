@@ -57,13 +57,6 @@ COMMANDS: dict[str, Command] = {
 }
 # Commands with sub-forms: name -> {form: function}
 FORMS = {"report": {"sweep": "report_sweep", "models": "report_models"}}
-# Options that also take space-separated values (`--selection.sources de-DE fr-FR`).
-LIST_OPTIONS = {"merge": ("--selection.sources", "--selection.weights", "--selection.candidates", "--merge.exclude",
-                          "--evaluate.splits"), "report": ("--merged",), "nxn": ("--locales", "--models"),
-                "similarity": ("--locales",), "compatibility": ("--locales", "--exclude"), "quickstart": ("--locales",),
-                "study": ("--locales", "--nxn_splits")}
-
-
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: merginguriel <command> [-c CONFIG] [--key.sub value ...] [--print_config]", "", "commands:"]
@@ -129,7 +122,7 @@ def run(name: str, rest: list[str]) -> int:
         prog = f"merginguriel {name}"
     from merginguriel.cli.parse import parse_function_args
 
-    kwargs = parse_function_args(func, rest, prog, list_options=LIST_OPTIONS.get(name, ()))
+    kwargs = parse_function_args(func, rest, prog)
     result = func(**kwargs)
     if command.show:
         return int(_load(command.show)(result, kwargs) or 0)

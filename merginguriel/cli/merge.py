@@ -22,9 +22,6 @@ from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED
 from merginguriel.data.config import DataSource
 from merginguriel.jobs.spec import EvaluateConfig, MethodConfig, SelectionConfig
 
-LIST_OPTIONS = ("--selection.sources", "--selection.weights", "--selection.candidates", "--merge.exclude", "--evaluate.splits")
-
-
 def merge(
     target: Optional[str] = None,
     backbone: str = EMBEDDED,

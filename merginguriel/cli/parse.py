@@ -4,23 +4,52 @@ are the options; every command takes ``-c/--config file.yaml``, dotted overrides
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import re
-from collections.abc import Callable, Iterable
+import types
+import typing
+from collections.abc import Callable
 from typing import Any
 
 _NUMBER = re.compile(r"^-?\d+(\.\d*)?([eE]-?\d+)?$")
 
 
-def _bool_options(func: Callable) -> set[str]:
-    return {f"--{name}" for name, p in inspect.signature(func).parameters.items() if p.annotation in (bool, "bool")}
+def _options(hints: dict[str, Any], prefix: str = "--") -> dict[str, Any]:
+    """Every option's type, dataclass-typed parameters walked into (``--selection.sources``)."""
+    out = {}
+    for name, tp in hints.items():
+        inner = [a for a in typing.get_args(tp) if a is not type(None)] if _is_union(tp) else [tp]
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
+            out.update(_options(typing.get_type_hints(inner[0]), f"{prefix}{name}."))
+        else:
+            out[prefix + name] = tp
+    return out
 
 
-def normalise_argv(argv: list[str], func: Callable, list_options: Iterable[str] = ()) -> list[str]:
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _is_list(tp: Any) -> bool:
+    if _is_union(tp):
+        return any(_is_list(a) for a in typing.get_args(tp))
+    return typing.get_origin(tp) in (list, tuple) or tp in (list, tuple)
+
+
+def _flags(func: Callable) -> tuple[set[str], set[str]]:
+    """The boolean and the list options of ``func``, read from its type hints."""
+    hints = typing.get_type_hints(func)
+    hints.pop("return", None)
+    options = _options(hints)
+    return {o for o, tp in options.items() if tp is bool}, {o for o, tp in options.items() if _is_list(tp)}
+
+
+def normalise_argv(argv: list[str], func: Callable) -> list[str]:
     """Command-line sugar: ``--dry-run`` is ``--dry_run``; a bare boolean flag (``--list``) means true; a list option
     takes space-separated values (``--selection.sources de-DE fr-FR``) as well as ``[de-DE,fr-FR]``."""
-    bools, lists = _bool_options(func), set(list_options)
+    bools, lists = _flags(func)
     out, i = [], 0
     while i < len(argv):
         tok = argv[i]
@@ -36,7 +65,7 @@ def normalise_argv(argv: list[str], func: Callable, list_options: Iterable[str] 
             while j < len(argv) and (not argv[j].startswith("-") or _NUMBER.match(argv[j])):
                 vals.append(argv[j])
                 j += 1
-            out += [tok, json.dumps([float(v) if _NUMBER.match(v) else v for v in vals])]
+            out += [tok, json.dumps([json.loads(v) if _NUMBER.match(v) else v for v in vals])]  # 3 stays an int
             i = j
             continue
         out.append(tok)
@@ -44,19 +73,17 @@ def normalise_argv(argv: list[str], func: Callable, list_options: Iterable[str] 
     return out
 
 
-def build_parser(func: Callable, prog: str, skip: Iterable[str] = ()):
+def build_parser(func: Callable, prog: str):
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(prog=prog, description=(func.__doc__ or "").split("\n\n")[0], exit_on_error=True)
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file with any of the options below")
-    parser.add_function_arguments(func, as_group=False, skip=set(skip))
+    parser.add_function_arguments(func, as_group=False)
     return parser
 
 
-def parse_function_args(func: Callable, argv: list[str], prog: str, skip: Iterable[str] = (),
-                        list_options: Iterable[str] = ()) -> dict[str, Any]:
+def parse_function_args(func: Callable, argv: list[str], prog: str) -> dict[str, Any]:
     """``func``'s keyword arguments from ``argv``; dataclass-typed parameters come back instantiated."""
-    skip = set(skip)
-    parser = build_parser(func, prog, skip)
-    cfg = parser.instantiate(parser.parse_args(normalise_argv(list(argv), func, list_options)))
-    return {name: cfg[name] for name in inspect.signature(func).parameters if name not in skip and name in cfg}
+    parser = build_parser(func, prog)
+    cfg = parser.instantiate(parser.parse_args(normalise_argv(list(argv), func)))
+    return {name: cfg[name] for name in inspect.signature(func).parameters if name in cfg}
