@@ -23,12 +23,13 @@ def _value(argv: list[str], option: str):
 
 def recipe_args(argv: list[str]) -> list[str]:
     """A fit without any config gets the recipe made for its backbone (``--print_config`` shows it: what would run)."""
+    from merginguriel.checkpoints import EMBEDDED
     from merginguriel.configs import config_path
     from merginguriel.models.finetune import recipe_for
 
     if _value(argv, "--config") is not None or any(a in ("-h", "--help") for a in argv):
         return argv
-    recipe = recipe_for(_value(argv, "--model.backbone") or "embedded")
+    recipe = recipe_for(_value(argv, "--model.backbone") or EMBEDDED)
     if recipe is None:
         return argv
     print(f"fit: no --config given; using the {recipe} recipe for this backbone", file=sys.stderr)

@@ -7,6 +7,7 @@ from typing import Any, Literal, Optional, Union
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
+from merginguriel.checkpoints import DEFAULT_ROOT
 from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig, DataSourceKind
 from merginguriel.data.loaders import split_dataloader, train_dataloader, train_split
 from merginguriel.data.sources import check_source
@@ -42,7 +43,7 @@ class MassiveDataModule(pl.LightningDataModule):
         locales: Union[str, list[str]],
         source: DataSourceKind = "embedded",
         data_path: Optional[str] = None,
-        root: str = "checkpoints",
+        root: str = DEFAULT_ROOT,
         max_length: int = 128,
         tokenizer: Optional[str] = None,
         batch_size: int = 32,

@@ -20,7 +20,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from merginguriel.checkpoints import DEFAULT_ROOT
+from merginguriel.checkpoints import DEFAULT_ROOT, embedded_home
 from merginguriel.embedded.settings import PLANT_VERSION, BackboneSettings
 from merginguriel.embedded.synthetic import GENERATOR_VERSION, SyntheticMassive, SyntheticSizes, sizes_dict, write_release
 from merginguriel.embedded.typology import TABLE_PATH
@@ -197,7 +197,7 @@ def build_embedded(
     """
     data_fields = {"seed": seed, "train_per_intent": train_per_intent, "dev_per_intent": dev_per_intent, "test_per_intent": test_per_intent}
     model_fields = {"seed": seed, "hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads}
-    folder = Path(root) / "embedded"
+    folder = embedded_home(root)
     sizes = _explicit(SyntheticSizes, folder / DATA_DIR, "sizes", data_fields)
     settings = _explicit(BackboneSettings, folder / BACKBONE_DIR, "settings", model_fields)
     out = {"data": ensure_embedded_data(folder, sizes)}

@@ -27,7 +27,7 @@ from typing import Literal, Optional
 
 import pandas as pd
 
-from merginguriel.checkpoints import DEFAULT_ROOT, NXN_CELLS, NXN_HEATMAP, NXN_MATRIX, NXN_SUMMARY, Layout
+from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, NXN_CELLS, NXN_HEATMAP, NXN_MATRIX, NXN_SUMMARY, Layout
 from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig
 from merginguriel.errors import InputError
 from merginguriel.io import read_manifest, write_json_atomic, write_manifest
@@ -116,7 +116,7 @@ def summarize(matrix: pd.DataFrame) -> dict:
 
 
 def compute_nxn(
-    backbone: str = "embedded",
+    backbone: str = EMBEDDED,
     root: str = DEFAULT_ROOT,
     split: Literal["validation", "test"] = "validation",
     locales: Optional[list[str]] = None,

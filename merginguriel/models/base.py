@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 
-from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, Layout, is_finished
+from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, Layout, embedded_home, is_finished
 from merginguriel.io import read_manifest
 
 DEFAULT_BASE_SEED = 42
@@ -24,7 +24,7 @@ def resolve_backbone(backbone: str, root: str | os.PathLike = DEFAULT_ROOT) -> t
     if backbone == EMBEDDED:
         from merginguriel.embedded.build import ensure_embedded_backbone
 
-        return str(ensure_embedded_backbone(Path(root) / "embedded")), Layout.for_backbone(backbone, root)
+        return str(ensure_embedded_backbone(embedded_home(root))), Layout.for_backbone(backbone, root)
     return backbone, Layout.for_backbone(backbone, root)
 
 

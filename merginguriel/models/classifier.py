@@ -15,7 +15,7 @@ import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from merginguriel.checkpoints import DEFAULT_ROOT, is_finished
+from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, is_finished
 from merginguriel.io import read_manifest
 from merginguriel.locales import NUM_INTENTS
 
@@ -42,9 +42,9 @@ def _dataset_order(preds: torch.Tensor, order) -> torch.Tensor:
 class IntentClassifier(L.LightningModule):
     def __init__(
         self,
-        backbone: str = "embedded",
+        backbone: str = EMBEDDED,
         checkpoint: Optional[str] = None,
-        root: str = str(DEFAULT_ROOT),
+        root: str = DEFAULT_ROOT,
         base_seed: int = 42,
         learning_rate: float = 5e-5,
         weight_decay: float = 0.01,

@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from merginguriel.checkpoints import EMBEDDED
 from merginguriel.data.datamodule import MassiveDataModule
 from merginguriel.errors import InputError
 from merginguriel.models.classifier import IntentClassifier
@@ -33,7 +34,7 @@ LAST = "last.ckpt"
 FINAL = "final.ckpt"
 NEAR_CHANCE = 3 / 60  # three times chance over the 60 intents
 # The recipe a fit without --config gets: the one made for its backbone.
-RECIPES = {"embedded": "fit-embedded", "FacebookAI/xlm-roberta-base": "fit-xlmr-base", "xlm-roberta-base": "fit-xlmr-base"}
+RECIPES = {EMBEDDED: "fit-embedded", "FacebookAI/xlm-roberta-base": "fit-xlmr-base", "xlm-roberta-base": "fit-xlmr-base"}
 
 
 def recipe_for(backbone: str) -> Optional[str]:
