@@ -87,6 +87,13 @@ def test_point_function_alone(scenario, tmp_path):
         val = result.metrics["splits"]["validation"]["source_accuracy"]
         assert rec["best_source"] == max(val, key=val.get)
         assert rec["gain"] == pytest.approx(rec["accuracy"] - srcs[rec["best_source"]])
+        # the best single model of ALL candidates (selected or not), chosen on validation, judged on the same rows
+        every = {s: evaluate_checkpoint(layout.finetuned(s), [TARGET], "validation", dc)[TARGET]["accuracy"]
+                 for s in layout.finetuned_locales() if s != TARGET}
+        assert len(every) == len(SOURCES) > len(expected.sources) and rec["best_overall"] == max(every, key=every.get)
+        overall = evaluate_checkpoint(layout.finetuned(rec["best_overall"]), [TARGET], split, dc)[TARGET]["accuracy"]
+        assert rec["best_overall_accuracy"] == pytest.approx(overall)
+        assert rec["vs_best_overall"]["delta"] == pytest.approx(rec["accuracy"] - overall)
         # The constructed case: averaging independent noise recovers the teacher, so the merge clearly beats every source.
         assert rec["gain"] > 0.1 and rec["gain_ci"][0] > 0 and rec["gain_p"] < 0.01
     assert json.loads((tmp_path / "manifests" / f"{job.key()}.json").read_text())["kind"] == "merged"

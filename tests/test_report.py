@@ -68,6 +68,22 @@ def test_verdict_chooses_on_validation_and_needs_a_confident_gain():
                                           "ensemble of the same sources (0.660 test, 3x the inference cost)")
 
 
+def test_the_verdict_must_beat_the_best_single_model_even_when_it_was_not_merged():
+    """A merge that beats its own sources but not a better model left out of the selection is not recommended: the
+    user would deploy that model instead."""
+    good = _row("sw-KE", "ties", 0.60, 0.55, (0.01, 0.09))
+    assert verdicts(pd.DataFrame([good]))[0].merge
+    for split, acc, ci in (("val", 0.62, (-0.06, 0.02)), ("test", 0.58, (-0.07, 0.01))):
+        good.update({f"{split}_best_overall": "pt-PT", f"{split}_best_overall_accuracy": acc, f"{split}_overall_delta": -0.03,
+                     f"{split}_overall_ci_low": ci[0], f"{split}_overall_ci_high": ci[1], f"{split}_overall_p": 0.3})
+    (found,) = verdicts(pd.DataFrame([good]))
+    assert not found.merge
+    assert found.line.startswith("sw-KE: no merge beats the best single model (not merged): use pt-PT (0.580 test); "
+                                 "the merge chosen on validation (ties, REAL, K=3) scores 0.550, gain -3.0 pts")
+    good["test_best_overall"] = good["val_best_overall"] = "fr-FR"  # the best model is a merged source: gain decides
+    assert verdicts(pd.DataFrame([good]))[0].merge
+
+
 def test_report_over_merged_models_from_the_command_line(tmp_path, capsys):
     """Merged without evaluation, then `report models`: each model is judged now (validation and test, every
     baseline on the same rows), the judgement lands in its manifest, and the verdict comes last."""

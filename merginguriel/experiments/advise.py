@@ -112,6 +112,7 @@ def advise(
     from merginguriel.experiments.db import ResultsDB
     from merginguriel.experiments.runner import Sweep, run_sweep
     from merginguriel.io.predictions import unpack
+    from merginguriel.jobs.judge import best_by_validation
     from merginguriel.locales import check_locale, check_locales
 
     check_locale(target)
@@ -137,7 +138,7 @@ def advise(
     data_cfg = data.at(root)
     outs = candidate_outputs(target, pool, layout, data_cfg, batch_size, device)
     accs = {c: float(o.correct.float().mean()) for c, o in outs.items()}
-    best_source = min(accs, key=lambda c: (-accs[c], c))
+    best_source = best_by_validation(accs)
     fixed = {
         "target": target, "backbone": backbone, "root": root,
         "data": {"source": data.source, "data_path": data.data_path, "max_length": data.max_length},

@@ -7,6 +7,9 @@ Baselines (all on the target's split, all on the same rows):
 * ``best_source``: the selected source with the best VALIDATION accuracy -- the honest comparator, the model a user
   would pick without merging; ``oracle_source``: the best selected source on the judged split itself (an oracle when
   that split is test: it is labelled so in the report);
+* ``best_overall``: the best of ALL the job's candidate models (every finished fine-tune but the target's, or
+  ``selection.candidates``) on the target's VALIDATION split -- the single model a user would otherwise deploy, the
+  verdict's comparator (``vs_best_overall``: paired, as ``gain``); it can lie outside the selected sources;
 * ``source_mean``: the mean zero-shot accuracy of the selected sources (unweighted; ``source_mean_weighted`` too);
 * ``ensembles``: majority, weighted majority, soft and logit vote of the same sources with the same weights;
 * ``base``: the untrained shared base.
@@ -30,7 +33,8 @@ from merginguriel.jobs.spec import MergeJob
 
 
 def best_by_validation(accuracies: dict[str, float]) -> str:
-    """The source with the highest validation accuracy (ties: the earlier in selection order, i.e. the more similar)."""
+    """The model with the highest accuracy (ties: the earlier in the given order; for selected sources, the more
+    similar). Given validation accuracies it is the honest choice; given test ones (``oracle_source``), an oracle."""
     names = list(accuracies)
     return max(names, key=lambda n: (accuracies[n], -names.index(n)))
 
@@ -70,8 +74,13 @@ def judge(job: MergeJob, output: Optional[Path], chosen: Chosen, splits: list[st
     def outputs(path, split, cache=True):
         return checkpoint_outputs(path, target, split, data, bs, device, cache=cache)
 
-    val_acc = {n: float(outputs(p, "validation").correct.float().mean()) for n, p in zip(names, chosen.paths)}
+    def accuracy(path, split):
+        return float(outputs(path, split).correct.float().mean())
+
+    val_acc = {n: accuracy(p, "validation") for n, p in zip(names, chosen.paths)}
     chosen_best = best_by_validation(val_acc)
+    pool = [c for c in job.candidate_pool() if c != target and is_finished(layout.finetuned(c))]
+    overall = best_by_validation({c: accuracy(layout.finetuned(c), "validation") for c in pool}) if pool else None
     own = layout.finetuned(target)
     has_self = is_finished(own)
     result: dict[str, dict] = {}
@@ -80,7 +89,7 @@ def judge(job: MergeJob, output: Optional[Path], chosen: Chosen, splits: list[st
         correct = {n: o.correct for n, o in zip(names, srcs)}
         accs = {n: float(c.float().mean()) for n, c in correct.items()}
         mean = sum(accs.values()) / len(accs)
-        oracle = max(names, key=lambda n: (accs[n], -names.index(n)))
+        oracle = best_by_validation(accs)  # the same rule, on the judged split: an oracle when that is test
         labels = srcs[0].labels
         logits = torch.stack([o.logits for o in srcs])
         record = {
@@ -94,9 +103,14 @@ def judge(job: MergeJob, output: Optional[Path], chosen: Chosen, splits: list[st
             "oracle_source": oracle,
             "oracle_source_accuracy": accs[oracle],
             "ensembles": {name: float((fn(logits, weights) == labels).float().mean()) for name, fn in COMBINERS.items()},
-            "base_accuracy": float(outputs(layout.base, split).correct.float().mean()),
+            "base_accuracy": accuracy(layout.base, split),
             "labels": pack(labels),
         }
+        overall_correct = None
+        if overall is not None:
+            overall_correct = outputs(layout.finetuned(overall), split).correct
+            record.update(best_overall=overall, best_overall_accuracy=float(overall_correct.float().mean()),
+                          candidates=len(pool))
         self_correct = None
         if has_self:
             self_correct = outputs(own, split).correct
@@ -108,6 +122,8 @@ def judge(job: MergeJob, output: Optional[Path], chosen: Chosen, splits: list[st
             record["merging_effect"] = m["accuracy"] - mean
             vs_best = _paired(merged.correct, correct[chosen_best])
             record.update(gain=vs_best["delta"], gain_ci=[vs_best["ci_low"], vs_best["ci_high"]], gain_p=vs_best["p_value"])
+            if overall_correct is not None:
+                record["vs_best_overall"] = _paired(merged.correct, overall_correct)
             if self_correct is not None:
                 record["vs_self"] = _paired(merged.correct, self_correct)
         result[split] = record

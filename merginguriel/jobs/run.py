@@ -240,6 +240,11 @@ def evaluation_line(job: MergeJob, record: dict[str, Any]) -> str:
             f"{record['best_source']} {record['best_source_accuracy']:.4f} (chosen on validation): gain "
             f"{_pts(record['gain'])} pts [95% CI {_pts(lo)}, {_pts(hi)}], McNemar p = {record['gain_p']:.2g}; "
             f"merging effect {_pts(record['merging_effect'])} pts over the sources' mean {record['source_mean']:.4f}")
+    if record.get("best_overall") not in (None, record["best_source"]):
+        vs = record["vs_best_overall"]
+        line += (f"; vs the best of all {record['candidates']} candidates, {record['best_overall']} "
+                 f"{record['best_overall_accuracy']:.4f} (chosen on validation, not merged): {_pts(vs['delta'])} pts "
+                 f"[95% CI {_pts(vs['ci_low'])}, {_pts(vs['ci_high'])}]")
     if "self_accuracy" in record:
         line += f"; own model {record['self_accuracy']:.4f}"
     return line

@@ -117,13 +117,12 @@ def _explicit(job: MergeJob) -> Chosen:
 
 
 def _by_similarity(job: MergeJob) -> Chosen:
-    from merginguriel.locales import check_locales
     from merginguriel.similarity import select_for_target
 
     sel = job.selection
     layout = job.layout
     include = bool(sel.include_target)
-    candidates = check_locales(sel.candidates) if sel.candidates else layout.finetuned_locales()
+    candidates = job.candidate_pool()
     if not candidates:
         raise InputError(f"no fine-tuned models under {layout.home / 'finetuned'} to select from; run merginguriel fit first")
     if include and job.target not in candidates:

@@ -156,6 +156,13 @@ class MergeJob:
     def layout(self) -> Layout:
         return Layout.for_backbone(self.backbone, self.root)
 
+    def candidate_pool(self) -> list[str]:
+        """The locales a selection chooses from: ``selection.candidates``, else every finished fine-tune."""
+        from merginguriel.locales import check_locales
+
+        sel = self.selection
+        return check_locales(sel.candidates) if sel.candidates else self.layout.finetuned_locales()
+
     @property
     def data_config(self) -> DataConfig:
         return self.data.at(self.root)
@@ -232,7 +239,7 @@ class MergeJob:
     def check(self) -> None:
         """Everything that can be checked without reading a model: names, ranges and combinations (sweeps run this
         for every point before anything is written)."""
-        from merginguriel.locales import check_locale, check_locales
+        from merginguriel.locales import check_locale
         from merginguriel.similarity import SIMILARITY_KINDS
 
         sel, m = self.selection, self.merge
@@ -251,7 +258,7 @@ class MergeJob:
                 raise InputError("selection.weights are for explicit selection.sources; a similarity selection derives the weights")
             if isinstance(sel.num_sources, bool) or not isinstance(sel.num_sources, int) or sel.num_sources < 1:
                 raise InputError(f"selection.num_sources must be a positive integer, got {sel.num_sources!r}")
-            pool = check_locales(sel.candidates) if sel.candidates else self.layout.finetuned_locales()
+            pool = self.candidate_pool()
             if pool:
                 usable = [c for c in pool if c != self.target] + ([self.target] if sel.include_target else [])
                 if sel.num_sources > len(usable):

@@ -62,6 +62,8 @@ def target_table(group: pd.DataFrame) -> str:
         (f"best selected source, chosen on validation ({first['val_best_source']})", first["val_best_source_accuracy"],
          first["test_best_source_accuracy"]),
         (f"ORACLE: best selected source on test ({first['test_oracle_source']})", None, first["test_oracle_source_accuracy"]),
+        (f"best single model of all candidates, chosen on validation ({first.get('val_best_overall')})",
+         first.get("val_best_overall_accuracy"), first.get("test_best_overall_accuracy")),
         ("mean of the selected sources (zero-shot)", first["val_source_mean"], first["test_source_mean"]),
         *((f"ensemble {e.replace('_', ' ')} of the same sources", first[f"val_ensemble_{e}"], first[f"test_ensemble_{e}"])
           for e in ENSEMBLES),

@@ -7,8 +7,9 @@ made), ``test_*`` from the test split (the final number).
 Columns: target, method, similarity, num_sources, include_target, weighting, params, sources, weights, run, key,
 manifest; per split prefix (``val_``, ``test_``): accuracy, macro_f1, n, source_mean, source_mean_weighted,
 merging_effect, best_source, best_source_accuracy, gain, gain_ci_low, gain_ci_high, gain_p, oracle_source,
-oracle_source_accuracy, self_accuracy, self_delta, self_ci_low, self_ci_high, self_p, base_accuracy and
-ensemble_<name> for the four ensembles.
+oracle_source_accuracy, best_overall, best_overall_accuracy, overall_delta, overall_ci_low, overall_ci_high,
+overall_p, self_accuracy, self_delta, self_ci_low, self_ci_high, self_p, base_accuracy and ensemble_<name> for the
+four ensembles.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from merginguriel.errors import InputError
 
 PREFIX = {"validation": "val", "test": "test"}
 SPLIT_FIELDS = ("accuracy", "macro_f1", "n", "source_mean", "source_mean_weighted", "merging_effect", "best_source",
-                "best_source_accuracy", "gain", "oracle_source", "oracle_source_accuracy", "self_accuracy",
-                "base_accuracy")
+                "best_source_accuracy", "gain", "oracle_source", "oracle_source_accuracy", "best_overall",
+                "best_overall_accuracy", "self_accuracy", "base_accuracy")
+PAIRED = {"vs_self": "self", "vs_best_overall": "overall"}  # paired comparisons: record key -> column stem
 ENSEMBLES = ("majority", "weighted_majority", "soft_vote", "logit_vote")
 
 
@@ -40,10 +42,11 @@ def flatten(meta: dict, evaluation: dict[str, dict]) -> dict:
         ci = rec.get("gain_ci") or [None, None]
         row[f"{prefix}_gain_ci_low"], row[f"{prefix}_gain_ci_high"] = ci
         row[f"{prefix}_gain_p"] = rec.get("gain_p")
-        vs_self = rec.get("vs_self") or {}
-        row[f"{prefix}_self_delta"] = vs_self.get("delta")
-        row[f"{prefix}_self_ci_low"], row[f"{prefix}_self_ci_high"] = vs_self.get("ci_low"), vs_self.get("ci_high")
-        row[f"{prefix}_self_p"] = vs_self.get("p_value")
+        for key, stem in PAIRED.items():
+            vs = rec.get(key) or {}
+            row[f"{prefix}_{stem}_delta"] = vs.get("delta")
+            row[f"{prefix}_{stem}_ci_low"], row[f"{prefix}_{stem}_ci_high"] = vs.get("ci_low"), vs.get("ci_high")
+            row[f"{prefix}_{stem}_p"] = vs.get("p_value")
         for name in ENSEMBLES:
             row[f"{prefix}_ensemble_{name}"] = (rec.get("ensembles") or {}).get(name)
     return row

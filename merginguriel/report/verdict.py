@@ -1,10 +1,12 @@
 """One verdict per target: which merge to use, or that none beats the best source -- chosen on validation, judged on
 test with a paired interval.
 
-The merge is the target's best merge by VALIDATION accuracy (ties: fewer sources, then the method's name). Its TEST
-gain over the best of its own sources (chosen on validation) decides: a merge is recommended only when the 95%
-bootstrap interval of that gain lies above zero. Otherwise the verdict names what to use instead: that source (and,
-when one of the ensembles of the same sources did better on validation, that ensembles costs K times the inference).
+The merge is the target's best merge by VALIDATION accuracy (ties: fewer sources, then the method's name). It is
+judged on TEST against the single model a user would otherwise deploy, chosen on validation: the best of all candidate
+models (which may not be among the merge's sources), or, where the judgement does not record that, the best of its own
+sources. A merge is recommended only when the 95% bootstrap interval of its difference lies above zero. Otherwise the
+verdict names what to use instead: that model (and, when one of the ensembles of the merge's sources did better on
+validation, that ensemble, at K times the inference cost).
 """
 
 from __future__ import annotations
@@ -42,25 +44,37 @@ def describe(row: dict) -> str:
     return f"{row['method']}, {how}"
 
 
+def comparator(row: dict, split: str) -> tuple[str, float, tuple[float, float, float, float], str]:
+    """The single model the merge must beat on ``split``: the best of ALL candidate models on validation when that is
+    not one of the merge's sources (judged by ``vs_best_overall``), else the best selected source (``gain``). Returns
+    its name, accuracy, (delta, ci_low, ci_high, p) and how to call it."""
+    overall = row.get(f"{split}_best_overall")
+    if isinstance(overall, str) and overall != row.get(f"{split}_best_source"):
+        stats = tuple(as_float(row.get(f"{split}_overall_{k}")) for k in ("delta", "ci_low", "ci_high", "p"))
+        return overall, as_float(row[f"{split}_best_overall_accuracy"]), stats, "best single model (not merged)"
+    stats = tuple(as_float(row.get(f"{split}_{k}")) for k in ("gain", "gain_ci_low", "gain_ci_high", "gain_p"))
+    return row[f"{split}_best_source"], as_float(row[f"{split}_best_source_accuracy"]), stats, "best source"
+
+
 def verdict(target: str, group: pd.DataFrame) -> Verdict:
     row = choose(group)
     split = "test" if not math.isnan(as_float(row.get("test_gain"))) else "val"
     name = "test" if split == "test" else "validation"
-    acc, best, best_acc = as_float(row[f"{split}_accuracy"]), row[f"{split}_best_source"], as_float(row[f"{split}_best_source_accuracy"])
-    gain, lo, hi, p = (as_float(row[f"{split}_{k}"]) for k in ("gain", "gain_ci_low", "gain_ci_high", "gain_p"))
+    acc = as_float(row[f"{split}_accuracy"])
+    best, best_acc, (gain, lo, hi, p), called = comparator(row, split)
     sure = f"gain {_pts(gain)} pts [95% CI {_pts(lo)}, {_pts(hi)}], p = {p:.2g}"
     where = "" if split == "test" else " (validation only: no test judgement)"
     if lo > 0:
-        line = f"{target}: merge ({describe(row)}): {acc:.3f} vs best source {best} {best_acc:.3f}, {sure}{where}"
+        line = f"{target}: merge ({describe(row)}): {acc:.3f} vs {called} {best} {best_acc:.3f}, {sure}{where}"
         return Verdict(target, True, line, row)
     instead = f"use {best} ({best_acc:.3f} {name})"
     ens = {e: v for e in ENSEMBLES if not math.isnan(v := as_float(row.get(f"val_ensemble_{e}")))}
-    val_best = as_float(row.get("val_best_source_accuracy"))
+    val_best = comparator(row, "val")[1]
     top = max(ens, key=lambda e: ens[e]) if ens else None
     if top and not math.isnan(val_best) and ens[top] > val_best:
         instead += (f", or the {top.replace('_', ' ')} ensemble of the same sources ({as_float(row.get(f'{split}_ensemble_{top}')):.3f} "
                     f"{name}, {int(row['num_sources'])}x the inference cost)")
-    line = (f"{target}: no merge beats the best source: {instead}; the merge chosen on validation ({describe(row)}) "
+    line = (f"{target}: no merge beats the {called}: {instead}; the merge chosen on validation ({describe(row)}) "
             f"scores {acc:.3f}, {sure}{where}")
     return Verdict(target, False, line, row)
 
