@@ -30,6 +30,15 @@ def test_advice_merge_when_merging_clearly_helps(tmp_path):
     # it says on which split it judged, against which baseline, and how sure it is
     assert advice.choice["split"] == "validation" and "best single source chosen on validation" in advice.choice["baseline"]
     assert advice.choice["ci"][0] > 0 and advice.choice["p_value"] < 0.01
+    from merginguriel.data.config import DataConfig
+    from merginguriel.evaluation.evaluate import evaluate_checkpoint
+
+    dc = DataConfig(source="release", data_path=str(data), root=str(tmp_path))
+    val = {s: evaluate_checkpoint(layout.finetuned(s), [TARGET], "validation", dc)[TARGET]["accuracy"] for s in SOURCES}
+    test = {s: evaluate_checkpoint(layout.finetuned(s), [TARGET], "test", dc)[TARGET]["accuracy"] for s in SOURCES}
+    assert max(val, key=val.get) != max(test, key=test.get)  # so choosing on test would name another source
+    assert advice.choice["best_single_source"] == max(val, key=val.get)
+    assert advice.choice["best_single"] == pytest.approx(max(val.values()))
     assert "[95% CI +" in advice.summary() and "validation split" in advice.summary()
     ev = advice.evidence
     merges = ev[ev["kind"] == "merge"]

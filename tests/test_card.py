@@ -75,9 +75,12 @@ def test_the_card_lists_sources_method_and_metrics_with_intervals(judged):
     for split, rec in manifest["evaluation"].items():
         ci = binomtest(round(rec["accuracy"] * rec["n"]), rec["n"]).proportion_ci(0.95, method="wilson")
         lo, hi = rec["gain_ci"]
+        own = f"{100 * rec['self_accuracy']:.1f}" if "self_accuracy" in rec else "-"
         row = (f"| {split} | {rec['n']} | {100 * rec['accuracy']:.1f} [{100 * ci.low:.1f}, {100 * ci.high:.1f}] | "
                f"{100 * rec['macro_f1']:.1f} | {rec['best_source']} {100 * rec['best_source_accuracy']:.1f} | "
-               f"{100 * rec['gain']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
+               f"{100 * rec['gain']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {rec['gain_p']:.2g} | "
+               f"{100 * (rec['accuracy'] - rec['source_mean']):+.1f} | "
+               f"{own} |\n")
         assert row in card, row
 
 

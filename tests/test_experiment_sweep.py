@@ -352,6 +352,14 @@ def test_loto_accuracy_by_hand():
     # A constant feature predicts one class everywhere: half right; so does the majority rule (ties -> interference).
     assert got.loc["g", "loto_accuracy"] == 0.5
     assert got.loc["majority_class", "loto_accuracy"] == 0.5
+    # Held out means held out: c's points (0.6 interference, 0.7 synergy) lie on the wrong side of the rule a and b
+    # give (any threshold in (0.2, 0.8]), so f scores 5/6; a fit that saw c would score 6/6.
+    frame["f"] = [0.1, 0.9, 0.2, 0.8, 0.6, 0.7]
+    assert loto_accuracy(frame, ["f"]).set_index("feature").loc["f", "loto_accuracy"] == 5 / 6
+    # Majority by hand: a held -> b, c say synergy (3 of 4): 1 of a's 2 right; b likewise 1; c held -> a, b tie (2 of
+    # 4): interference, and both of c's points are synergy: 0. In all 2/6.
+    frame["merging_effect"] = [0.01, -0.01, 0.02, -0.02, 0.03, 0.01]
+    assert loto_accuracy(frame, ["f"]).set_index("feature").loc["majority_class", "loto_accuracy"] == 2 / 6
 
 
 def test_failed_point_is_recorded_and_the_sweep_goes_on(scenario, tmp_path):

@@ -128,7 +128,8 @@ def test_breadcrumbs_magnitude_outliers(family, tmp_path, density, gamma):
     _close(_merge(layout, tmp_path, cfg), want)
 
 
-def test_slerp_t_zero_is_the_base_model(family, tmp_path):
+def test_slerp_interpolates_from_the_base_model_at_t(family, tmp_path):
+    """mergekit's slerp: t = 0 is base_model (here fr-FR), whatever order the models are listed in."""
     layout, base, models = family
     cfg = {"merge_method": "slerp", "base_model": str(layout.finetuned("fr-FR")), "parameters": {"t": 0.3},
            "models": [{"model": str(layout.finetuned("sw-KE"))}, {"model": str(layout.finetuned("fr-FR"))}]}

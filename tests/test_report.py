@@ -58,6 +58,8 @@ def test_verdict_chooses_on_validation_and_needs_a_confident_gain():
         # th-TH: the validation-best merge's test gain interval straddles zero: no merge; an ensemble did better on validation
         _row("th-TH", "similarity", 0.62, 0.52, (-0.02, 0.06), ens_val=0.7),
         _row("th-TH", "ties", 0.55, 0.60, (0.03, 0.17)),
+        # vi-VN: no merge either, and its ensemble is worse than the best source on validation (better on test: unseen)
+        _row("vi-VN", "ties", 0.60, 0.52, (-0.02, 0.06), ens_val=0.45),
     ])
     found = {v.target: v for v in verdicts(table)}
     assert found["sw-KE"].merge and found["sw-KE"].row["method"] == "ties"
@@ -66,6 +68,7 @@ def test_verdict_chooses_on_validation_and_needs_a_confident_gain():
     assert not found["th-TH"].merge and found["th-TH"].row["method"] == "similarity"
     assert found["th-TH"].line.startswith("th-TH: no merge beats the best source: use fr-FR (0.500 test), or the soft vote "
                                           "ensemble of the same sources (0.660 test, 3x the inference cost)")
+    assert not found["vi-VN"].merge and "ensemble" not in found["vi-VN"].line
 
 
 def test_the_verdict_must_beat_the_best_single_model_even_when_it_was_not_merged():

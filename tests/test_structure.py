@@ -15,21 +15,30 @@ def _unit(module: str) -> str:
     return ".".join(parts[:2])
 
 
+def imported_modules(source: str, module: str, is_package: bool) -> list[str]:
+    """The absolute names of what ``module`` (whose code is ``source``) imports: ``from X import y`` counts as
+    ``X.y`` as well (``y`` may be a submodule), relative imports are resolved against the module's package."""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+            mod = ".".join(p for p in (base, node.module or "") if p)
+            names += [mod, *(f"{mod}.{a.name}" for a in node.names)]
+    return names
+
+
 def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for path in PKG.rglob("*.py"):
         module = "merginguriel." + ".".join(path.relative_to(PKG).with_suffix("").parts).removesuffix(".__init__")
         src = _unit(module)
         targets = graph.setdefault(src, set())
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            for name in names:
-                if name.startswith("merginguriel.") and _unit(name) != src:
-                    targets.add(_unit(name))
+        for name in imported_modules(path.read_text(encoding="utf-8"), module, path.name == "__init__.py"):
+            if name.startswith("merginguriel.") and _unit(name) != src:
+                targets.add(_unit(name))
     return graph
 
 
@@ -67,3 +76,13 @@ def test_no_import_cycles_between_packages():
 def test_the_cycle_finder_finds_cycles():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_import_form_is_seen():
+    """``from merginguriel import cli`` and relative imports name the command layer as surely as a dotted import."""
+    forms = {"from merginguriel.cli.main import main": "merginguriel.cli.main", "import merginguriel.cli": "merginguriel.cli",
+             "from merginguriel import cli": "merginguriel.cli", "from ..cli import main": "merginguriel.cli.main",
+             "from .. import cli": "merginguriel.cli", "from . import engine": "merginguriel.merging.engine"}
+    for code, want in forms.items():
+        assert want in imported_modules(f"def f():\n    {code}\n", "merginguriel.merging.cli_user", False), code
+    assert "merginguriel.merging.engine" in imported_modules("from .engine import merge", "merginguriel.merging", True)
