@@ -11,7 +11,7 @@ from conftest import tiny_config, tiny_tokenizer
 
 from merginguriel.data import MassiveDataModule, load_locale
 from merginguriel.data.config import DataConfig
-from merginguriel.data.tokenized import TOKENIZE_CALLS
+from merginguriel.data.tokenized import TOKENIZE_CALLS, cache_file
 from merginguriel.errors import InputError
 from merginguriel.locales import LOCALES, UnknownLocaleError
 
@@ -88,6 +88,10 @@ def test_fit_test_predict_with_lightning(release):
     n_train = sum(len(rows[loc]["train"]) for loc in locales)
     assert trainer.global_step == 2 * -(-n_train // 8)
     assert len(dm.val_dataloader().dataset) == sum(len(rows[loc]["validation"]) for loc in locales)
+    # the fit read train and validation, each locale's data once; the test split is not tokenised yet
+    assert {loc: TOKENIZE_CALLS[loc] - calls[loc] for loc in locales} == {loc: 1 for loc in locales}
+    assert not any(cache_file(dm.data, dm.tokenizer, loc, "test").exists() for loc in locales)
+    assert all(cache_file(dm.data, dm.tokenizer, loc, "train").exists() for loc in locales)
 
     trainer.test(model, datamodule=dm, verbose=False)
     assert model.tested == {i: len(rows[loc]["test"]) for i, loc in enumerate(dm.test_locales)}
@@ -100,5 +104,6 @@ def test_fit_test_predict_with_lightning(release):
         restored = torch.empty_like(labels)
         restored[order] = labels
         assert restored.tolist() == [r["label"] for r in rows[loc]["test"]]
-    # Every locale was tokenised once, however many loaders and stages used it.
-    assert {loc: TOKENIZE_CALLS[loc] - calls[loc] for loc in locales} == {loc: 1 for loc in locales}
+    # Each split of each locale was tokenised once (fit: train + validation; test: test), however many loaders and
+    # stages used it.
+    assert {loc: TOKENIZE_CALLS[loc] - calls[loc] for loc in locales} == {loc: 2 for loc in locales}

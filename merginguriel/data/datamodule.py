@@ -88,13 +88,21 @@ class MassiveDataModule(pl.LightningDataModule):
             self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer)
         return self.tokenizer
 
+    def stage_splits(self) -> tuple[str, ...]:
+        """The splits the attached trainer's current stage reads (all three when no trainer is attached)."""
+        stage = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
+        stage = getattr(stage, "value", stage)
+        return {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",),
+                "predict": (self.predict_split,)}.get(stage, ("train", "validation", "test"))
+
     def prepare_data(self) -> None:
-        """Tokenise (or load from the cache) every locale once, in the main process, before any worker starts."""
+        """Tokenise (or load from the cache) every locale's splits this stage reads, once, in the main process, before
+        any worker starts: a test run never tokenises training rows."""
         tok = self._resolved_tokenizer()
         from merginguriel.data.tokenized import tokenized_locale
 
         for loc in self.locales:
-            tokenized_locale(self.data, tok, loc)
+            tokenized_locale(self.data, tok, loc, self.stage_splits())
 
     def check_rows(self, *splits: str) -> None:
         """InputError (naming the data file) when a locale has no rows in one of ``splits``: called before a run

@@ -162,8 +162,8 @@ def tokenized_locale(
     check_locale(locale)
     found: dict[str, TokenizedSplit] = {}
     missing = []
-    for split in splits:
-        path = cache_file(data, tokenizer, locale, split)
+    paths = {split: cache_file(data, tokenizer, locale, split) for split in splits}
+    for split, path in paths.items():
         rows = _MEMO.get(path)
         if rows is None and path.is_file():
             rows = _load(path)
@@ -177,10 +177,9 @@ def tokenized_locale(
         meta = {"locale": locale, "max_length": data.max_length, "source": source_identity(data, locale),
                 "tokenizer": tokenizer_hash(tokenizer)}
         for split in missing:
-            path = cache_file(data, tokenizer, locale, split)
             rows = encode(tokenizer, raw[split], data.max_length)
-            _save(path, rows, {**meta, "split": split})
-            _MEMO[path] = found[split] = rows
+            _save(paths[split], rows, {**meta, "split": split})
+            _MEMO[paths[split]] = found[split] = rows
     return {split: found[split] for split in splits}
 
 
