@@ -132,3 +132,18 @@ def test_cli_subset_and_bad_inputs(tmp_path, capsys) -> None:
     with pytest.raises(InputError, match="unknown split"):
         compute_nxn("tiny", str(tmp_path), "train", data=data, progress=False)
     assert not layout.nxn("validation").exists()
+
+
+def test_weights_edited_after_their_manifest_are_evaluated_again(tmp_path) -> None:
+    """A finished cell holds only while its model's weights are those it was computed with, whatever the manifest says."""
+    from safetensors.torch import load_file, save_file
+
+    layout, data = family(tmp_path)
+    compute_nxn("tiny", str(tmp_path), "validation", data=data, device="cpu", progress=False)
+    weights = layout.finetuned("fr-FR") / "model.safetensors"
+    tensors = load_file(str(weights))
+    save_file({k: v * 0.5 if k.startswith("classifier") else v for k, v in tensors.items()}, str(weights))
+    rerun = []
+    folder = compute_nxn("tiny", str(tmp_path), "validation", data=data, device="cpu", progress=False, on_cell=rerun.append)
+    assert sorted((c["source"], c["target"]) for c in rerun) == [("fr-FR", t) for t in sorted(LOCS)]
+    assert json.loads((folder / "summary.json").read_text())["cells"] == {"total": 9, "computed": 3, "resumed": 6}

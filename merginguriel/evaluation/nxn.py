@@ -8,7 +8,7 @@ and its evaluation batches are padded once, so both are shared by every model wi
 Outputs in ``Layout.nxn(split)`` (or ``output``):
 
 * ``cells.jsonl`` -- one JSON line per finished cell (source, target, accuracy, macro_f1, n, seconds, model hash, data
-  key, and the per-example predictions in dataset order, packed: merginguriel.evaluation.outputs.unpack), appended and fsynced as soon as its evaluation call returns. A rerun reads it and evaluates only the missing cells; cells
+  key, and the per-example predictions in dataset order, packed: merginguriel.io.predictions.unpack), appended and fsynced as soon as its evaluation call returns. A rerun reads it and evaluates only the missing cells; cells
   of a model whose weights changed (another hash) or of another data configuration are recomputed.
 * ``evaluation_matrix.csv`` -- row = source model locale, column = evaluated locale, accuracy in [0, 1].
 * ``summary.json`` -- diagonal, best source per target (other than the target itself), timings, model loads.
@@ -30,7 +30,7 @@ import pandas as pd
 from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, NXN_CELLS, NXN_HEATMAP, NXN_MATRIX, NXN_SUMMARY, Layout
 from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig
 from merginguriel.errors import InputError
-from merginguriel.io import read_manifest, write_json_atomic, write_manifest
+from merginguriel.io import write_json_atomic, write_manifest
 from merginguriel.io.atomic import atomic_write_text
 from merginguriel.locales import check_locales
 
@@ -92,15 +92,12 @@ def usable_cells(path: Path, data_key: str, hashes: dict[str, str]) -> dict[tupl
 
 
 def model_hashes(layout: Layout, models: list[str]) -> dict[str, str]:
-    """The hash of each locale's fine-tuned model (empty when it has no manifest)."""
-    return {m: _model_hash(layout.finetuned(m)) for m in models}
+    """The hash of each locale's fine-tuned model as its weights are now (empty when it has no manifest): weights
+    edited after their manifest was written get a new hash, so their cells are recomputed."""
+    from merginguriel.io import checkpoint_ref
 
-
-def _model_hash(folder: Path) -> str:
-    try:
-        return str(read_manifest(folder).get("hash", ""))
-    except FileNotFoundError:
-        return ""
+    folders = {m: layout.finetuned(m) for m in models}
+    return {m: checkpoint_ref(f)["hash"] if (f / "manifest.json").is_file() else "" for m, f in folders.items()}
 
 
 def summarize(matrix: pd.DataFrame) -> dict:
