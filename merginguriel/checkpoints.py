@@ -37,11 +37,9 @@ NXN_MATRIX = "evaluation_matrix.csv"
 NXN_CELLS = "cells.jsonl"
 NXN_SUMMARY = "summary.json"
 NXN_HEATMAP = "heatmap.png"
-BASE_ACCURACY = "base_accuracy.json"
 SIMILARITY_MATRIX = "similarity.csv"
 COMPATIBILITY_MATRIX = "matrix.csv"
 SWEEP_DB = "results.sqlite"
-PREDICTIONS = "predictions.jsonl"
 
 
 def backbone_slug(backbone: str) -> str:
@@ -98,16 +96,13 @@ class Layout:
     def finetuned(self, locale: str) -> Path:
         return self.home / "finetuned" / locale
 
-    def lightning_dir(self, locale: str) -> Path:
-        """Lightning logs and checkpoints of ``locale``'s fit (``locale`` may be ``a+b`` for a multi-locale fit)."""
-        return self.home / "finetuned" / f"{locale}.lightning"
-
     def merged(self, target: str, run: str) -> Path:
         return self.home / "merged" / target / run
 
     @staticmethod
-    def merge_logs(output: str | os.PathLike) -> Path:
-        """Lightning logs and checkpoints of a learned merge (AdaMerging), beside its output folder."""
+    def lightning_logs(output: str | os.PathLike) -> Path:
+        """Lightning logs and resume checkpoints of the run that writes ``output`` (a fit, an AdaMerging merge),
+        beside it: a fixed place, so that a rerun finds them."""
         out = Path(output)
         return out.with_name(out.name + ".lightning")
 
@@ -120,10 +115,6 @@ class Layout:
 
     def nxn_matrix(self, split: str) -> Path:
         return self.nxn(split) / NXN_MATRIX
-
-    def base_accuracy(self, split: str) -> Path:
-        """The untrained base's accuracy per locale on ``split`` (a cache beside that split's NxN matrix)."""
-        return self.nxn(split) / BASE_ACCURACY
 
     def statistics(self, kind: str, locale: str, key: str) -> Path:
         """Cached ``kind`` statistics of ``locale``'s model under the settings whose hash is ``key``."""

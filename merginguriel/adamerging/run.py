@@ -68,7 +68,7 @@ def _lightning_dir(spec: Any, trainer: TrainerOptions) -> Path:
         return Path(trainer.default_root_dir)
     from merginguriel.checkpoints import Layout
 
-    return Layout.merge_logs(spec.output)
+    return Layout.lightning_logs(spec.output)
 
 
 def _resume_path(options: AdaMergingOptions, root: Path) -> str | None:

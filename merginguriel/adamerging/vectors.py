@@ -8,51 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from merginguriel.errors import InputError
 from merginguriel.io.hashing import weight_files
-
-
-def _headers(folder: Path) -> dict[str, tuple[tuple[int, ...], str, Path]]:
-    """name -> (shape, dtype, file) of every tensor in a checkpoint, from the safetensors headers only."""
-    from safetensors import safe_open
-
-    try:
-        files = weight_files(folder)
-    except FileNotFoundError as err:
-        raise InputError(str(err)) from None
-    out: dict[str, tuple[tuple[int, ...], str, Path]] = {}
-    for f in files:
-        with safe_open(str(f), framework="pt") as fh:
-            for name in fh.keys():
-                sl = fh.get_slice(name)
-                out[name] = (tuple(sl.get_shape()), str(sl.get_dtype()), f)
-    return out
-
-
-def check_compatible(base: str | os.PathLike, sources: Sequence[str | os.PathLike]) -> None:
-    """Refuse sources whose tensor names or shapes differ from the base's (before anything heavy is loaded)."""
-    base_h = _headers(Path(base))
-    for src in sources:
-        src_h = _headers(Path(src))
-        missing = sorted(set(base_h) - set(src_h))
-        extra = sorted(set(src_h) - set(base_h))
-        if missing or extra:
-            raise InputError(
-                f"{src} does not match the base {base}: "
-                + (f"missing tensors {missing[:3]}{'...' if len(missing) > 3 else ''} " if missing else "")
-                + (f"extra tensors {extra[:3]}{'...' if len(extra) > 3 else ''} " if extra else "")
-                + "; merge only models fine-tuned from this base (same architecture)"
-            )
-        for name, (shape, _, _) in base_h.items():
-            if src_h[name][0] != shape:
-                raise InputError(
-                    f"{src}: tensor {name} has shape {list(src_h[name][0])} but the base has {list(shape)}; "
-                    "merge only models fine-tuned from this base (same architecture and vocabulary)"
-                )
 
 
 def load_task_vectors(

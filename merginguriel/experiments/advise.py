@@ -144,7 +144,8 @@ def advise(
         "data": {"source": data.source, "data_path": data.data_path, "max_length": data.max_length},
         "selection": {"include_target": include_target, "weighting": weighting,
                       "candidates": sorted(pool + ([target] if include_target else []))},
-        "evaluate": {"splits": ["validation"], "batch_size": batch_size},
+        # merging-effect features stream every source again; only a kept database (--db) has a use for them
+        "evaluate": {"splits": ["validation"], "batch_size": batch_size, "features": db is not None},
         "device": device,
     }
     zipped = [{"merge.method": list(methods), "merge.params": [dict((params or {}).get(m) or {}) for m in methods]}]

@@ -73,9 +73,6 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
-# The flat columns people filter on (plain sqlite3 / pandas.read_sql); JSON columns keep the rest.
-FLAT = ("similarity", "num_sources", "include_target", "weighting", "seed", "val_accuracy", "test_accuracy", "val_gain",
-        "test_gain", "val_merging_effect", "test_merging_effect")
 
 
 def _process_start(pid: int) -> Optional[float]:

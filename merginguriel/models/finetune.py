@@ -163,7 +163,7 @@ class FinetuneCLI(LightningCLI):
 
         locales = [cfg.data.locales] if isinstance(cfg.data.locales, str) else list(cfg.data.locales)
         self.export_dir = Path(cfg.output) if cfg.output else Layout.for_backbone(cfg.model.backbone, cfg.model.root).finetuned("+".join(locales))
-        ckpt_dir = self.export_dir.with_name(self.export_dir.name + ".lightning")
+        ckpt_dir = Layout.lightning_logs(self.export_dir)
         if cfg.overwrite and ckpt_dir.is_dir():
             shutil.rmtree(ckpt_dir)  # a fresh fit: no resuming from the earlier one
         # Fixed places (not a new version folder per run) so that a rerun finds the resume points.
