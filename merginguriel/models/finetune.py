@@ -212,7 +212,8 @@ def _export(cli: FinetuneCLI, callback: ModelCheckpoint, started: float, resumed
     best, score = best_checkpoint(callback)
     if best:
         cli.model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
-    final = torch.load(Path(callback.dirpath) / FINAL, map_location="cpu", weights_only=False)
+    # memory-mapped: only the counters are read, not the weights and optimiser state (GBs for XLM-R)
+    final = torch.load(Path(callback.dirpath) / FINAL, map_location="cpu", weights_only=False, mmap=True)
     metrics = {"best_val_accuracy": score, "epochs": int(final["epoch"]), "global_steps": int(final["global_step"]),
                "fit_seconds": round(time.time() - started, 2)}
     found: list[str] = []
@@ -258,7 +259,7 @@ def finetune_with(cli: FinetuneCLI) -> Path:
     resumed: Optional[str] = None
     if final.is_file():
         # training had ended; only the export was interrupted: restore the callback's record and export
-        state = torch.load(final, map_location="cpu", weights_only=False)
+        state = torch.load(final, map_location="cpu", weights_only=False, mmap=True)  # the callbacks' records only
         for key, value in state.get("callbacks", {}).items():
             if key.startswith("ModelCheckpoint"):
                 callback.load_state_dict(value)
