@@ -25,19 +25,7 @@ import itertools
 from typing import Any, Optional
 
 from merginguriel.errors import InputError
-from merginguriel.jobs.spec import MergeJob, job_from_dict
-
-
-def set_dotted(config: dict, dotted: str, value: Any) -> None:
-    """Set ``a.b.c`` in a nested dict, creating sections as needed (the job refuses unknown keys when it is built)."""
-    parts = dotted.split(".")
-    node = config
-    for i, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise InputError(f"config key {'.'.join(parts[: i + 1])!r} is a value, not a section, so {dotted!r} cannot be set")
-        node = child
-    node[parts[-1]] = copy.deepcopy(value)
+from merginguriel.jobs.spec import MergeJob, job_from_dict, set_dotted
 
 
 def _merge_nested(config: dict, overrides: dict, prefix: str = "") -> None:

@@ -27,13 +27,12 @@ divides by the density: equal in expectation), and a half-precision compute dtyp
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from merginguriel.errors import InputError
-from merginguriel.jobs.spec import MergeJob, job_from_dict
+from merginguriel.jobs.spec import MergeJob, job_from_dict, set_dotted
 
 TASK_VECTOR_METHODS = ("task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs")
 METHODS = ("linear", "slerp", *TASK_VECTOR_METHODS)
@@ -282,11 +281,7 @@ def apply_import(job: MergeJob, imported: Imported) -> MergeJob:
         if mine != _get(default, dotted) and mine != value:
             raise InputError(f"{dotted} is set by the mergekit config ({value!r}) and on the command line ({mine!r}); "
                              "drop the command-line option")
-        *parents, last = dotted.split(".")
-        node = given
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = copy.deepcopy(value)
+        set_dotted(given, dotted, value)
     for section in ("adamerging", "trainer"):
         if given.get(section) is None:
             given.pop(section, None)

@@ -341,6 +341,18 @@ def _section(cls, name: str, value: dict):
 JOB_FIELDS = tuple(f.name for f in dataclasses.fields(MergeJob))
 
 
+def set_dotted(config: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating sections as needed (the job refuses unknown keys when it is built)."""
+    parts = dotted.split(".")
+    node = config
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise InputError(f"config key {'.'.join(parts[: i + 1])!r} is a value, not a section, so {dotted!r} cannot be set")
+        node = child
+    node[parts[-1]] = copy.deepcopy(value)
+
+
 def job_from_dict(config: dict[str, Any]) -> MergeJob:
     """A job from its YAML/JSON mapping (unknown keys are refused with the known ones listed)."""
     unknown = sorted(set(config) - set(JOB_FIELDS))
