@@ -114,24 +114,12 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        full = _disk_full(err, path, tmp.parent)
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        if full is not None:
-            raise full from err
-        raise
-    return path
+    """Write ``text`` to ``path`` through a temporary file, fsynced, and an atomic rename."""
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(path)
 
 
 def _json_default(obj: Any) -> Any:

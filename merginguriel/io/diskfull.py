@@ -25,7 +25,8 @@ _TEXTS = {"No space left on device": errno.ENOSPC, "os error 28": errno.ENOSPC,
 NEARLY_FULL = 1 << 20  # bytes: a write that failed with less than this left on the filesystem failed for lack of space
 
 
-def _chain(err: BaseException):
+def error_chain(err: BaseException):
+    """``err`` and the errors it was raised from or during, innermost last (each once)."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
@@ -47,7 +48,7 @@ def free_bytes(path: str | os.PathLike) -> Optional[int]:
 def full_disk_reason(err: BaseException, where: Optional[str | os.PathLike] = None) -> Optional[str]:
     """Why ``err`` is a full disk ("no space left on the device", ...), or None when it is something else. ``where``:
     the folder written to, looked at when the error itself does not say (call it before removing the temporary)."""
-    for e in _chain(err):
+    for e in error_chain(err):
         if isinstance(e, DiskFullError):
             return e.reason
         if isinstance(e, OSError) and e.errno in _ERRNOS:
@@ -76,6 +77,6 @@ def full_disk_message(err: BaseException) -> Optional[str]:
     if reason is None:
         return None
     # a failed move names the source and then the destination, the file being written
-    name = next((e.filename2 or e.filename for e in _chain(err) if isinstance(e, OSError) and e.filename), None)
+    name = next((e.filename2 or e.filename for e in error_chain(err) if isinstance(e, OSError) and e.filename), None)
     return (f"{reason}{f' while writing {name}' if name else ''} ({err}); free some space (or write elsewhere: "
             "--root / --output) and run again: finished work is kept and reused")

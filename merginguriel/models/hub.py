@@ -54,10 +54,10 @@ def unavailable(repo_id: str, err: BaseException) -> InputError:
     from huggingface_hub import constants
     from huggingface_hub.errors import GatedRepoError, IncompleteSnapshotError, RepositoryNotFoundError, RevisionNotFoundError
 
-    chain = [err]  # transformers wraps the hub library's error in its own OSError
-    while (inner := chain[-1].__cause__ or chain[-1].__context__) is not None and inner not in chain:
-        chain.append(inner)
-    err = next((e for e in chain if isinstance(e, (IncompleteSnapshotError, RepositoryNotFoundError, RevisionNotFoundError))), err)
+    from merginguriel.io.diskfull import error_chain
+
+    # transformers wraps the hub library's error in its own OSError
+    err = next((e for e in error_chain(err) if isinstance(e, (IncompleteSnapshotError, RepositoryNotFoundError, RevisionNotFoundError))), err)
     if isinstance(err, IncompleteSnapshotError):
         why = (f"is only partly in the Hugging Face cache ({constants.HF_HUB_CACHE}): finish the download with network "
                f"access (`hf download {repo_id}`)")
