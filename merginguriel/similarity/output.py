@@ -12,7 +12,7 @@ from merginguriel.io import atomic_dir, write_manifest
 from merginguriel.io.manifest import reusable
 from merginguriel.locales import LOCALES
 from merginguriel.similarity.matrix import SIMILARITY_KINDS, similarity_matrix
-from merginguriel.similarity.real import nxn_file, nxn_record, read_nxn
+from merginguriel.similarity.real import nxn_file, nxn_locales, nxn_record, read_nxn
 from merginguriel.similarity.uriel import DEFAULT_FEATURE_SET
 
 def write_similarity(
@@ -52,8 +52,7 @@ def write_similarity(
         nxn_rec = nxn_record(nxn) if Path(nxn_file(nxn)).is_file() else None
     if locales is None:
         if kind == "real" and nxn_rec is not None:  # the matrix's own models, whatever else the root holds
-            frame = read_nxn(nxn)
-            locales = [loc for loc in frame.index if loc in set(frame.columns)]
+            locales = nxn_locales(read_nxn(nxn))
         else:
             locales = layout.finetuned_locales() or list(LOCALES)
     inputs = {"similarity": kind, "feature_set": feature_set if kind == "uriel" else None, "nxn": nxn_rec,

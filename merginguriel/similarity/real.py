@@ -93,6 +93,12 @@ def real_scores(nxn: pd.DataFrame, targets: list[str], sources: list[str], where
     return nxn.loc[sources, targets].T.astype(float).copy()
 
 
+def nxn_locales(nxn: pd.DataFrame) -> list[str]:
+    """The locales an NxN matrix covers: those that are both a source model (row) and an evaluated locale (column)."""
+    columns = set(nxn.columns)
+    return [loc for loc in nxn.index if loc in columns]
+
+
 def real_similarity(nxn_csv: str | os.PathLike | pd.DataFrame, locales: list[str] | None = None) -> pd.DataFrame:
     """Square REAL similarity over ``locales``: ``S.loc[target, source] = nxn.loc[source, target]``.
 
@@ -103,7 +109,7 @@ def real_similarity(nxn_csv: str | os.PathLike | pd.DataFrame, locales: list[str
     """
     nxn = nxn_csv if isinstance(nxn_csv, pd.DataFrame) else read_nxn(nxn_csv)
     if locales is None:
-        locales = [loc for loc in nxn.index if loc in set(nxn.columns)]
+        locales = nxn_locales(nxn)
         if not locales:
             raise InputError(
                 "the NxN matrix has no locale that is both a source model (row) and an evaluated locale (column); "
