@@ -65,8 +65,8 @@ def run_quickstart(
         import torch
 
         torch.set_num_threads(torch_threads)
-    spec = yaml.safe_load(config_path(sweep).read_text(encoding="utf-8"))
-    plan = Sweep(**{k: v for k, v in spec.items() if k in Sweep.__dataclass_fields__})
+    path = config_path(sweep)
+    plan = Sweep.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, str(path))
     fixed = plan.fixed
     backbone, root = fixed.get("backbone", EMBEDDED), str(fixed.get("root", DEFAULT_ROOT))
     source = DataSource(**fixed.get("data", {}))

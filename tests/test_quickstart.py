@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 CLI = [sys.executable, "-m", "merginguriel.cli.main"]
@@ -47,3 +48,14 @@ def test_quickstart_twice(tmp_path):
     assert second.stdout.count("reused") >= len(locales) and "4 done already" in second.stderr
     # nothing was fine-tuned, merged or rebuilt again
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints" / "embedded-tiny").rglob("*.safetensors")} == stamps
+
+
+def test_a_misspelt_sweep_key_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    from merginguriel.errors import InputError
+    from merginguriel.quickstart import run_quickstart
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"name": "qs", "fixed": {"target": "pt-PT"}, "grids": {"k": [1]}}))
+    with pytest.raises(InputError, match=r"unknown sweep key\(s\) grids in .*sweep.yaml"):
+        run_quickstart(sweep=str(tmp_path / "sweep.yaml"), locales=["pt-PT", "es-ES"])
+    assert list(tmp_path.iterdir()) == [tmp_path / "sweep.yaml"]  # nothing built

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import traceback
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -57,6 +58,15 @@ class Sweep:
     stale_after: float = DEFAULT_STALE_AFTER
     heartbeat_s: float = 10.0
     manifests: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any], where: str = "the sweep") -> "Sweep":
+        """A sweep from its YAML mapping; a misspelt key is refused, not ignored."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(spec) - set(known))
+        if unknown:
+            raise InputError(f"unknown sweep key(s) {', '.join(unknown)} in {where}; known: {', '.join(known)}")
+        return cls(**spec)
 
     def __post_init__(self) -> None:
         if self.db is None:

@@ -146,10 +146,7 @@ class Study:
         if self.launcher == "submitit":
             spec.setdefault("launcher", "submitit")
             spec.setdefault("submitit", self.stage_settings("sweep"))
-        unknown = sorted(set(spec) - {f.name for f in dataclasses.fields(Sweep)})
-        if unknown:
-            raise InputError(f"unknown sweep key(s) {', '.join(unknown)}; known: {', '.join(f.name for f in dataclasses.fields(Sweep))}")
-        return Sweep(fixed=fixed, **spec)
+        return Sweep.from_dict({**spec, "fixed": fixed}, "the study's sweep")
 
 
 # -- the tasks (module functions, so that submitit can pickle them) ---------------------------------------------------
