@@ -160,7 +160,7 @@ def test_grid_errors(kwargs, match):
 
 
 def test_every_shipped_config_loads():
-    """Every YAML shipped in merginguriel/configs parses through its command: fit recipes through the fit parser,
+    """Every YAML shipped in configs/ (merginguriel.configs) parses through its command: fit recipes through the fit parser,
     sweeps (the quick start's and the ablations) into checked merge jobs, the quick start config into its command."""
     import yaml
 

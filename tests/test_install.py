@@ -38,9 +38,10 @@ def sh(cmd: list, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
 
 def shipped_files() -> set[str]:
     """Data files in the source tree that the installed package must hold (wheel paths)."""
-    pkg = REPO / "merginguriel"
-    files = [*pkg.glob("configs/**/*.yaml"), *pkg.glob("configs/**/*.md"), pkg / "embedded" / "typology_table.json"]
-    return {f"merginguriel/{p.relative_to(pkg).as_posix()}" for p in files}
+    configs = REPO / "configs"  # the top-level folder ships as merginguriel/configs
+    files = {f"merginguriel/configs/{p.relative_to(configs).as_posix()}"
+             for p in [*configs.glob("**/*.yaml"), *configs.glob("**/*.md")]}
+    return files | {"merginguriel/embedded/typology_table.json"}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,8 @@ def installed(tmp_path_factory) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    shutil.copytree(REPO / "merginguriel", src / "merginguriel", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("merginguriel", "configs"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     venv = tmp / "venv"
     sh([sys.executable, "-m", "venv", "--without-pip", venv], tmp)
     python = venv / "bin" / "python"
@@ -62,7 +64,7 @@ def installed(tmp_path_factory) -> Path:
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = shipped_files() - names
     assert not missing, f"the wheel lacks {sorted(missing)}"
-    assert not any(n.startswith(("tests/", "benchmarks/", "checkpoints/")) for n in names)
+    assert not any(n.startswith(("tests/", "benchmarks/", "checkpoints/", "configs/")) for n in names)
     # --ignore-installed: the editable merginguriel visible through the .pth is neither uninstalled nor reused
     sh([python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--ignore-installed", wheel], tmp)
     return venv / "bin"

@@ -6,7 +6,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PKG = Path(__file__).resolve().parents[1] / "merginguriel"
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "merginguriel"
 
 
 def _unit(module: str) -> str:
@@ -86,3 +89,16 @@ def test_every_import_form_is_seen():
     for code, want in forms.items():
         assert want in imported_modules(f"def f():\n    {code}\n", "merginguriel.merging.cli_user", False), code
     assert "merginguriel.merging.engine" in imported_modules("from .engine import merge", "merginguriel.merging", True)
+
+
+def test_the_wheel_lists_every_package_and_maps_the_top_level_configs():
+    """pyproject lists the packages (a folder mapped elsewhere is beyond packages.find): every package folder of the
+    tree must be there, or the wheel silently lacks it; and merginguriel.configs is the top-level configs/ folder,
+    the one copy of the YAML."""
+    tomllib = pytest.importorskip("tomllib")
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    tree = {".".join(p.parent.relative_to(REPO).parts) for p in PKG.rglob("__init__.py")}
+    assert set(setup["packages"]) == tree | {"merginguriel.configs"}
+    assert setup["package-dir"] == {"merginguriel.configs": "configs"}
+    assert (REPO / "configs" / "__init__.py").is_file() and not (PKG / "configs").exists()
+    assert set(setup["package-data"]["merginguriel.configs"]) >= {"*.yaml", "ablations/*.yaml"}
