@@ -97,3 +97,73 @@ def test_bad_input_writes_nothing(scenario, tmp_path):
     with pytest.raises(InputError, match="unknown locale 'xx-XX'"):
         run("predict", [*args(layout, data, "--output", str(out)), "--locale", "xx-XX"])
     assert not out.exists()
+
+
+def top_k_reference(layout, utterances: list[str], k: int) -> list[list[tuple[str, float]]]:
+    """Each utterance's k most probable intents by a plain forward pass over the model's own label names."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = layout.finetuned("de-DE")
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():
+        probs = model(**tok(utterances, padding=True, return_tensors="pt")).logits.softmax(-1)
+    return [[(model.config.id2label[int(i)], float(row[i])) for i in row.argsort(descending=True)[:k]] for row in probs]
+
+
+def test_text_from_stdin_and_repeated_flags_gives_the_top_k(scenario):
+    """`--text -` reads one utterance a line (blank lines skipped); repeated --text flags collect; each utterance's
+    top-k intents and probabilities are a plain forward pass's."""
+    root, layout, data = scenario
+    utterances = [r["utterance"] for r in reference(layout, data)[:40]]
+    want = top_k_reference(layout, utterances, 3)
+    assert len({top[0][0] for top in want}) > 5  # the utterances do not all get one intent
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    base = [*CLI, "predict", "--checkpoint", str(layout.finetuned("de-DE")), "--device", "cpu", "--top_k", "3"]
+    proc = subprocess.run([*base, "--text", "-", "--format", "jsonl"], input="\n".join(utterances[:20]) + "\n\n" +
+                          "\n".join(utterances[20:]) + "\n", cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(r["utterance"], r["rank"]) for r in rows] == [(u, rank) for u in utterances for rank in (1, 2, 3)]
+    for r in rows:
+        intent, p = want[utterances.index(r["utterance"])][r["rank"] - 1]
+        assert r["intent"] == intent and r["probability"] == pytest.approx(p, abs=2e-6)
+
+    # readable lines: the utterance, then one "rank. intent probability" line per intent (the reference pads the
+    # same batch: the tiny test model's probabilities move a little with the padding)
+    want = top_k_reference(layout, utterances[:3], 3)
+    proc = subprocess.run([*base, "--text", utterances[0], utterances[1], "--text", utterances[2]], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[::4] == utterances[:3]
+    for n in range(3):
+        shown = [line.split() for line in lines[4 * n + 1: 4 * n + 4]]
+        assert [(s[0], s[1]) for s in shown] == [(f"{rank}.", intent) for rank, (intent, _) in enumerate(want[n], 1)]
+        assert [float(s[2]) for s in shown] == pytest.approx([p for _, p in want[n]], abs=6e-5)
+
+
+def test_text_output_file_and_bad_text_input(scenario, tmp_path):
+    _, layout, _ = scenario
+    utterance = "wake me up at seven"
+    (want,) = top_k_reference(layout, [utterance], 60)
+    out = tmp_path / "top.csv"
+    assert run("predict", ["--checkpoint", str(layout.finetuned("de-DE")), "--text", utterance, "--top_k", "60",
+                           "--output", str(out), "--device", "cpu"]) == 0
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["intent"] for r in rows) == sorted(i for i, _ in want) and [r["rank"] for r in rows] == [str(i) for i in range(1, 61)]
+    probs = dict(want)  # every intent's probability (near-equal ones in the tail may swap places)
+    assert [float(r["probability"]) for r in rows] == pytest.approx([probs[r["intent"]] for r in rows], abs=2e-6)
+    assert [float(r["probability"]) for r in rows] == sorted((float(r["probability"]) for r in rows), reverse=True)
+    assert sum(float(r["probability"]) for r in rows) == pytest.approx(1.0, abs=1e-4)
+
+    model = ["--checkpoint", str(layout.finetuned("de-DE")), "--output", str(tmp_path / "bad.jsonl")]
+    for argv, needle in ((model, "give exactly one of them"),
+                         ([*model, "--text", utterance, "--locale", "sw-KE"], "give exactly one of them"),
+                         ([*model, "--text", utterance, "--top_k", "0"], "top_k 0 is out of range; use 1 to 60"),
+                         ([*model, "--text", utterance, "--top_k", "61"], "top_k 61 is out of range"),
+                         ([*model, "--text", "   "], "no utterances to classify")):
+        with pytest.raises(InputError, match=needle):
+            run("predict", argv)
+    assert not (tmp_path / "bad.jsonl").exists()

@@ -38,19 +38,28 @@ def _is_list(tp: Any) -> bool:
     return typing.get_origin(tp) in (list, tuple) or tp in (list, tuple)
 
 
-def _flags(func: Callable) -> tuple[set[str], set[str]]:
-    """The boolean and the list options of ``func``, read from its type hints."""
+def _is_str_list(tp: Any) -> bool:
+    if _is_union(tp):
+        return any(_is_str_list(a) for a in typing.get_args(tp))
+    return typing.get_origin(tp) is list and typing.get_args(tp) == (str,)
+
+
+def _flags(func: Callable) -> tuple[set[str], set[str], set[str]]:
+    """The boolean, the list and the list-of-text options of ``func``, read from its type hints."""
     hints = typing.get_type_hints(func)
     hints.pop("return", None)
     options = _options(hints)
-    return {o for o, tp in options.items() if tp is bool}, {o for o, tp in options.items() if _is_list(tp)}
+    return ({o for o, tp in options.items() if tp is bool}, {o for o, tp in options.items() if _is_list(tp)},
+            {o for o, tp in options.items() if _is_str_list(tp)})
 
 
 def normalise_argv(argv: list[str], func: Callable) -> list[str]:
     """Command-line sugar: ``--dry-run`` is ``--dry_run``; a bare boolean flag (``--list``) means true; a list option
-    takes space-separated values (``--selection.sources de-DE fr-FR``) as well as ``[de-DE,fr-FR]``."""
-    bools, lists = _flags(func)
+    takes space-separated values (``--selection.sources de-DE fr-FR``) as well as ``[de-DE,fr-FR]``, and given again
+    on the command line it collects (``--text a --text b``); ``-`` is a value (stdin), not an option."""
+    bools, lists, texts = _flags(func)
     out, i = [], 0
+    collected: dict[str, int] = {}  # list option -> where its values sit in ``out``
     while i < len(argv):
         tok = argv[i]
         if tok.startswith("--") and "=" not in tok:
@@ -62,10 +71,16 @@ def normalise_argv(argv: list[str], func: Callable) -> list[str]:
             continue
         if tok in lists and nxt is not None and not nxt.startswith(("[", "--")):
             vals, j = [], i + 1
-            while j < len(argv) and (not argv[j].startswith("-") or _NUMBER.match(argv[j])):
+            while j < len(argv) and (argv[j] == "-" or not argv[j].startswith("-") or _NUMBER.match(argv[j])):
                 vals.append(argv[j])
                 j += 1
-            out += [tok, json.dumps([json.loads(v) if _NUMBER.match(v) else v for v in vals])]  # 3 stays an int
+            # 3 stays an int, but not where the values are text
+            vals = [json.loads(v) if _NUMBER.match(v) and tok not in texts else v for v in vals]
+            if tok in collected:
+                out[collected[tok]] = json.dumps(json.loads(out[collected[tok]]) + vals)
+            else:
+                collected[tok] = len(out) + 1
+                out += [tok, json.dumps(vals)]
             i = j
             continue
         out.append(tok)

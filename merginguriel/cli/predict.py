@@ -10,7 +10,9 @@ from merginguriel.data.config import EVAL_BATCH_SIZE, DataSource
 
 def predict(
     checkpoint: str,
-    locale: str,
+    locale: Optional[str] = None,
+    text: Optional[list[str]] = None,
+    top_k: int = 5,
     split: Literal["train", "validation", "test"] = "test",
     root: str = DEFAULT_ROOT,
     data: DataSource = DataSource(),
@@ -19,46 +21,81 @@ def predict(
     batch_size: int = EVAL_BATCH_SIZE,
     device: str = "auto",
 ) -> int:
-    """Predict the intents of a locale's split with any checkpoint (fine-tuned, merged or base): one row per utterance
-    with its id, the predicted intent and its probability, and the gold intent.
+    """Predict intents with any checkpoint (fine-tuned, merged or base): of a locale's split, one row per utterance with
+    its id, the predicted intent and its probability, and the gold intent; or of utterances you give (--text), the
+    top-k intents of each with their probabilities.
 
     Args:
         checkpoint: a Hugging Face model folder.
-        locale: the MASSIVE locale whose utterances are classified.
+        locale: the MASSIVE locale whose split is classified.
+        text: utterances to classify instead of a split (repeatable, or several after one --text); ``-`` reads one
+            utterance a line from standard input.
+        top_k: with --text, how many intents to show per utterance.
         split: which split.
         root: the checkpoints root (the embedded data and the caches live under it).
-        data: the MASSIVE data source.
-        output: a .jsonl or .csv file (default: JSONL on standard output).
+        data: the MASSIVE data source (with --text, only its max_length is used).
+        output: a .jsonl or .csv file (default: standard output: JSONL rows for a split, readable lines for --text).
         format: jsonl or csv (default: from the output's extension, else jsonl).
         batch_size: evaluation batch size.
         device: auto, cpu or cuda.
     """
+    import sys
+    from pathlib import Path
+
+    from merginguriel.errors import InputError
+    from merginguriel.locales import check_locale
+
+    if (locale is None) == (text is None):
+        raise InputError("predict classifies a locale's split (--locale es-ES) or utterances you give "
+                         "(--text \"wake me up at seven\", or --text - for one a line on stdin); give exactly one of them")
+    if locale is not None:
+        check_locale(locale)
+    if not Path(checkpoint).is_dir():
+        raise InputError(f"checkpoint {checkpoint} is not a folder; pass a fine-tuned, merged or base model folder")
+    fmt = format or ("csv" if output and output.endswith(".csv") else "jsonl")
+    if text is not None:
+        from merginguriel.evaluation.evaluate import top_intents
+
+        texts = [t.strip() for given in text for t in (sys.stdin.read().splitlines() if given == "-" else [given])]
+        texts = [t for t in texts if t]
+        ranked = top_intents(checkpoint, texts, top_k, data.max_length, batch_size, device)
+        if output is None and format is None:
+            for utterance, top in zip(texts, ranked):
+                print(utterance)
+                print("".join(f"  {rank}. {intent:<26} {p:.4f}\n" for rank, (intent, p) in enumerate(top, 1)), end="")
+            return 0
+        records = [{"utterance": utterance, "rank": rank, "intent": intent, "probability": round(p, 6)}
+                   for utterance, top in zip(texts, ranked) for rank, (intent, p) in enumerate(top, 1)]
+        _write(records, fmt, output, f"the top {top_k} intents of {len(texts)} utterance(s)")
+        return 0
+
+    from merginguriel.data import load_locale
+    from merginguriel.evaluation.outputs import checkpoint_outputs
+    from merginguriel.locales import INTENTS
+
+    config = data.at(root)
+    rows = load_locale(config, locale)[split]
+    out = checkpoint_outputs(checkpoint, locale, split, config, batch_size, device, cache=False)
+    conf, pred = out.logits.softmax(-1).max(-1)
+    records = [{"id": r["id"], "utterance": r["utt"], "predicted_intent": INTENTS[int(p)], "probability": round(float(c), 6),
+                "gold_intent": INTENTS[int(r["label"])]} for r, p, c in zip(rows, pred, conf)]
+    acc = sum(r["predicted_intent"] == r["gold_intent"] for r in records) / max(1, len(records))
+    _write(records, fmt, output, f"{len(records)} predictions for {locale} {split}", f" (accuracy {acc:.4f})")
+    return 0
+
+
+def _write(records: list[dict], fmt: str, output: Optional[str], what: str, after: str = "") -> None:
+    """Rows as JSONL or CSV, into ``output`` (atomically, then one line saying so) or onto standard output."""
     import csv
     import io
     import json
     import sys
-    from pathlib import Path
 
-    from merginguriel.data import load_locale
-    from merginguriel.errors import InputError
-    from merginguriel.evaluation.outputs import checkpoint_outputs
     from merginguriel.io import atomic_write_text
-    from merginguriel.locales import INTENTS, check_locale
 
-    check_locale(locale)
-    if not Path(checkpoint).is_dir():
-        raise InputError(f"checkpoint {checkpoint} is not a folder; pass a fine-tuned, merged or base model folder")
-    fmt = format or ("csv" if output and output.endswith(".csv") else "jsonl")
-    config = data.at(root)
-    rows = load_locale(config, locale)[split]
-    out = checkpoint_outputs(checkpoint, locale, split, config, batch_size, device, cache=False)
-    probs = out.logits.softmax(-1)
-    conf, pred = probs.max(-1)
-    records = [{"id": r["id"], "utterance": r["utt"], "predicted_intent": INTENTS[int(p)], "probability": round(float(c), 6),
-                "gold_intent": INTENTS[int(r["label"])]} for r, p, c in zip(rows, pred, conf)]
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["id", "utterance", "predicted_intent", "probability", "gold_intent"])
+        writer = csv.DictWriter(buf, fieldnames=list(records[0]) if records else [])
         writer.writeheader()
         writer.writerows(records)
         text = buf.getvalue()
@@ -66,8 +103,6 @@ def predict(
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if output:
         atomic_write_text(output, text)
-        acc = sum(r["predicted_intent"] == r["gold_intent"] for r in records) / max(1, len(records))
-        print(f"{len(records)} predictions for {locale} {split} written to {output} (accuracy {acc:.4f})")
+        print(f"{what} written to {output}{after}")
     else:
         sys.stdout.write(text)
-    return 0

@@ -149,3 +149,34 @@ def predict_logits(
     logits = to_dataset_order(torch.cat(module.eval_logits[0]), loader.order)
     labels = loader.dataset.labels.clone()
     return logits, labels
+
+
+def top_intents(
+    checkpoint: str | os.PathLike,
+    texts: list[str],
+    k: int = 5,
+    max_length: int = 128,
+    batch_size: int = EVAL_BATCH_SIZE,
+    device: str = "auto",
+) -> list[list[tuple[str, float]]]:
+    """The ``k`` most probable intents of each utterance under ``checkpoint``, with their probabilities (softmax over
+    the 60 intents), most probable first. Utterances are tokenised as evaluation tokenises a split (truncated to
+    ``max_length``), so a split's utterance gets the probabilities its evaluation gives it."""
+    from merginguriel.locales import INTENTS, NUM_INTENTS
+    from merginguriel.merging.validate import resolve_device
+
+    if not texts:
+        raise InputError("no utterances to classify; give --text \"...\" (repeatable) or --text - with one utterance a line on stdin")
+    if not 1 <= k <= NUM_INTENTS:
+        raise InputError(f"top_k {k} is out of range; use 1 to {NUM_INTENTS} (the number of intents)")
+    dev = resolve_device(device)
+    model, tokenizer = load_checkpoint(checkpoint)
+    model.to(dev)
+    ranked: list[list[tuple[str, float]]] = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(list(texts[start:start + batch_size]), truncation=True, max_length=max_length, padding=True,
+                              return_tensors="pt").to(dev)
+            probs, ids = model(**batch).logits.float().softmax(-1).topk(k, dim=-1)
+            ranked += [[(INTENTS[int(i)], float(p)) for i, p in zip(row_ids, row_probs)] for row_ids, row_probs in zip(ids, probs)]
+    return ranked
