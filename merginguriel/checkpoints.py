@@ -3,7 +3,8 @@
 ```
 <root>/<backbone>/base/                          the shared base every fine-tune starts from
 <root>/<backbone>/finetuned/<locale>/            one fine-tune per locale (HF folder + manifest.json)
-<root>/<backbone>/finetuned/<locale>.lightning/  Lightning logs and .ckpt files for resuming that fit
+<root>/<backbone>/runs/<locale>/                 a fit's Lightning working files: logs, and its .ckpt files until the
+                                                 export is verified (then removed, unless --keep_checkpoints true)
 <root>/<backbone>/merged/<target>/<run>/         merged models (<run>.lightning/ beside an AdaMerging run)
 <root>/<backbone>/nxn/<split>/                   the NxN transfer matrix (evaluation_matrix.csv, cells, summary, heatmap)
 <root>/<backbone>/nxn/<split>/shards/<locale>/   one source model's row of a study's sharded NxN, until merged in
@@ -13,6 +14,7 @@
 <root>/embedded/                                 the embedded default (synthetic data + tiny backbone)
 <root>/experiments/<name>/                       a sweep's results database, kept manifests, report
 <root>/experiments/<name>/jobs/<stage>/          a study's submitit job files and logs per stage (fit, nxn, sweep)
+<root>/experiments/<name>/study.yaml             a study's settings as it last started (the config that resumes it)
 <root>/cache/<kind>/                             caches (tokenised data, URIEL matrices)
 ```
 
@@ -73,6 +75,11 @@ def jobs_dir(root: str | os.PathLike, name: str, stage: str) -> Path:
     return experiment_dir(root, name) / "jobs" / stage
 
 
+def study_config(root: str | os.PathLike, name: str) -> Path:
+    """A study's settings as it last started: the config that resumes it (``merginguriel study --config``)."""
+    return experiment_dir(root, name) / "study.yaml"
+
+
 @dataclass(frozen=True)
 class Layout:
     """The checkpoint folders of one backbone under one root."""
@@ -99,10 +106,20 @@ class Layout:
     def merged(self, target: str, run: str) -> Path:
         return self.home / "merged" / target / run
 
+    def runs(self, locale: str) -> Path:
+        """Lightning's working files of ``locale``'s fit (logs, resume checkpoints): outside ``finetuned/``, which holds
+        only exported models; a fixed place, so that a rerun finds them."""
+        return self.home / "runs" / locale
+
+    def fit_run(self, locale: str, output: str | os.PathLike) -> Path:
+        """The working folder of a fit that exports ``output``: :meth:`runs` for the standard export, else beside
+        the folder the user named (so that fits into different folders never share a resume point)."""
+        return self.runs(locale) if Path(output) == self.finetuned(locale) else self.lightning_logs(output)
+
     @staticmethod
     def lightning_logs(output: str | os.PathLike) -> Path:
-        """Lightning logs and resume checkpoints of the run that writes ``output`` (a fit, an AdaMerging merge),
-        beside it: a fixed place, so that a rerun finds them."""
+        """Lightning logs and resume checkpoints of the run that writes ``output`` (an AdaMerging merge, a fit into a
+        folder of the user's), beside it: a fixed place, so that a rerun finds them."""
         out = Path(output)
         return out.with_name(out.name + ".lightning")
 

@@ -50,8 +50,12 @@ def fit_args(root: Path, *extra: str) -> list[str]:
 
 def test_fit_then_test_end_to_end(workspace: Path) -> None:
     root = workspace
-    run_cli(fit_args(root, "--trainer.max_epochs", "12"), cwd=root)
+    run_cli(fit_args(root, "--trainer.max_epochs", "12", "--keep_checkpoints", "true"), cwd=root)
     out = root / "tiny" / "finetuned" / "es-ES"
+    run = root / "tiny" / "runs" / "es-ES"  # Lightning's working files, outside finetuned/
+    assert sorted(p.name for p in (root / "tiny" / "finetuned").iterdir()) == ["es-ES"]
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "final.ckpt" in kept and "last.ckpt" in kept and any(n.startswith("best-") for n in kept)
     manifest = read_manifest(out)
     base_manifest = read_manifest(root / "tiny" / "base")
     # The fine-tune records the shared base it started from, and its own weights' hash.
@@ -104,6 +108,12 @@ def test_fit_then_test_end_to_end(workspace: Path) -> None:
     resumed = run_cli(fit_args(root, "--trainer.max_epochs", "12"), cwd=root)
     assert "training had finished" in resumed.stdout and "Epoch" not in resumed.stdout
     assert (out / "model.safetensors").read_bytes() == before
+    # without --keep_checkpoints, the verified export is all that stays: no .ckpt file, Lightning's small logs only
+    assert f"removed the fit's {len(kept)} checkpoint file(s)" in resumed.stdout
+    assert not list(run.rglob("*.ckpt")) and not (run / "checkpoints").exists()
+    assert {p.relative_to(run).parts[0] for p in run.rglob("*") if p.is_file()} == {"lightning_logs"}
+    again = run_cli(fit_args(root, "--trainer.max_epochs", "12"), cwd=root)  # and a rerun still reuses the export
+    assert "already fine-tuned" in again.stdout and (out / "model.safetensors").read_bytes() == before
 
 
 def test_fit_resumes_after_kill(tmp_path: Path) -> None:
@@ -115,7 +125,7 @@ def test_fit_resumes_after_kill(tmp_path: Path) -> None:
     args = fit_args(root, "--trainer.max_epochs", "6", "--early_stopping.patience", "1000")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.Popen([*CLI, *args], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = root / "tiny" / "finetuned" / "es-ES.lightning" / "checkpoints" / "last.ckpt"
+    last = root / "tiny" / "runs" / "es-ES" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     while not last.is_file() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -280,3 +290,41 @@ def test_a_fit_left_near_chance_ends_with_a_loud_warning(workspace: Path, tmp_pa
     (result,) = meta["model-index"][0]["results"]
     assert result["dataset"]["config"] == "es-ES" and result["dataset"]["split"] == "validation"
     assert result["metrics"][0]["value"] == round(manifest["metrics"]["best_val_accuracy"], 4)
+
+
+def test_checkpoints_are_removed_only_when_meant_and_the_export_is_intact(workspace: Path) -> None:
+    """A rerun that reuses a finished fit removes checkpoints left behind only when the fit meant to remove them (a
+    kill between the export and their removal) and the export's weights are still what its manifest hashed; a fit
+    that kept them on purpose keeps them."""
+    import json as _json
+
+    root = workspace
+    args = fit_args(root, "--data.locales", "it-IT", "--trainer.max_epochs", "2")
+    run_cli([*args, "--keep_checkpoints", "true"], cwd=root)
+    out, ckpts = root / "tiny" / "finetuned" / "it-IT", root / "tiny" / "runs" / "it-IT" / "checkpoints"
+    n = len(list(ckpts.glob("*.ckpt")))
+    assert n >= 3
+    assert "removed" not in run_cli(args, cwd=root).stdout and len(list(ckpts.glob("*.ckpt"))) == n  # kept on purpose
+
+    manifest = _json.loads((out / "manifest.json").read_text())
+    manifest["config"]["keep_checkpoints"] = False  # as a fit killed right after its export leaves it
+    (out / "manifest.json").write_text(_json.dumps(manifest))
+    weights = (out / "model.safetensors").read_bytes()
+    (out / "model.safetensors").write_bytes(weights[:-4] + bytes(4))  # an export damaged since: its hash differs
+    assert "removed" not in run_cli(args, cwd=root).stdout and len(list(ckpts.glob("*.ckpt"))) == n
+    (out / "model.safetensors").write_bytes(weights)
+    assert f"removed the fit's {n} checkpoint file(s)" in run_cli(args, cwd=root).stdout
+    assert not list(ckpts.parent.rglob("*.ckpt"))
+
+
+def test_an_export_is_checked_tensor_by_tensor(tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from merginguriel.models.export import differing_tensors
+
+    base = make_base(tmp_path, "tiny", seed=0, hidden=32)
+    model = AutoModelForSequenceClassification.from_pretrained(base)
+    assert differing_tensors(base, model) == []
+    with torch.no_grad():
+        model.classifier.out_proj.bias[3] += 1e-6
+    assert differing_tensors(base, model) == ["classifier.out_proj.bias"]

@@ -411,7 +411,7 @@ def test_fit_killed_after_training_goes_straight_to_the_export(tmp_path, moment)
     whole = run_command(*args, "--output", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
     out = tmp_path / "tiny" / "finetuned" / "es-ES"
-    final = out.with_name("es-ES.lightning") / "checkpoints" / "final.ckpt"
+    final = tmp_path / "tiny" / "runs" / "es-ES" / "checkpoints" / "final.ckpt"
     ready = final.is_file if moment == "training ended" else lambda: any(out.parent.glob(".es-ES.tmp-*"))
     _kill_when(_popen(*args), ready)
     assert not (out / "manifest.json").exists()

@@ -54,3 +54,21 @@ def export_hf(
         write_manifest(tmp, kind, hash=checkpoint_hash(tmp), weights_stat=weights_stat(tmp), **manifest)
         write_card(tmp)
     return folder
+
+
+def differing_tensors(folder: str | os.PathLike, model: torch.nn.Module) -> list[str]:
+    """The tensors of ``model`` that ``folder``'s safetensors lack or hold with other values, and saved tensors the
+    model does not have (empty: the folder holds exactly the model's weights). Read one tensor at a time."""
+    from safetensors import safe_open
+
+    from merginguriel.io.hashing import weight_files
+
+    state = model.state_dict()
+    seen, differ = set(), []
+    for path in weight_files(folder):
+        with safe_open(str(path), framework="pt") as fh:
+            for name in fh.keys():
+                seen.add(name)
+                if name not in state or not torch.equal(fh.get_tensor(name), state[name].detach().cpu()):
+                    differ.append(name)
+    return sorted(differ + [name for name in state if name not in seen])

@@ -7,12 +7,19 @@ when ``save_top_k`` is set, so a resumed run would retrain later epochs), and ``
 before the export starts. A fit killed during training resumes from ``last.ckpt``; one killed after training goes
 straight to the export from ``final.ckpt``: either way the exported model is the one an uninterrupted run exports.
 
+Disk. Lightning's working files live in ``<root>/<backbone>/runs/<locale>/`` (``Layout.fit_run``), not beside the
+export. Once the export is written and its weights are checked tensor by tensor against the trained model, the .ckpt
+files are removed (a rerun reuses the export and needs none of them); ``--keep_checkpoints true`` keeps them. A fit
+killed between the two removes them on its rerun (the manifest's config says whether they were to be kept), once the
+export's weights match its manifest's hash.
+
 Determinism. The seed is applied right before training, so a fit gives the same weights whatever ran before it in
 the process (building the embedded backbone, other fits).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -143,6 +150,9 @@ class FinetuneCLI(LightningCLI):
         parser.add_argument("--output", type=Optional[str], default=None,
                             help="fit: export folder (default <root>/<backbone>/finetuned/<locale>); test/validate: metrics JSON path")
         parser.add_argument("--overwrite", type=bool, default=False, help="fit: fine-tune again over a finished fine-tune")
+        parser.add_argument("--keep_checkpoints", type=bool, default=False,
+                            help="fit: keep the .ckpt files (best, last, final) once the export is verified; by default "
+                                 "they are removed then (a rerun needs only the export)")
         parser.add_argument("--torch_threads", type=int, default=0,
                             help="CPU threads for torch (0: torch's default). Tiny models run fastest on 1, especially on a busy machine")
         parser.link_arguments("model.root", "data.root")
@@ -162,8 +172,9 @@ class FinetuneCLI(LightningCLI):
         from merginguriel.checkpoints import Layout
 
         locales = [cfg.data.locales] if isinstance(cfg.data.locales, str) else list(cfg.data.locales)
-        self.export_dir = Path(cfg.output) if cfg.output else Layout.for_backbone(cfg.model.backbone, cfg.model.root).finetuned("+".join(locales))
-        ckpt_dir = Layout.lightning_logs(self.export_dir)
+        layout, name = Layout.for_backbone(cfg.model.backbone, cfg.model.root), "+".join(locales)
+        self.export_dir = Path(cfg.output) if cfg.output else layout.finetuned(name)
+        ckpt_dir = layout.fit_run(name, self.export_dir)
         if cfg.overwrite and ckpt_dir.is_dir():
             shutil.rmtree(ckpt_dir)  # a fresh fit: no resuming from the earlier one
         # Fixed places (not a new version folder per run) so that a rerun finds the resume points.
@@ -206,7 +217,8 @@ def make_cli(args: Any, run: bool) -> FinetuneCLI:
     )
 
 
-def _export(cli: FinetuneCLI, callback: ModelCheckpoint, started: float, resumed: Optional[str]) -> Path:
+def _export(cli: FinetuneCLI, callback: ModelCheckpoint, started: float, resumed: Optional[str]) -> list[str]:
+    """Export the best model (rank 0); returns the warnings about it, for the fit to print last."""
     from merginguriel.models.export import export_hf
 
     best, score = best_checkpoint(callback)
@@ -232,27 +244,54 @@ def _export(cli: FinetuneCLI, callback: ModelCheckpoint, started: float, resumed
             resumed_from=resumed, warnings=found,
         )
         print(f"fine-tuned model: {export}  (best validation accuracy {metrics['best_val_accuracy']})")
-        for w in found:
-            print(f"\nWARNING: {w}\n")
-            warnings.warn(w, stacklevel=2)
-    return export
+    return found if cli.trainer.is_global_zero else []
+
+
+def checkpoint_files(callback: ModelCheckpoint) -> list[Path]:
+    """A fit's .ckpt files that exist: the best ones (including any a kill left behind), the resume point, the final one."""
+    folder = Path(callback.dirpath)
+    named = [callback.best_model_path, callback.last_model_path, *callback.best_k_models]
+    files = {folder / LAST, folder / FINAL, *folder.glob("best-*.ckpt"), *(Path(p) for p in named if p)}
+    return sorted(f for f in files if f.is_file())
+
+
+def remove_checkpoints(callback: ModelCheckpoint, export: Path, why: str) -> None:
+    """Delete a finished fit's .ckpt files once its export is verified: a rerun reuses the export and needs none of
+    them (each is about three times the model: its weights and the optimiser's two moments)."""
+    files = checkpoint_files(callback)
+    if not files:
+        return
+    freed = sum(f.stat().st_size for f in files)
+    for f in files:
+        f.unlink()
+    with contextlib.suppress(OSError):  # empty now, unless the user keeps other files there
+        Path(callback.dirpath).rmdir()
+    print(f"removed the fit's {len(files)} checkpoint file(s) ({freed / 1e6:.0f} MB): {export} is {why} "
+          "(--keep_checkpoints true keeps them)")
 
 
 def finetune_with(cli: FinetuneCLI) -> Path:
-    """Fit (resuming where an interrupted fit stopped) and export, for an instantiated recipe."""
+    """Fit (resuming where an interrupted fit stopped), export, verify the export, and remove the checkpoints (unless
+    ``--keep_checkpoints``), for an instantiated recipe."""
     from merginguriel.checkpoints import is_finished
 
-    from merginguriel.io import remove_dead_temporaries
+    from merginguriel.io import checkpoint_hash, read_manifest, remove_dead_temporaries
 
     cfg = cli._config()
     export = cli.export_dir
+    callback = cli.trainer.checkpoint_callback
     remove_dead_temporaries(export)  # an export cut short by a kill
     if is_finished(export) and not cfg.overwrite:
         print(f"{export} is already fine-tuned (reused; pass --overwrite true to fine-tune it again)")
+        # checkpoints left by a fit killed between its export and their removal (a fit that kept them on purpose
+        # says so in its manifest); the export's weights must still be the bytes its manifest hashed
+        manifest = read_manifest(export)
+        if not (manifest.get("config") or {}).get("keep_checkpoints", True) and cli.trainer.is_global_zero \
+                and checkpoint_files(callback) and manifest.get("hash") == checkpoint_hash(export):
+            remove_checkpoints(callback, export, "finished and its weights match its manifest's hash")
         return export
     if cli.model.hparams.checkpoint is not None:
         raise InputError("fit starts from the shared base; drop --model.checkpoint (it is for validate/test)")
-    callback = cli.trainer.checkpoint_callback
     ckpt_dir = Path(callback.dirpath)
     started = time.time()
     final, last = ckpt_dir / FINAL, ckpt_dir / LAST
@@ -274,7 +313,20 @@ def finetune_with(cli: FinetuneCLI) -> Path:
         L.seed_everything(cfg.get("seed_everything", 42), workers=True, verbose=False)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resumed)
         save_resume_point(cli.trainer, final)
-    return _export(cli, callback, started, resumed)
+    found = _export(cli, callback, started, resumed)
+    if not cfg.keep_checkpoints and cli.trainer.is_global_zero:
+        from merginguriel.models.export import differing_tensors
+
+        differ = differing_tensors(export, cli.model.model) if is_finished(export) else ["(not finished)"]
+        if differ:  # never delete the only copy of a model: keep the checkpoints and say so
+            print(f"WARNING: {export} does not hold the trained weights ({', '.join(differ[:3])} differ); "
+                  f"its checkpoints are kept in {callback.dirpath}")
+        else:
+            remove_checkpoints(callback, export, "verified (its weights are the trained model's, tensor by tensor)")
+    for w in found:  # last, so that they are what a user sees
+        print(f"\nWARNING: {w}\n")
+        warnings.warn(w, stacklevel=2)
+    return export
 
 
 def deep_update(base: dict, overrides: dict) -> dict:
