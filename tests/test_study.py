@@ -50,6 +50,82 @@ def test_config_checks_and_defaults(tmp_path):
     assert fit["model"] == {"backbone": "embedded", "root": str(tmp_path)}
 
 
+def test_submitit_settings_are_typed_and_bad_ones_refused_before_anything_is_written(tmp_path):
+    """Settings read as submitit declares them (a config's "30" is the int 30), a zero or negative time limit or job
+    cap and an unknown key refused with the value named, from Python and from the command line (nothing written)."""
+    study = Study(locales=LOCALES, root=str(tmp_path), launcher="submitit",
+                  submitit={"cluster": "local", "timeout_min": "30", "slurm_partition": 7, "nxn": {"local_max_jobs": "3"}})
+    assert study.stage_settings("fit")["timeout_min"] == 30 and study.stage_settings("fit")["slurm_partition"] == "7"
+    assert study.stage_settings("nxn")["local_max_jobs"] == 3
+    for settings, needle in (({"timeout_min": 0}, "submitit.timeout_min = 0: it must be positive"),
+                             ({"fit": {"timeout_min": -5}}, "submitit.fit.timeout_min = -5: it must be positive"),
+                             ({"local_max_jobs": 0}, "submitit.local_max_jobs = 0: it must be positive"),
+                             ({"slurm_array_parallelism": -1}, "submitit.slurm_array_parallelism = -1"),
+                             ({"timeout_min": "half an hour"}, "submitit.timeout_min = 'half an hour': submitit takes int"),
+                             ({"sweep": {"timout_min": 5}}, r"unknown submitit setting\(s\) submitit.sweep.timout_min; known: "),
+                             ({"cluster": "sge"}, "submitit.cluster = 'sge'")):
+        with pytest.raises(InputError, match=needle):
+            Study(locales=LOCALES, root=str(tmp_path), launcher="submitit", submitit=settings)
+    with pytest.raises(InputError, match="slurm_partition.*timeout_min"):  # the known keys are listed in full
+        Study(locales=LOCALES, submitit={"partition": "gpu"})
+    for args, needle in ((["--submitit.timeout_min", "0"], "submitit.timeout_min = 0"),
+                         (["--submitit.fit.local_max_jobs", "-2"], "submitit.fit.local_max_jobs = -2"),
+                         (["--submitit.timout_min", "30"], "unknown submitit setting(s) submitit.timout_min")):
+        proc = subprocess.run([*CLI, "study", "--config", "study-embedded", "--launcher", "submitit", "--submitit.cluster",
+                               "local", "--root", str(tmp_path / "ck"), *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_command_line_overrides_are_typed_and_a_grid_axis_keeps_the_others(tmp_path):
+    """`--submitit.timeout_min 30` is an int; `--sweep.grid.merge.method '[ties]'` replaces that axis only (the
+    config's targets and similarities stay), and a new axis can be added the same way."""
+    from merginguriel.cli.parse import parse_function_args
+    from merginguriel.cli.study import study
+    from merginguriel.configs import config_path
+
+    config = yaml.safe_load(config_path("study-embedded").read_text())
+    kwargs = parse_function_args(study, ["--config", str(config_path("study-embedded")), "--submitit.timeout_min", "30",
+                                         "--submitit.fit.timeout_min=45", "--sweep.grid.merge.method", "[ties]",
+                                         "--sweep.grid.selection.num_sources", "[2, 3]",
+                                         "--sweep.fixed.evaluate.batch_size", "64"], "study")
+    assert kwargs["submitit"] == {"timeout_min": 30, "fit": {"timeout_min": 45}}
+    grid = {**config["sweep"]["grid"], "merge.method": ["ties"], "selection": {"num_sources": [2, 3]}}
+    assert kwargs["sweep"]["grid"] == grid
+    assert kwargs["sweep"]["fixed"]["selection"] == config["sweep"]["fixed"]["selection"]  # the rest of fixed stays
+    assert kwargs["sweep"]["fixed"]["evaluate"] == {**config["sweep"]["fixed"]["evaluate"], "batch_size": 64}
+    points = Study(locales=config["locales"], sweep=kwargs["sweep"]).sweep_plan().points()
+    want = {(t, s, "ties", k) for t in config["sweep"]["grid"]["target"] for s in config["sweep"]["grid"]["selection.similarity"]
+            for k in (2, 3)}
+    assert {(p.target, p.selection.similarity, p.merge.method, p.selection.num_sources) for p in points} == want
+    proc = subprocess.run([*CLI, "study", "--config", "study-embedded", "--root", str(tmp_path / "ck"), "--launcher", "submitit",
+                           "--submitit.cluster", "local", "--sweep.grid.merge.method", "[ties]", "--dry-run"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"sweep: {len(config['sweep']['grid']['target']) * 2} points" in proc.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_time_limits_grow_with_the_work(tmp_path):
+    """A stage without a time limit gets one from its work: more epochs or locales, a larger backbone, a longer
+    limit; a limit the user gives (for every stage or for one) is used as it is."""
+    small = Study(locales=LOCALES, launcher="submitit", submitit={"cluster": "local"}, fit_overrides={"trainer": {"max_epochs": 3}})
+    limits = {stage: small.stage_settings(stage)["timeout_min"] for stage in ("fit", "nxn", "sweep")}
+    assert all(isinstance(v, int) and v >= 10 for v in limits.values())
+    longer = Study(locales=LOCALES, launcher="submitit", fit_overrides={"trainer": {"max_epochs": 30}})
+    assert longer.stage_settings("fit")["timeout_min"] > limits["fit"]
+    many = Study(locales=[*LOCALES, "es-ES", "it-IT", "pt-PT", "ca-ES", "ro-RO", "ms-MY", "id-ID", "tr-TR", "ja-JP"],
+                 backbone="FacebookAI/xlm-roberta-base")
+    big = Study(locales=LOCALES, backbone="FacebookAI/xlm-roberta-base")
+    for stage in ("fit", "nxn", "sweep"):
+        assert big.job_minutes(stage) > Study(locales=LOCALES).job_minutes(stage)
+    assert many.job_minutes("nxn") > big.job_minutes("nxn") and many.job_minutes("sweep") > big.job_minutes("sweep")
+    assert big.job_minutes("fit") >= 60  # 15 epochs of XLM-R on a locale of MASSIVE: an hour, not submitit's 2 minutes
+    given = Study(locales=LOCALES, submitit={"timeout_min": 7, "nxn": {"timeout_min": 3}})
+    assert [given.stage_settings(s)["timeout_min"] for s in ("fit", "nxn", "sweep")] == [7, 3, 7]
+
+
 def _cell(study: Study, split: str, source: str, target: str, accuracy: float, model_hash: str | None = None) -> dict:
     from merginguriel.evaluation.nxn import model_hashes
 

@@ -13,6 +13,8 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+from merginguriel.errors import InputError
+
 _NUMBER = re.compile(r"^-?\d+(\.\d*)?([eE]-?\d+)?$")
 
 
@@ -97,8 +99,65 @@ def build_parser(func: Callable, prog: str):
     return parser
 
 
+def _is_mapping(tp: Any) -> bool:
+    if _is_union(tp):
+        return any(_is_mapping(a) for a in typing.get_args(tp))
+    return tp is dict or typing.get_origin(tp) is dict
+
+
+def set_override(mapping: dict, path: str, value: Any, option: str) -> None:
+    """Set a dotted ``path`` inside a mapping option, keeping everything else in it. A key that is the whole remaining
+    path (a sweep grid's ``merge.method``) is replaced as it is; otherwise the first part names a section, entered
+    (or created)."""
+    node, rest = mapping, path
+    while rest not in node and "." in rest:
+        head, rest = rest.split(".", 1)
+        if not isinstance(node.setdefault(head, {}), dict):
+            raise InputError(f"--{option}.{path}: {head!r} holds a value, not a section; set --{option}.{path[:-len(rest) - 1]} itself")
+        node = node[head]
+    node[rest] = value
+
+
+def _mapping_overrides(argv: list[str], func: Callable) -> tuple[list[str], list[tuple[str, str, Any]]]:
+    """``--option.key.sub value`` for a mapping-typed option (a study's ``sweep``, ``submitit``): pulled out of argv as
+    (option, dotted key, value read as YAML, so ``30`` is an int and ``[ties]`` a list)."""
+    import yaml
+
+    hints = typing.get_type_hints(func)
+    mappings = {name for name, tp in hints.items() if _is_mapping(tp)}
+    rest, pulled, i = [], [], 0
+    while i < len(argv):
+        tok = argv[i]
+        option, _, path = tok[2:].partition(".") if tok.startswith("--") else ("", "", "")
+        if option in mappings and path:
+            path, eq, raw = path.partition("=")
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise InputError(f"--{option}.{path} needs a value")
+                raw, i = argv[i + 1], i + 1
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                value = raw
+            pulled.append((option, path, value))
+        else:
+            rest.append(tok)
+        i += 1
+    return rest, pulled
+
+
 def parse_function_args(func: Callable, argv: list[str], prog: str) -> dict[str, Any]:
-    """``func``'s keyword arguments from ``argv``; dataclass-typed parameters come back instantiated."""
+    """``func``'s keyword arguments from ``argv``; dataclass-typed parameters come back instantiated. Dotted overrides
+    into a mapping option apply over its value from the config file and the rest of the command line."""
+    import copy
+
     parser = build_parser(func, prog)
-    cfg = parser.instantiate(parser.parse_args(normalise_argv(list(argv), func)))
+    argv, pulled = _mapping_overrides(normalise_argv(list(argv), func), func)
+    if pulled:
+        first = parser.parse_args([a for a in argv if not a.startswith("--print_config")])
+        merged = {option: copy.deepcopy(first[option] or {}) for option, _, _ in pulled}
+        for option, path, value in pulled:
+            set_override(merged[option], path, value, option)
+        argv = [*argv, *(x for option, value in merged.items() for x in (f"--{option}", json.dumps(value)))]
+    cfg = parser.instantiate(parser.parse_args(argv))
     return {name: cfg[name] for name in inspect.signature(func).parameters if name in cfg}

@@ -43,7 +43,9 @@ def study(
         sweep: the sweep (as `merginguriel experiment` takes it: fixed, grid, zip, db, ...); fixed backbone, root, data
             and selection.candidates default to the study's.
         launcher: local (in this process) or submitit (job arrays; cluster local or slurm).
-        submitit: submitit settings for every stage, and per stage under fit, nxn, sweep.
+        submitit: submitit settings for every stage (timeout_min, gpus_per_node, slurm_partition,
+            slurm_array_parallelism, local_max_jobs: jobs at once on the local cluster, default the core count, ...),
+            and per stage under fit, nxn, sweep; a stage without timeout_min gets a limit sized to its work.
         device: the NxN evaluation device.
         torch_threads: CPU threads for torch in every task (0: torch's default).
         dry_run: print what each stage would run and stop; nothing is written.
@@ -56,14 +58,20 @@ def study(
     result = run_study(plan, dry_run=dry_run)
     if dry_run:
         return 0
+    resume = f"merginguriel study --config {result['resume']}"
+    if result["interrupted"]:
+        print(f"study {plan.name!r} interrupted during {result['interrupted']}; finished work is kept, resume with: {resume}",
+              file=sys.stderr)
+        return 130
     for stage, failed in result["failed"].items():
-        print(f"study {plan.name!r} stopped at {stage}: {len(failed)} task(s) failed (rerun to retry them)", file=sys.stderr)
-        for label, error in failed.items():
-            print(f"  {label}: {error}", file=sys.stderr)
+        print(f"study {plan.name!r} stopped at {stage}: {len(failed)} task(s) failed:", file=sys.stderr)
+        for label, failure in failed.items():
+            print("\n".join([f"  {label}: {failure.lines()[0]}", *failure.lines()[1:]]), file=sys.stderr)
+        print(f"fix the cause, then resume with: {resume}", file=sys.stderr)
         return 1
     counts = result["sweep"]["counts"]
     db = plan.sweep_plan().db
     print(f"study {plan.name!r}: {len(plan.locales)} fine-tunes, NxN {' and '.join(plan.nxn_splits)} under "
           f"{plan.layout.home / 'nxn'}, sweep {counts.get('done', 0)} done, {counts.get('failed', 0)} failed; "
           f"results in {db} (`merginguriel report sweep --db {db}`)")
-    return 1 if counts.get("failed") else 0
+    return 0

@@ -38,10 +38,22 @@ def _merge_nested(config: dict, overrides: dict, prefix: str = "") -> None:
             set_dotted(config, path, v)
 
 
+def flat_grid(grid: dict, prefix: str = "") -> dict[str, Any]:
+    """A grid with nested sections (``selection: {num_sources: [3, 5]}``, as a command-line override
+    ``--sweep.grid.selection.num_sources`` makes) as dotted keys: a grid value is a list, so a mapping is a section."""
+    out: dict[str, Any] = {}
+    for key, values in grid.items():
+        if isinstance(values, dict) and values:
+            out.update(flat_grid(values, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = values
+    return out
+
+
 def _axes(grid: dict, zips: list[dict]) -> list[list[dict[str, Any]]]:
     """Each axis is a list of assignments {dotted key: value}; the points are the cartesian product of the axes."""
     axes = []
-    for key, values in grid.items():
+    for key, values in flat_grid(grid).items():
         if not isinstance(values, list) or not values:
             raise InputError(f"grid key {key!r} must map to a non-empty list of values, got {values!r}")
         axes.append([{key: v} for v in values])

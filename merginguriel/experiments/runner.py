@@ -69,8 +69,11 @@ class Sweep:
         return cls(**spec)
 
     def __post_init__(self) -> None:
+        from merginguriel.experiments.launch import check_settings
+
         if self.db is None:
             self.db = str(experiment_dir(self.fixed.get("root", DEFAULT_ROOT), self.name) / SWEEP_DB)
+        self.submitit = check_settings(self.submitit or {}, "submitit")  # typed, checked before anything is written
 
     def points(self) -> list[MergeJob]:
         return expand(self.fixed, self.grid, self.zip)
@@ -183,47 +186,22 @@ def _run_local(sweep: Sweep, keys: list[str], labels: dict[str, str]) -> dict[st
     return out
 
 
-def make_executor(settings: dict, folder: str | Path):
-    """A submitit executor from settings: ``folder`` (default ``folder``), ``cluster`` (``slurm``, ``local``, or None
-    to auto-detect) and any executor parameter (``timeout_min``, ``slurm_partition``, ``gpus_per_node``, ...)."""
-    import submitit
+def _run_submitit(sweep: Sweep, keys: list[str], labels: dict[str, str]) -> tuple[dict[str, str], dict]:
+    from merginguriel.experiments.launch import run_jobs
 
-    opts = dict(settings)
-    executor = submitit.AutoExecutor(folder=str(opts.pop("folder", folder)), cluster=opts.pop("cluster", None))
-    if opts:
-        executor.update_parameters(**opts)
-    return executor
-
-
-def _run_submitit(sweep: Sweep, keys: list[str], labels: dict[str, str]) -> dict[str, str]:
     folder = sweep.submitit.get("folder", str(Path(sweep.db).with_name(Path(sweep.db).stem + ".submitit")))
-    executor = make_executor(sweep.submitit, folder)
-    n = len(keys)
-    jobs = executor.map_array(
-        execute_point,
-        [str(Path(sweep.db).resolve())] * n,
-        keys,
-        [sweep.keep_models] * n,
-        [sweep.retry_failed] * n,
-        [sweep.stale_after] * n,
-        [sweep.heartbeat_s] * n,
-        [str(sweep.manifests_dir().resolve())] * n,
-        [None] * n,
-    )
-    _log(f"submitted {n} jobs to {executor.cluster} (logs in {folder})")
-    out = {}
-    for i, (key, job) in enumerate(zip(keys, jobs), 1):
-        try:
-            out[key] = job.result()
-        except Exception as err:  # the job died outside execute_point (killed, out of memory, node failure)
-            out[key] = "failed"
-            _log(f"job {job.job_id} for {key[:12]} died: {err}")
-        _log(f"[{i}/{n}] {out[key]:<7} {labels[key]}  (job {job.job_id})")
-    return out
+    db, manifests = str(Path(sweep.db).resolve()), str(sweep.manifests_dir().resolve())
+    calls = [(db, key, sweep.keep_models, sweep.retry_failed, sweep.stale_after, sweep.heartbeat_s, manifests, None)
+             for key in keys]
+    named = [f"{key[:12]} {labels[key]}" for key in keys]
+    ran, died = run_jobs(execute_point, calls, named, sweep.submitit, folder, "sweep", _log, status=str)
+    # a job that died outside execute_point (time limit, killed, out of memory, node failure) counts as failed
+    return {key: ran.get(name, "failed") for key, name in zip(keys, named)}, died
 
 
 def run_sweep(sweep: Sweep, dry_run: bool = False) -> dict[str, Any]:
-    """Plan and run a sweep; returns ``{"points", "ran": {key: status}, "counts": {status: n}}``."""
+    """Plan and run a sweep; returns ``{"points", "ran": {key: status}, "counts": {status: n}, "died": {point: why its
+    job died}}`` (jobs that died outside the point: a time limit, a kill; submitit only)."""
     points = sweep.points()  # every point validated before anything is written
     if not points:
         raise InputError(f"sweep {sweep.name!r} has no points; give grid values (e.g. grid: {{target: [sw-KE]}})")
@@ -231,7 +209,7 @@ def run_sweep(sweep: Sweep, dry_run: bool = False) -> dict[str, Any]:
         raise InputError(f"unknown launcher {sweep.launcher!r}; use local or submitit")
     if dry_run:
         print(plan_table(sweep, points))
-        return {"points": len(points), "ran": {}, "counts": {}}
+        return {"points": len(points), "ran": {}, "counts": {}, "died": {}}
     keyed = [(p.key(), p.to_dict()) for p in points]
     labels = {p.key(): p.describe() for p in points}
     with ResultsDB(sweep.db) as db:
@@ -240,7 +218,7 @@ def run_sweep(sweep: Sweep, dry_run: bool = False) -> dict[str, Any]:
         done = {r["key"] for r in db.rows(status="done")}
     todo = [k for k, _ in keyed if k not in done]
     _log(f"sweep {sweep.name!r}: {len(points)} points ({added} new, {len(points) - len(todo)} done already), database {sweep.db}")
-    ran = _run_submitit(sweep, todo, labels) if sweep.launcher == "submitit" and todo else _run_local(sweep, todo, labels)
+    ran, died = _run_submitit(sweep, todo, labels) if sweep.launcher == "submitit" and todo else (_run_local(sweep, todo, labels), {})
     with ResultsDB(sweep.db) as db:
         counts = db.counts(sweep.name)
-    return {"points": len(points), "ran": ran, "counts": counts}
+    return {"points": len(points), "ran": ran, "counts": counts, "died": died}

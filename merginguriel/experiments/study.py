@@ -11,28 +11,44 @@ as three dependent stages, each skipping what is finished.
 3. ``sweep``: :func:`merginguriel.experiments.runner.run_sweep` over the study's backbone, root, data and locales (its
    points resume from the results database).
 
-Launchers: ``local`` runs every task in this process, one after another; ``submitit`` runs each stage's tasks as one
-job array (``cluster: local`` on this machine, ``slurm`` on a cluster) and this process waits for a stage before it
-starts the next. Killed anywhere, a rerun resumes: finished fine-tunes, cells and sweep points are never redone.
+Launchers: ``local`` runs every task in this process, one after another; ``submitit`` runs each stage's tasks as
+jobs (``cluster: local`` on this machine, at most ``local_max_jobs`` at once; ``slurm``: one job array per stage) and
+this process waits for a stage before it starts the next. Each stage's time limit is sized to its work unless the
+settings give one (:meth:`Study.job_minutes`). Killed anywhere, a rerun resumes: finished fine-tunes, cells and sweep
+points are never redone. The study's settings are saved as ``<root>/experiments/<name>/study.yaml`` when it starts,
+so ``merginguriel study --config`` that file resumes it, whatever the command line was.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
-from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, NXN_CELLS, Layout, is_finished, jobs_dir
+from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, NXN_CELLS, Layout, is_finished, jobs_dir, study_config
 from merginguriel.data.config import EVAL_BATCH_SIZE, DataSource
 from merginguriel.errors import InputError
+from merginguriel.experiments.launch import Failure, check_settings, local_max_jobs, run_jobs
 from merginguriel.experiments.runner import Sweep
 
 STAGES = ("fit", "nxn", "sweep")
+# What a default time limit assumes, slow on purpose so that a default limit is seldom what stops a job: training and
+# evaluation examples a second, and the seconds a job takes to start (imports, loading models, tokenising a locale).
+# The embedded backbone runs on one thread of a busy CPU (quiet, benchmarks/results/finetune.md measured ~2,000 and
+# ~8,000 examples/s); any other backbone is taken for a base-size encoder such as XLM-R on an older GPU.
+PACE = {EMBEDDED: (400, 1600, 60), "other": (100, 500, 600)}
+MASSIVE_ROWS = {"train": 11514, "validation": 2033, "test": 2974}  # a locale's splits (the embedded default's are smaller)
+LIMIT_MARGIN = 3  # a default limit is three times the estimate
+LIMIT_FLOOR_MIN = 10
+DEFAULT_EPOCHS = 15  # a fit's max_epochs when neither the recipe nor the overrides set it (models.finetune.make_cli)
 
 
 @dataclass
@@ -53,7 +69,9 @@ class Study:
             root, data and ``selection.candidates`` default to the study's.
         launcher: ``local`` (in this process) or ``submitit`` (job arrays, locally or on SLURM).
         submitit: submitit settings for every stage (``cluster``, ``timeout_min``, ``slurm_partition``,
-            ``gpus_per_node``, ...), and per stage under ``fit``, ``nxn``, ``sweep`` (e.g. ``fit: {timeout_min: 240}``).
+            ``gpus_per_node``, ``slurm_array_parallelism``, ``local_max_jobs``, ...), and per stage under ``fit``,
+            ``nxn``, ``sweep`` (e.g. ``fit: {timeout_min: 240}``); a stage without ``timeout_min`` gets one sized to its
+            work (:meth:`job_minutes`).
         device: the NxN evaluation device (``auto``: the GPU when there is one).
         torch_threads: CPU threads for torch in every task (0: torch's default).
     """
@@ -87,9 +105,15 @@ class Study:
             raise InputError(f"nxn_splits {self.nxn_splits}: use validation and/or test")
         if self.launcher not in ("local", "submitit"):
             raise InputError(f"unknown launcher {self.launcher!r}; use local or submitit")
+        if not isinstance(self.submitit, dict):
+            raise InputError(f"submitit must be a mapping of submitit settings, got {self.submitit!r}")
         for stage in STAGES:
             if stage in self.submitit and not isinstance(self.submitit[stage], dict):
                 raise InputError(f"submitit.{stage} must be a mapping of that stage's submitit settings")
+        # every setting checked and typed now, before anything is written or submitted
+        shared = check_settings({k: v for k, v in self.submitit.items() if k not in STAGES}, "submitit")
+        self.submitit = {**shared, **{stage: check_settings(self.submitit[stage], f"submitit.{stage}")
+                                      for stage in STAGES if stage in self.submitit}}
 
     @property
     def layout(self) -> Layout:
@@ -113,22 +137,43 @@ class Study:
             config["torch_threads"] = self.torch_threads
         return config
 
-    def base_seed(self) -> Optional[int]:
-        """The head seed of the shared base the recipe asks for (None: the default)."""
+    def _fit_setting(self, section: str, key: str) -> Any:
+        """A setting of every fit: the overrides', else the recipe's (None when neither sets it)."""
         import yaml
 
         from merginguriel.configs import config_path
 
         recipe = self.recipe()
-        config = yaml.safe_load(config_path(recipe).read_text(encoding="utf-8")) if recipe else {}
-        seed = ((self.fit_overrides.get("model") or {}).get("base_seed")
-                or ((config or {}).get("model") or {}).get("base_seed"))
+        config = (yaml.safe_load(config_path(recipe).read_text(encoding="utf-8")) if recipe else None) or {}
+        value = (self.fit_overrides.get(section) or {}).get(key)
+        return value if value is not None else (config.get(section) or {}).get(key)
+
+    def base_seed(self) -> Optional[int]:
+        """The head seed of the shared base the recipe asks for (None: the default)."""
+        seed = self._fit_setting("model", "base_seed")
         return None if seed is None else int(seed)
 
+    def job_minutes(self, stage: str) -> int:
+        """A time limit sized to one job of ``stage``: its work (a fine-tune's epochs over a locale's training and
+        validation rows; a shard's model on every locale's split; a sweep point's merge and the judging of it, its
+        sources, the target's own model and the base on both splits) at the pace of :data:`PACE`, times
+        :data:`LIMIT_MARGIN`, in whole minutes, at least :data:`LIMIT_FLOOR_MIN`."""
+        train, evaluate, start = PACE[EMBEDDED if self.backbone == EMBEDDED else "other"]
+        if stage == "fit":
+            epochs = int(self._fit_setting("trainer", "max_epochs") or DEFAULT_EPOCHS)
+            seconds = start + epochs * (MASSIVE_ROWS["train"] / train + MASSIVE_ROWS["validation"] / evaluate)
+        elif stage == "nxn":
+            seconds = start + len(self.locales) * max(MASSIVE_ROWS[s] for s in self.nxn_splits) / evaluate
+        else:
+            seconds = 2 * start + (len(self.locales) + 2) * (MASSIVE_ROWS["validation"] + MASSIVE_ROWS["test"]) / evaluate
+        return max(LIMIT_FLOOR_MIN, math.ceil(LIMIT_MARGIN * seconds / 60))
+
     def stage_settings(self, stage: str) -> dict:
-        """The submitit settings of one stage: the shared ones, then the stage's own, then a default job folder."""
+        """The submitit settings of one stage: the shared ones, then the stage's own, then a time limit sized to the
+        stage's work and a job folder where neither gives them."""
         settings = {k: v for k, v in self.submitit.items() if k not in STAGES}
         settings.update(self.submitit.get(stage) or {})
+        settings.setdefault("timeout_min", self.job_minutes(stage))
         settings.setdefault("folder", str(jobs_dir(self.root, self.name, stage)))
         return settings
 
@@ -227,10 +272,10 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _launch(study: Study, stage: str, fn: Callable, calls: list[tuple], labels: list[str]) -> dict[str, str]:
-    """Run ``fn(*call)`` for every call (in this process, or as one submitit job array); returns label -> error of the
-    failed ones."""
-    failed: dict[str, str] = {}
+def _launch(study: Study, stage: str, fn: Callable, calls: list[tuple], labels: list[str]) -> dict[str, Failure]:
+    """Run ``fn(*call)`` for every call (in this process, or as submitit jobs); returns label -> failure of the failed
+    ones."""
+    failed: dict[str, Failure] = {}
     if not calls:
         return failed
     if study.launcher == "local":
@@ -239,23 +284,11 @@ def _launch(study: Study, stage: str, fn: Callable, calls: list[tuple], labels: 
                 fn(*call)
                 _log(f"[{stage} {i}/{len(calls)}] done    {label}")
             except Exception as err:  # one failed task does not stop the others of its stage
-                failed[label] = f"{type(err).__name__}: {err}"
-                _log(f"[{stage} {i}/{len(calls)}] failed  {label}: {failed[label]}")
+                failed[label] = Failure("", f"{type(err).__name__}: {err}", [], "")
+                _log(f"[{stage} {i}/{len(calls)}] failed  {label}: {failed[label].reason}")
         return failed
-    from merginguriel.experiments.runner import make_executor
-
     settings = study.stage_settings(stage)
-    executor = make_executor(settings, settings["folder"])
-    jobs = executor.map_array(fn, *[list(column) for column in zip(*calls)])
-    _log(f"[{stage}] submitted {len(jobs)} jobs to {executor.cluster} (logs in {settings['folder']})")
-    for i, (job, label) in enumerate(zip(jobs, labels), 1):
-        try:
-            job.result()
-            _log(f"[{stage} {i}/{len(jobs)}] done    {label} (job {job.job_id})")
-        except Exception as err:  # the job raised, or died (killed, out of memory, node failure)
-            failed[label] = f"job {job.job_id}: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}"
-            _log(f"[{stage} {i}/{len(jobs)}] failed  {label}: {failed[label]}")
-    return failed
+    return run_jobs(fn, calls, labels, settings, settings["folder"], stage, _log)[1]
 
 
 def plan_text(study: Study) -> str:
@@ -270,21 +303,65 @@ def plan_text(study: Study) -> str:
         lines.append(f"  nxn {split}: {sum(left.values())} of {len(study.locales) ** 2} cells to evaluate "
                      f"({len(left)} shard(s))")
     lines.append(f"  sweep: {len(study.sweep_plan().points())} points into {study.sweep_plan().db}")
+    if study.launcher == "submitit":
+        for stage in STAGES:
+            settings = study.stage_settings(stage)
+            cap = local_max_jobs(settings) if settings.get("cluster") == "local" else settings.get("slurm_array_parallelism")
+            lines.append(f"  {stage} jobs: time limit {settings['timeout_min']} min"
+                         f"{f', at most {cap} at once' if cap else ''}, logs in {settings['folder']}")
     return "\n".join(lines)
 
 
-def run_study(study: Study, dry_run: bool = False) -> dict[str, Any]:
-    """Run (or resume) the study; returns ``{"failed": {stage: {task: error}}, "sweep": run_sweep's result}``.
-    A stage with failed tasks stops the study there (the next stages need its outputs)."""
-    from merginguriel.checkpoints import embedded_home
-    from merginguriel.experiments.runner import run_sweep
-    from merginguriel.models.base import ensure_base
+def save_settings(study: Study) -> Path:
+    """The study's settings as a config that ``merginguriel study --config`` reads: the command that resumes it."""
+    import yaml
 
+    from merginguriel.io.atomic import atomic_write_text
+
+    path = study_config(study.root, study.name)
+    atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(study))), sort_keys=False))
+    return path
+
+
+def run_study(study: Study, dry_run: bool = False) -> dict[str, Any]:
+    """Run (or resume) the study; returns ``{"failed": {stage: {task: Failure}}, "sweep": run_sweep's result,
+    "interrupted": the stage a Ctrl-C stopped (or None), "resume": the config that resumes it}``. A stage with failed
+    tasks stops the study there (the next stages need its outputs)."""
     sweep = study.sweep_plan()
     sweep.points()  # every point checked before anything runs
     if dry_run:
         print(plan_text(study))
-        return {"failed": {}, "sweep": None}
+        return {"failed": {}, "sweep": None, "interrupted": None, "resume": None}
+    resume = save_settings(study)
+    stage = ["setup"]
+    interrupted = []
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum, frame):  # remembered: Lightning turns a Ctrl-C during a fit into SystemExit(1)
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    in_main = threading.current_thread() is threading.main_thread()  # signal handlers belong to the main thread
+    if in_main:
+        signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        result = _run_stages(study, sweep, stage)
+    except (KeyboardInterrupt, SystemExit) as err:
+        if not (isinstance(err, KeyboardInterrupt) or interrupted):
+            raise
+        result = {"failed": {}, "sweep": None, "interrupted": stage[0]}
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+    return {"interrupted": None, **result, "resume": str(resume)}
+
+
+def _run_stages(study: Study, sweep: Sweep, stage: list[str]) -> dict[str, Any]:
+    """The three stages, ``stage[0]`` naming the one running (for the message of a Ctrl-C)."""
+    from merginguriel.checkpoints import embedded_home
+    from merginguriel.experiments.runner import run_sweep
+    from merginguriel.models.base import ensure_base
+
     workdir = os.getcwd()
     if study.backbone == EMBEDDED:  # built once here, not by every task at the same time
         from merginguriel.embedded.build import ensure_embedded_backbone
@@ -298,11 +375,13 @@ def run_study(study: Study, dry_run: bool = False) -> dict[str, Any]:
     layout = study.layout
 
     todo = [loc for loc in study.locales if not is_finished(layout.finetuned(loc))]
+    stage[0] = "fit"
     _log(f"[fit] {len(study.locales)} locales: {len(study.locales) - len(todo)} finished already, {len(todo)} to run")
     failed = _launch(study, "fit", fit_task, [(study, loc, workdir) for loc in todo], todo)
     if failed:
         return {"failed": {"fit": failed}, "sweep": None}
 
+    stage[0] = "nxn"
     shards = [(split, model) for split in study.nxn_splits for model in missing_cells(study, split)]
     _log(f"[nxn] {len(shards)} shard(s) to run over {', '.join(study.nxn_splits)}")
     labels = [f"{split} {model}" for split, model in shards]
@@ -312,6 +391,22 @@ def run_study(study: Study, dry_run: bool = False) -> dict[str, Any]:
     for split in study.nxn_splits:
         _log(f"[nxn] {split} matrix: {merge_shards(study, split)}")
 
+    stage[0] = "sweep"
     _log(f"[sweep] {sweep.name!r} into {sweep.db}")
     result = run_sweep(sweep)
-    return {"failed": {}, "sweep": result}
+    failed = {**failed_points(sweep), **result["died"]}
+    return {"failed": {"sweep": failed} if failed else {}, "sweep": result}
+
+
+def failed_points(sweep: Sweep) -> dict[str, Failure]:
+    """The sweep's points recorded as failed, each with the end of its recorded error."""
+    from merginguriel.experiments.db import ResultsDB
+    from merginguriel.jobs.spec import job_from_dict
+
+    with ResultsDB(sweep.db, readonly=True) as db:
+        rows = db.rows(sweep=sweep.name, status="failed")
+    out = {}
+    for r in rows:
+        lines = [line for line in (r["error"] or "failed").splitlines() if line.strip()]
+        out[f"{r['key'][:12]} {job_from_dict(r['config']).describe()}"] = Failure("", lines[-1].strip(), lines[-5:-1], "")
+    return out
