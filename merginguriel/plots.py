@@ -1,4 +1,4 @@
-"""Figures: square heatmaps (similarity, NxN) and the per-target bar chart of a merge against its baselines.
+"""Figures: square heatmaps (similarity, NxN) and the per-target chart of the merges against their baselines.
 
 Matplotlib's Agg backend is used so figures render on headless machines; every figure is written atomically.
 """
@@ -64,28 +64,64 @@ def wilson(acc: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def target_chart(merges: list[tuple[str, float, int]], baselines: list[tuple[str, float]], path: str | os.PathLike,
-                 title: str, split: str) -> Path:
-    """Merges (accuracy with its Wilson 95% interval over n rows) above a separator, baselines below in grey and
-    hatched, so the two are never confused."""
+FAR_BELOW = 0.15  # a baseline this far below every merge's interval is marked at the axis' left edge, not to scale
+
+
+def target_figure(merges: list[tuple[str, float, int]], baselines: list[tuple[str, float]], title: str, split: str,
+                  reference: float | None = None):
+    """A dot plot of merges (accuracy with its Wilson 95% interval over n rows, blue circles) above the baselines
+    (grey squares on a shaded band, grey labels), on an axis spanning the values (not 0-1), so that 0.70 and 0.78 look
+    apart; a baseline far below every merge (the untrained base) is a triangle at the left edge, its value written
+    beside it. Each value is written right of its interval, clear of it; a dotted line marks ``reference`` (the best
+    source). Row ``i``'s label and value carry the SVG ids ``row-i-label`` and ``row-i-value``. Returns the figure."""
     plt = _pyplot()
-    items = [(label, v, n) for label, v, n in merges if v == v] + [(label, v, None) for label, v in baselines if v == v]
-    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(items) + 1.6))
+    merges = [(label, v, n) for label, v, n in merges if v == v]
+    rows = [(label, v, *wilson(v, n), True) for label, v, n in merges] + [(label, v, v, v, False) for label, v in baselines if v == v]
+    # a baseline far below every merge (the untrained base) would squash the axis: it sits at the left edge instead
+    floor = min(r[2] for r in rows if r[4]) - FAR_BELOW if merges else -1.0
+    shown = [r for r in rows if r[1] >= floor]
+    low, high = min(r[2] for r in shown), max(r[3] for r in shown)
+    span = max(high - low, 0.02)
+    left, right = max(0.0, low - 0.08 * span), high + 0.22 * span  # room on the right for the values
+    pad = 0.015 * (right - left)
+    fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(rows) + 1.4))
+    if len(rows) > len(merges):
+        ax.axhspan(len(merges) - 0.5, len(rows) - 0.5, color="0.94", zorder=0)
+    for i, (label, v, lo, hi, is_merge) in enumerate(rows):
+        if is_merge:
+            ax.errorbar([v], [i], xerr=[[v - lo], [hi - v]], fmt="o", color="tab:blue", ecolor="tab:blue", capsize=3,
+                        markersize=6, zorder=3)
+        elif v >= floor:
+            ax.plot([v], [i], marker="s", color="dimgray", linestyle="none", markersize=6, zorder=3)
+        else:
+            hi = left + pad
+            ax.plot([hi], [i], marker="<", color="dimgray", linestyle="none", markersize=7, zorder=3, clip_on=False)
+        text = ax.text(hi + pad, i, f"{v:.3f}" + ("" if v >= floor else " (off the axis)"), va="center", ha="left",
+                       fontsize=8, color="black" if is_merge else "dimgray")
+        text.set_gid(f"row-{i}-value")
+    if reference is not None and reference == reference:
+        ax.axvline(reference, color="dimgray", linestyle=":", linewidth=1, zorder=1)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+    for i, (tick, row) in enumerate(zip(ax.get_yticklabels(), rows)):
+        tick.set_gid(f"row-{i}-label")
+        tick.set_color("black" if row[4] else "dimgray")
+    ax.invert_yaxis()
+    ax.set_xlim(left, right)
+    ax.set_xticks([t for t in ax.get_xticks() if left <= t <= min(right, 1.0)])
+    ax.grid(axis="x", color="0.85", linewidth=0.6, zorder=0)
+    ax.set_xlabel(f"{split} accuracy: merges (blue, 95% interval) above the baselines (grey band; dotted: best source)")
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def target_chart(merges: list[tuple[str, float, int]], baselines: list[tuple[str, float]], stem: str | os.PathLike,
+                 title: str, split: str, reference: float | None = None) -> list[Path]:
+    """:func:`target_figure` as ``<stem>.png`` and ``<stem>.svg`` (vector, its text kept as text); returns both."""
+    plt = _pyplot()
+    fig = target_figure(merges, baselines, title, split, reference)
     try:
-        for i, (label, v, n) in enumerate(items):
-            if n is not None:
-                lo, hi = wilson(v, n)
-                ax.barh(i, v, color="tab:blue", xerr=[[v - lo], [hi - v]], capsize=3)
-            else:
-                ax.barh(i, v, color="lightgrey", hatch="//", edgecolor="grey")
-            ax.text(min(v + 0.01, 0.9), i, f"{v:.3f}", va="center", fontsize=8)
-        if merges and len(items) > len(merges):
-            ax.axhline(len([m for m in merges if m[1] == m[1]]) - 0.5, color="black", lw=0.8)
-        ax.set_yticks(range(len(items)), [label for label, _, _ in items], fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlim(0, 1)
-        ax.set_xlabel(f"{split} accuracy (merges: blue, 95% interval; baselines: grey)")
-        ax.set_title(title)
-        return _save(fig, path)
+        stem = Path(stem)
+        with plt.rc_context({"svg.fonttype": "none"}):
+            return [_save(fig, stem.with_name(stem.name + ".png")), _save(fig, stem.with_name(stem.name + ".svg"))]
     finally:
         plt.close(fig)

@@ -137,3 +137,91 @@ def test_synergy_predictor_shown_only_where_it_can_mean_something(tmp_path):
     one_outcome = [{**r, "merging_effect": abs(r["merging_effect"]) + 0.01} for r in rows]
     notes = []
     assert _loto(pd.DataFrame(one_outcome), notes) is None and "both outcomes" in notes[0]
+
+
+def _merge(method, sim, val, test, sources, base):
+    """A report row whose baselines depend on its sources (``base``: source mean, soft vote, best source)."""
+    mean, soft, best = base
+    rec = {s: {"accuracy": a, "n": 400, "best_source": sources[0], "best_source_accuracy": best + d, "gain": a - best - d,
+               "gain_ci": [a - best - d - 0.03, a - best - d + 0.03], "gain_p": 0.2, "source_mean": mean + d,
+               "oracle_source": sources[1], "oracle_source_accuracy": best + d + 0.01, "self_accuracy": 0.81 + d,
+               "base_accuracy": 0.02, "ensembles": {"majority": soft - 0.02 + d, "weighted_majority": soft - 0.01 + d,
+                                                    "soft_vote": soft + d, "logit_vote": soft - 0.005 + d}}
+           for s, a, d in (("validation", val, -0.004), ("test", test, 0.0))}
+    meta = {"target": "ur-PK", "method": method, "similarity": sim, "num_sources": 3, "include_target": False,
+            "weighting": "scores", "params": "{}", "sources": sources, "weights": [0.4, 0.3, 0.3], "run": f"{method}{sim}",
+            "key": f"{method}{sim}", "manifest": None}
+    return flatten(meta, rec)
+
+
+def _svg_rows(path) -> list[tuple[str, str]]:
+    """(label, value) of every row of a chart, read from the SVG's text by the ids the chart gives them."""
+    import xml.etree.ElementTree as ET
+
+    groups = {g.get("id"): "".join(g.itertext()).strip() for g in ET.parse(path).iter() if g.tag.endswith("}g")}
+    n = sum(1 for k in groups if k and k.endswith("-label") and k.startswith("row-"))
+    return [(groups[f"row-{i}-label"], groups[f"row-{i}-value"]) for i in range(n)]
+
+
+def _md_rows(summary: str, target: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(label, test accuracy) of the merges and of the baselines in the target's tables of summary.md."""
+    section = summary.split(f"## {target}\n", 1)[1].split("\n## ", 1)[0]
+    tables = [[[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines() if line.startswith("|")][2:]
+              for block in map(str.strip, section.split("\n\n")) if block.startswith("|")]
+    merges, baselines = tables
+    return [(r[0], r[3]) for r in merges], [(r[0], r[2]) for r in baselines if r[2]]
+
+
+def test_the_chart_shows_the_tables_numbers(tmp_path):
+    """The ur-PK bug: the database's first row is not the merge ranked first (and the two selected other sources,
+    so their baselines differ). The chart must show what the table beside it shows, row for row: read from the
+    SVG's text and from summary.md."""
+    from merginguriel.report import build_report
+
+    uriel, real = ["hi-IN", "bn-BD", "ka-GE"], ["hi-IN", "ja-JP", "bn-BD"]
+    table = pd.DataFrame([
+        _merge("ties", "uriel", 0.723, 0.735, uriel, (0.599, 0.757, 0.770)),  # first in the database, ranked low
+        _merge("neuromerging", "real", 0.772, 0.780, real, (0.668, 0.762, 0.775)),  # ranked first on validation
+        _merge("similarity", "real", 0.747, 0.757, real, (0.668, 0.762, 0.775)),
+    ])
+    out, _ = build_report(table, str(tmp_path / "rep"))
+    merges, baselines = _md_rows((out / "summary.md").read_text(), "ur-PK")
+    assert [m[0] for m in merges] == ["neuromerging, REAL, K=3", "similarity, REAL, K=3", "ties, URIEL, K=3"]
+    assert ("mean of the selected sources (zero-shot)", "0.668") in baselines  # the first-ranked merge's sources
+    chart = _svg_rows(out / "ur-PK.svg")
+    assert [(label, value.split()[0]) for label, value in chart] == merges + baselines
+    assert (out / "ur-PK.png").stat().st_size > 10_000
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert {"ur-PK.png", "ur-PK.svg", "summary.md"} <= set(files)
+
+
+def test_the_chart_is_readable():
+    """Values are written clear of their intervals, the axis spans the values (not 0-1), baselines look different
+    from merges and sit on their own band, and a baseline far below every merge is marked at the edge."""
+    import matplotlib.pyplot as plt
+
+    from merginguriel.plots import target_figure, wilson
+
+    merges = [("ties", 0.78, 300), ("average", 0.70, 300)]
+    baselines = [("best source", 0.74), ("untrained base", 0.02)]
+    fig = target_figure(merges, baselines, "t", "test", reference=0.74)
+    try:
+        ax = fig.axes[0]
+        left, right = ax.get_xlim()
+        assert 0.5 < left < 0.66 and right - left < 0.35  # 0.70 vs 0.78 fills the axis
+        values = {t.get_gid(): t for t in ax.texts}
+        for i, (label, v, n) in enumerate(merges):
+            text = values[f"row-{i}-value"]
+            assert text.get_text() == f"{v:.3f}" and text.get_position()[1] == i
+            assert text.get_position()[0] > wilson(v, n)[1]  # right of the interval's upper end
+        assert values["row-2-value"].get_position()[0] > 0.74 and values["row-2-value"].get_text() == "0.740"
+        assert values["row-3-value"].get_text() == "0.020 (off the axis)" and left <= values["row-3-value"].get_position()[0]
+        points = {int(round(line.get_ydata()[0])): line for line in ax.lines if line.get_marker() in ("o", "s", "<")}
+        assert [points[i].get_xdata()[0] for i in range(3)] == [0.78, 0.70, 0.74]  # plotted where the labels say
+        assert points[0].get_marker() == points[1].get_marker() != points[2].get_marker() == "s"
+        assert points[0].get_color() != points[2].get_color()
+        (band,) = [p for p in ax.patches if p.get_y() == 1.5]  # the baselines' band: rows 2 and 3 only
+        assert band.get_height() == 2
+        assert [t.get_color() for t in ax.get_yticklabels()][1:3] == ["black", "dimgray"]
+    finally:
+        plt.close(fig)

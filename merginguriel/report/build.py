@@ -2,8 +2,9 @@
 intervals, and (only where it can mean something) the synergy predictor.
 
 Everything is ranked on validation; test numbers are shown beside them. Files written (atomically) into the output
-folder: ``summary.md`` (verdicts, tables, notes), ``report.csv`` (every row, every column), ``<target>.png``,
-``loto.csv`` when shown, and a manifest.
+folder: ``summary.md`` (verdicts, tables, notes), ``report.csv`` (every row, every column), ``<target>.png`` and
+``<target>.svg`` (the chart beside each target's table, drawn from the same rows), ``loto.csv`` when shown, and a
+manifest.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 
 from merginguriel.errors import InputError
 from merginguriel.report.rows import ENSEMBLES, as_float
-from merginguriel.report.verdict import Verdict, describe, verdicts
+from merginguriel.report.verdict import Verdict, merge_label, rank, verdicts
 
 MIN_LOTO_TARGETS = 4  # leave-one-target-out needs several targets to train on and both outcomes to mean anything
 
@@ -41,24 +42,10 @@ def _p(x) -> str:
     return "" if math.isnan(x) else f"{x:.2g}"
 
 
-def target_table(group: pd.DataFrame) -> str:
-    """Merges ranked on validation, then the baselines on the same rows (test numbers beside validation ones)."""
-    g = group.assign(_v=pd.to_numeric(group["val_accuracy"], errors="coerce").fillna(-1))
-    g = g.sort_values(["_v", "num_sources", "method"], ascending=[False, True, True], kind="stable")
-    head = ("| merge | sources (weights) | val acc | test acc | test gain vs best source, pts [95% CI] | p | "
-            "merging effect (test) | vs self, pts [95% CI] |")
-    lines = [head, "|" + "---|" * 8]
-    for _, r in g.iterrows():
-        srcs = ", ".join(f"{s} {w:.2f}" for s, w in zip(r["sources"], r["weights"]))
-        lines.append(
-            f"| {describe(r.to_dict())} {r['params'] if r['params'] != '{}' else ''} | {srcs} | {_acc(r['val_accuracy'])} | "
-            f"{_acc(r['test_accuracy'])} | {_pts(r['test_gain'])} {_ci(r['test_gain_ci_low'], r['test_gain_ci_high'])} | "
-            f"{_p(r['test_gain_p'])} | {_pts(r['test_merging_effect'])} | "
-            f"{_pts(r['test_self_delta'])} {_ci(r['test_self_ci_low'], r['test_self_ci_high'])} |"
-        )
-    first = g.iloc[0]
-    lines += ["", "| baseline (same rows) | val acc | test acc |", "|---|---|---|"]
-    base_rows = [
+def baseline_rows(first: pd.Series) -> list[tuple[str, float, float]]:
+    """The baselines of the merge ranked first, on its rows: (label, validation accuracy, test accuracy), those with a
+    number only. The table and the chart both show exactly these."""
+    rows = [
         (f"best selected source, chosen on validation ({first['val_best_source']})", first["val_best_source_accuracy"],
          first["test_best_source_accuracy"]),
         (f"ORACLE: best selected source on test ({first['test_oracle_source']})", None, first["test_oracle_source_accuracy"]),
@@ -70,10 +57,26 @@ def target_table(group: pd.DataFrame) -> str:
         ("self: the target's own fine-tuned model", first["val_self_accuracy"], first["test_self_accuracy"]),
         ("untrained shared base", first["val_base_accuracy"], first["test_base_accuracy"]),
     ]
-    for label, v, t in base_rows:
-        if not (math.isnan(as_float(v)) and math.isnan(as_float(t))):
-            lines.append(f"| {label} | {_acc(v)} | {_acc(t)} |")
-    if g["sources"].map(tuple).nunique() > 1:
+    return [(label, as_float(v), as_float(t)) for label, v, t in rows if not (math.isnan(as_float(v)) and math.isnan(as_float(t)))]
+
+
+def target_table(ranked: pd.DataFrame) -> str:
+    """Merges ranked on validation (``verdict.rank``), then the baselines of the first on the same rows (test numbers
+    beside validation ones)."""
+    head = ("| merge | sources (weights) | val acc | test acc | test gain vs best source, pts [95% CI] | p | "
+            "merging effect (test) | vs self, pts [95% CI] |")
+    lines = [head, "|" + "---|" * 8]
+    for _, r in ranked.iterrows():
+        srcs = ", ".join(f"{s} {w:.2f}" for s, w in zip(r["sources"], r["weights"]))
+        lines.append(
+            f"| {merge_label(r.to_dict())} | {srcs} | {_acc(r['val_accuracy'])} | "
+            f"{_acc(r['test_accuracy'])} | {_pts(r['test_gain'])} {_ci(r['test_gain_ci_low'], r['test_gain_ci_high'])} | "
+            f"{_p(r['test_gain_p'])} | {_pts(r['test_merging_effect'])} | "
+            f"{_pts(r['test_self_delta'])} {_ci(r['test_self_ci_low'], r['test_self_ci_high'])} |"
+        )
+    lines += ["", "| baseline (same rows) | val acc | test acc |", "|---|---|---|"]
+    lines += [f"| {label} | {_acc(v)} | {_acc(t)} |" for label, v, t in baseline_rows(ranked.iloc[0])]
+    if ranked["sources"].map(tuple).nunique() > 1:
         lines.append("\n(baselines of the merge ranked first; other merges' own best sources are in report.csv)")
     return "\n".join(lines)
 
@@ -121,17 +124,16 @@ def build_report(table: pd.DataFrame, output: str, overwrite: bool = False, feat
                 f"{0.05 * n_cmp:.1f} of them would look significant by chance alone. Merging effect = merged accuracy - "
                 "unweighted mean of the selected sources; gain = merged - the best selected source chosen on validation.", ""]
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        plots = []
+        plots: list[Path] = []
         for target, group in table.groupby("target", sort=True):
-            summary += [f"## {target}", "", target_table(group), ""]
-            first = group.iloc[0]
-            merges = [(f"{describe(r.to_dict())}", as_float(r["test_accuracy"]), int(as_float(r["test_n"]) or 0))
-                      for _, r in group.sort_values("val_accuracy", ascending=False).iterrows()]
-            baselines = [(f"best source (val-chosen) {first['test_best_source']}", as_float(first["test_best_source_accuracy"])),
-                         ("mean of sources", as_float(first["test_source_mean"])),
-                         *((f"ensemble {e}", as_float(first[f"test_ensemble_{e}"])) for e in ENSEMBLES),
-                         ("self", as_float(first["test_self_accuracy"])), ("untrained base", as_float(first["test_base_accuracy"]))]
-            plots.append(target_chart(merges, baselines, tmp / f"{target}.png", f"{target}: merges vs baselines (test)", "test"))
+            ranked = rank(group)  # one order and one set of baselines for the table, the chart and the verdict
+            summary += [f"## {target}", "", target_table(ranked), ""]
+            merges = [(merge_label(r.to_dict()), as_float(r["test_accuracy"]), int(as_float(r["test_n"]) or 0))
+                      for _, r in ranked.iterrows()]
+            baselines = [(label, t) for label, _, t in baseline_rows(ranked.iloc[0])]
+            first = ranked.iloc[0]
+            plots += target_chart(merges, baselines, tmp / target, f"{target}: merges ranked on validation, judged on test",
+                                  "test", reference=as_float(first["test_best_source_accuracy"]))
         if loto is not None:
             loto.to_csv(tmp / "loto.csv", index=False, float_format="%.6f")
             from merginguriel.report.table_text import to_markdown

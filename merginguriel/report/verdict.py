@@ -31,17 +31,29 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
-def choose(group: pd.DataFrame) -> dict:
-    """The target's merge chosen on validation (test accuracy is never looked at)."""
+def rank(group: pd.DataFrame) -> pd.DataFrame:
+    """A target's merges in the order every table, chart and verdict shows them: by VALIDATION accuracy (ties: fewer
+    sources, then the method's name, then the run); test accuracy is never looked at."""
     g = group.assign(_val=pd.to_numeric(group["val_accuracy"], errors="coerce").fillna(-1.0))
     g = g.sort_values(["_val", "num_sources", "method", "run"], ascending=[False, True, True, True], kind="stable")
-    return g.iloc[0].drop(labels="_val").to_dict()
+    return g.drop(columns="_val")
+
+
+def choose(group: pd.DataFrame) -> dict:
+    """The target's merge chosen on validation: the one ranked first."""
+    return rank(group).iloc[0].to_dict()
 
 
 def describe(row: dict) -> str:
     sim = row.get("similarity")
     how = f"{str(sim).upper() if sim in ('real', 'uriel') else sim}, K={row['num_sources']}" if sim else f"K={row['num_sources']}"
     return f"{row['method']}, {how}"
+
+
+def merge_label(row: dict) -> str:
+    """A merge as tables and charts name it: its method, selection and K, and its parameters when it has any."""
+    params = row.get("params")
+    return f"{describe(row)} {params}" if params and params != "{}" else describe(row)
 
 
 def comparator(row: dict, split: str) -> tuple[str, float, tuple[float, float, float, float], str]:
