@@ -211,8 +211,8 @@ def _study_yaml(folder: Path, embedded: Path, **extra) -> Path:
     return path
 
 
-def _complete(folder: Path) -> None:
-    """Every fine-tune, both full NxN matrices and every sweep point are there."""
+def _complete(folder: Path, name: str = "ci", points: int = 2) -> list[dict]:
+    """Every fine-tune, both full NxN matrices and every sweep point are there; returns the sweep's rows."""
     home = folder / "checkpoints" / "embedded-tiny"
     for loc in STUDY_LOCALES:
         assert (home / "finetuned" / loc / "manifest.json").is_file()
@@ -221,40 +221,81 @@ def _complete(folder: Path) -> None:
         assert list(matrix.index) == STUDY_LOCALES and list(matrix.columns) == STUDY_LOCALES
         assert all(0 <= v <= 1 and not math.isnan(v) for v in matrix.to_numpy().ravel())
         assert not (home / "nxn" / split / "shards").exists()
-    with ResultsDB(folder / "checkpoints" / "experiments" / "ci" / "results.sqlite", readonly=True) as db:
+    with ResultsDB(folder / "checkpoints" / "experiments" / name / "results.sqlite", readonly=True) as db:
         rows = db.rows()
-    assert len(rows) == 2 and {r["status"] for r in rows} == {"done"} and {r["attempts"] for r in rows} == {1}
+    assert len(rows) == points and {r["status"] for r in rows} == {"done"} and {r["attempts"] for r in rows} == {1}
+    return rows
 
 
 def _env() -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 @pytest.mark.slow
-def test_study_on_submitit_local_executor(embedded_root, tmp_path):
-    cfg = _study_yaml(tmp_path, embedded_root, launcher="submitit", submitit={"cluster": "local", "timeout_min": 20})
-    proc = subprocess.run([*CLI, "study", "-c", str(cfg)], cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                          timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    _complete(tmp_path)
-    jobs = tmp_path / "checkpoints" / "experiments" / "ci" / "jobs"
-    # every fit and every NxN shard ran as a job of its stage's array (one log per task), and so did each sweep point
-    assert len(list((jobs / "fit").glob("*_log.out"))) == 3
-    assert len(list((jobs / "nxn").glob("*_log.out"))) == 6
-    assert len(list((jobs / "sweep").glob("*_log.out"))) == 2
-    assert "submitted 3 jobs" in proc.stderr and "submitted 6 jobs" in proc.stderr
+def test_readme_local_submitit_study_interrupted_then_resumed(embedded_root, tmp_path):
+    """The README's command (`study --config study-embedded --launcher submitit --submitit.cluster local`), reduced to
+    three locales and four sweep points by command-line overrides (with no time limit given: each stage's is sized to
+    its work). Ctrl-C during the NxN ends with one line naming the command that resumes, and no traceback; the same
+    command then finishes the study, and the printed resume command finds everything done."""
+    shutil.copytree(embedded_root, tmp_path / "checkpoints" / "embedded")
+    cmd = [*CLI, "study", "--config", "study-embedded", "--launcher", "submitit", "--submitit.cluster", "local",
+           "--locales", f"[{','.join(STUDY_LOCALES)}]", "--fit_overrides.trainer.max_epochs", "2",
+           "--sweep.grid.target", "[pt-PT]", "--sweep.grid.merge.method", "[similarity, ties]",
+           "--sweep.fixed.selection.num_sources", "2"]
+    log = tmp_path / "interrupted.log"
+    with open(log, "w") as out:  # its own session: the Ctrl-C of a terminal reaches the whole process group
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 900
+        while time.time() < deadline and proc.poll() is None and "[nxn] submitted" not in log.read_text():
+            time.sleep(0.2)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+    text = log.read_text()
+    resume = "merginguriel study --config checkpoints/experiments/study-embedded/study.yaml"
+    assert text.rstrip().splitlines()[-1] == ("study 'study-embedded' interrupted during nxn; finished work is kept, "
+                                              f"resume with: {resume}")
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    study = Study(**yaml.safe_load((tmp_path / "checkpoints" / "experiments" / "study-embedded" / "study.yaml").read_text()))
+    fit_limit = study.stage_settings("fit")["timeout_min"]
+    assert f"[fit] submitted 3 jobs to local, at most {_cores()} at once, time limit {fit_limit} min each" in text
+    assert fit_limit == study.job_minutes("fit") >= 10  # sized to the work: not submitit's 2 minutes
+
+    again = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "[fit] 3 locales: 3 finished already, 0 to run" in again.stderr
+    rows = _complete(tmp_path, "study-embedded", 4)
+    got = {(r["config"]["target"], r["config"]["selection"]["similarity"], r["config"]["merge"]["method"]) for r in rows}
+    assert got == {("pt-PT", sim, method) for sim in ("uriel", "real") for method in ("similarity", "ties")}
+    for r in rows:
+        assert r["config"]["selection"]["num_sources"] == 2 and len(r["selection"]["sources"]) == 2
+        assert 0 <= r["metrics"]["splits"]["test"]["accuracy"] <= 1
+    jobs = tmp_path / "checkpoints" / "experiments" / "study-embedded" / "jobs"
+    # every fit ran as a job of its stage, and so did each sweep point
+    assert len(list((jobs / "fit").glob("*_log.out"))) == 3 and len(list((jobs / "sweep").glob("*_log.out"))) == 4
+
+    done = subprocess.run([*CLI, *resume.split()[1:], "--dry-run"], cwd=tmp_path, env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "fit: 3 finished, 0 to run" in done.stdout and "nxn test: 0 of 9 cells" in done.stdout
+    assert "sweep: 4 points" in done.stdout
 
 
-def _run_until(cmd: list[str], cwd: Path, done, timeout: float = 600) -> None:
-    """Start the study, SIGKILL it as soon as ``done()`` holds."""
-    with open(cwd / "killed.log", "a") as log:
+def _run_until(cmd: list[str], cwd: Path, done, timeout: float = 600, sig: int = signal.SIGKILL) -> tuple[int, str]:
+    """Start the study, send it ``sig`` as soon as ``done()`` holds; returns its exit status and output."""
+    with open(cwd / "killed.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=log, stderr=log)
         deadline = time.time() + timeout
         while time.time() < deadline and proc.poll() is None and not done():
             time.sleep(0.05)
         assert proc.poll() is None, "the study ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.kill(proc.pid, sig)
+        code = proc.wait(timeout=120)
+    return code, (cwd / "killed.log").read_text()
 
 
 @pytest.mark.slow
@@ -268,6 +309,13 @@ def test_study_resumes_after_sigkill(embedded_root, tmp_path):
 
     def finished() -> list[str]:
         return [loc for loc in STUDY_LOCALES if (home / "finetuned" / loc / "manifest.json").is_file()]
+
+    # Ctrl-C during the first fit (in this process, under Lightning): one line that says how to resume
+    code, text = _run_until(cmd, tmp_path, lambda: (home / "runs").is_dir(), sig=signal.SIGINT)
+    assert code == 130 and not finished(), text[-3000:]
+    assert text.rstrip().splitlines()[-1] == ("study 'ci' interrupted during fit; finished work is kept, resume with: "
+                                              "merginguriel study --config checkpoints/experiments/ci/study.yaml")
+    assert "Traceback" not in text, text[-3000:]
 
     _run_until(cmd, tmp_path, lambda: len(finished()) >= 1)  # killed during the fits
     first = weights()
