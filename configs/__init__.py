@@ -1,6 +1,7 @@
-"""The configs that ship with merginguriel (fit recipes, the quick start, ablation sweeps), found by name or by path:
-``--config quickstart`` is ``merginguriel/configs/quickstart.yaml``, ``--config ablations/dare`` its ablation; a path
-that exists is used as it is."""
+"""The configs that ship with merginguriel (fit recipes, the quick start, studies, ablation sweeps), found by name or
+by path: ``--config quickstart`` is ``configs/quickstart.yaml``, ``--config ablations/dare`` its ablation; a path that
+exists is used as it is. This folder sits at the top of a checkout and is installed as the package
+``merginguriel.configs`` (pyproject maps it), so an installed merginguriel finds the same files by name."""
 
 from __future__ import annotations
 
