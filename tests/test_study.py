@@ -183,6 +183,32 @@ def test_dry_run_plans_and_writes_nothing(tiny_family_factory, tmp_path):
     assert bad.returncode == 2 and "xx-XX" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_a_failed_job_prints_why_and_the_command_that_resumes(tiny_family_factory, tmp_path):
+    """A fit job that fails (its data is missing) under submitit's local cluster: the study stops at the fit stage,
+    prints the job's reason, the tail of its stderr and its log, then the command that resumes it, which is the
+    saved study config."""
+    layout = tiny_family_factory(LOCALES[:2], root=tmp_path / "ck")
+    proc = subprocess.run([*CLI, "study", "--name", "broken", "--locales", *LOCALES, "--backbone", layout.backbone,
+                           "--root", "ck", "--data.source", "release", "--data.data_path", "no-such-folder",
+                           "--launcher", "submitit", "--submitit.cluster", "local", "--fit_overrides.model.base_seed", "0",
+                           "--sweep", json.dumps({"grid": {"target": ["sw-KE"]}, "fixed": {"selection": {"similarity": "uriel",
+                                                                                                    "num_sources": 2}}})],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = proc.stderr.rstrip().splitlines()
+    start = lines.index("study 'broken' stopped at fit: 1 task(s) failed:")
+    assert lines[start + 1].startswith("  sw-KE: job ") and "no-such-folder" in lines[start + 1]
+    assert any(line.startswith("    | ") for line in lines[start + 2:])  # the tail of the job's stderr
+    log = next(line.split("log: ", 1)[1] for line in lines[start:] if line.startswith("    log: "))
+    assert (tmp_path / log).is_file()
+    assert lines[-1] == "fix the cause, then resume with: merginguriel study --config ck/experiments/broken/study.yaml"
+    saved = yaml.safe_load((tmp_path / "ck" / "experiments" / "broken" / "study.yaml").read_text())
+    assert saved["locales"] == LOCALES and saved["data"]["data_path"] == "no-such-folder"
+    assert saved["submitit"] == {"cluster": "local"}
+    resumed = Study(**saved)  # the saved config is a study as the command line made it
+    assert resumed.stage_settings("fit")["timeout_min"] == resumed.job_minutes("fit")
+
+
 # -- CI-sized studies on the embedded default ---------------------------------------------------------------------------
 STUDY_LOCALES = ["es-ES", "pt-PT", "ca-ES"]
 
