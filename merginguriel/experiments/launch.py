@@ -162,6 +162,7 @@ def run_jobs(fn: Callable, calls: list[tuple], labels: list[str], settings: dict
 
     On SLURM the calls go as one job array; on the local cluster at most ``local_max_jobs`` run at once. Ctrl-C
     cancels the jobs that have not finished and is raised again (the caller says how to resume)."""
+    folder = settings.get("folder", folder)
     executor = make_executor(settings, folder)
     cluster = executor.cluster
     limit = settings.get("timeout_min")
@@ -201,7 +202,8 @@ def run_jobs(fn: Callable, calls: list[tuple], labels: list[str], settings: dict
                 if job.done():
                     collect(label, job)
                     running.pop(label)
-            time.sleep(POLL_S)
+            if running:
+                time.sleep(POLL_S)
         return results, failed
     except KeyboardInterrupt:
         for job in running.values():
