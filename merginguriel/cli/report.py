@@ -46,7 +46,7 @@ def report_models(merged: list[str], output: str = "report", overwrite: bool = F
 def _print(folder, found) -> None:
     text = (folder / "summary.md").read_text(encoding="utf-8")
     print(text.split("\n## ", 1)[1] if "\n## " in text else "", end="")
-    print(f"\nreport: {folder} (summary.md, report.csv, one chart per target)\n")
+    print(f"\nreport: {folder} (summary.md, report.csv, one chart per target as PNG and SVG)\n")
     print("Verdicts (merge chosen on validation, judged on test):")
     for v in found:
         print(v.line)
