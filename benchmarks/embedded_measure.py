@@ -12,6 +12,8 @@ Fine-tuned models are exported as Hugging Face folders that record the shared ba
 from __future__ import annotations
 
 import math
+import os
+import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +97,14 @@ class Corpus:
             labels = torch.tensor([int(r["label"]) for r in rows])
             self._cache[key] = Encoded(enc["input_ids"], enc["attention_mask"], labels)
         return self._cache[key]
+
+
+def machine() -> str:
+    """The machine a benchmark ran on, for its results file: host, CPUs, torch and its threads, load average now."""
+    load = os.getloadavg()
+    return (f"{platform.node()}: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+            f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), load average at the end "
+            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")
 
 
 def load_classifier(folder: str | Path):

@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import tempfile
 import time
 from dataclasses import replace
@@ -32,7 +31,8 @@ import pandas as pd
 import torch
 
 from embedded_measure import (
-    Corpus, Recipe, correctness, ensure_finetuned, finetune, load_classifier, random_encoder_copy, spearman, task_vector_ratios,
+    Corpus, Recipe, correctness, ensure_finetuned, finetune, load_classifier, machine, random_encoder_copy, spearman,
+    task_vector_ratios,
 )
 from embedded_outcomes import merge_outcome, select
 from merginguriel.embedded.build import ensure_embedded_backbone, ensure_embedded_data
@@ -48,13 +48,6 @@ METHOD_PARAMS = {
     "breadcrumbs": {}, "dare_linear": {"p": 0.9}, "dare_ties": {"p": 0.9},
 }
 CHANCE = 1.0 / NUM_INTENTS
-
-
-def machine() -> str:
-    load = os.getloadavg()
-    return (f"{platform.node()}: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-            f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), load average at the end "
-            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")
 
 
 def off_diagonal(frame: pd.DataFrame) -> list[tuple[str, str]]:
