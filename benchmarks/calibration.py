@@ -240,12 +240,12 @@ def report(d: dict, runs: list[dict]) -> str:
     if missing:
         lines += [f"**{missing} of {n_points} merges are not done** (failed or not run); the numbers cover the done ones.", ""]
     lines += ["## Time (wall, per stage of the study, as its lines streamed)", "",
-              "| run | build (data, backbone, base) | fit | NxN (validation + test) | sweep | total | what each stage found to do |",
-              "|---|---|---|---|---|---|---|"]
+              "| run ended | build (data, backbone, base) | fit | NxN (validation + test) | sweep | total | what each stage found to do | machine at the end |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         w = r["wall_s"]
         lines.append(f"| {r['date']} | {_dur(w.get('build'))} | {_dur(w.get('fit'))} | {_dur(w.get('nxn'))} | "
-                     f"{_dur(w.get('sweep'))} | {_dur(r['total_s'])} | {'; '.join(r['did'])} |")
+                     f"{_dur(w.get('sweep'))} | {_dur(r['total_s'])} | {'; '.join(r['did'])} | {r['machine']} |")
     lines += ["", "## The numbers of issue 18 beside the research log's", "",
               "| # | number | measured | target | | research log (XLM-R base, MASSIVE) |", "|---|---|---|---|---|---|"]
     lines += [f"| {rid} | {number} | {measured} | {target} | {_met(ok)} | {log} |" for rid, number, measured, target, log, ok in rows]
