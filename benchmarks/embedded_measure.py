@@ -5,13 +5,15 @@ import.
 
 Fine-tuning here is a plain PyTorch loop that mirrors ``IntentClassifier`` (same parameter groups, learning rates,
 AdamW, linear warm-up and decay, best-validation-epoch selection with early stopping) and reads its recipe from the
-same YAML as ``merginguriel fit`` (``merginguriel/configs/fit-embedded.yaml``), so 52 fine-tunes fit in minutes on one core.
+same YAML as ``merginguriel fit`` (``configs/fit-embedded.yaml``), so 52 fine-tunes fit in minutes on one core.
 Fine-tuned models are exported as Hugging Face folders that record the shared base, so the merge engine takes them.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +31,7 @@ EVAL_BATCH = 512
 
 @dataclass(frozen=True)
 class Recipe:
-    """The fine-tuning recipe (the fields ``merginguriel fit`` reads from a config such as ``merginguriel/configs/fit-embedded.yaml``)."""
+    """The fine-tuning recipe (the fields ``merginguriel fit`` reads from a config such as ``configs/fit-embedded.yaml``)."""
 
     learning_rate: float = 5e-5
     head_learning_rate: Optional[float] = None
@@ -95,6 +97,14 @@ class Corpus:
             labels = torch.tensor([int(r["label"]) for r in rows])
             self._cache[key] = Encoded(enc["input_ids"], enc["attention_mask"], labels)
         return self._cache[key]
+
+
+def machine() -> str:
+    """The machine a benchmark ran on, for its results file: host, CPUs, torch and its threads, load average now."""
+    load = os.getloadavg()
+    return (f"{platform.node()}: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+            f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), load average at the end "
+            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")
 
 
 def load_classifier(folder: str | Path):

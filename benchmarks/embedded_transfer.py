@@ -6,7 +6,7 @@ task-vector sizes and merge outcomes, written as a markdown results file with da
 
 Steps (each reuses what a previous run under the same --root finished):
 1. build the embedded data and backbone into a fresh root (timed) and the shared base;
-2. fine-tune every locale with the recipe of merginguriel/configs/fit-embedded.yaml (a plain loop that mirrors IntentClassifier);
+2. fine-tune every locale with the recipe of configs/fit-embedded.yaml (a plain loop that mirrors IntentClassifier);
 3. the NxN matrix on validation (REAL similarity, the single-source choice) and test (everything reported);
 4. the numbers issue 12 asks for: hi-IN on ur-PK against ur-PK's own model, ru-RU on pl-PL, zero-shot / self over all
    off-diagonal cells, cells below 3x chance, Spearman of each URIEL view with measured transfer, task-vector sizes;
@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import tempfile
 import time
 from dataclasses import replace
@@ -32,7 +31,8 @@ import pandas as pd
 import torch
 
 from embedded_measure import (
-    Corpus, Recipe, correctness, ensure_finetuned, finetune, load_classifier, random_encoder_copy, spearman, task_vector_ratios,
+    Corpus, Recipe, correctness, ensure_finetuned, finetune, load_classifier, machine, random_encoder_copy, spearman,
+    task_vector_ratios,
 )
 from embedded_outcomes import merge_outcome, select
 from merginguriel.embedded.build import ensure_embedded_backbone, ensure_embedded_data
@@ -48,13 +48,6 @@ METHOD_PARAMS = {
     "breadcrumbs": {}, "dare_linear": {"p": 0.9}, "dare_ties": {"p": 0.9},
 }
 CHANCE = 1.0 / NUM_INTENTS
-
-
-def machine() -> str:
-    load = os.getloadavg()
-    return (f"{platform.node()}: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-            f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), load average at the end "
-            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")
 
 
 def off_diagonal(frame: pd.DataFrame) -> list[tuple[str, str]]:

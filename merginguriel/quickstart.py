@@ -14,7 +14,7 @@ from typing import Optional
 
 from merginguriel.errors import InputError
 
-STEPS = 7
+STEPS = 8
 
 
 def _step(i: int, text: str) -> float:
@@ -29,6 +29,7 @@ def _done(t0: float, text: str = "") -> None:
 def run_quickstart(
     sweep: str = "quickstart_sweep",
     locales: Optional[list[str]] = None,
+    targets_per_end: int = 1,
     fit_config: str = "fit-embedded",
     report: Optional[str] = None,
     device: str = "auto",
@@ -36,10 +37,17 @@ def run_quickstart(
 ):
     """Run the whole flow for the sweep's backbone and data; returns the report folder and the verdicts.
 
+    The targets are chosen by a rule fixed in advance that reads validation data only
+    (merginguriel.experiments.target_rule): the ``targets_per_end`` fine-tuned locales with the lowest validation
+    best-source zero-shot/self ratio and the ``targets_per_end`` with the highest. The rule is printed with every
+    value it read; each target's verdict is printed as soon as its merges are judged.
+
     Args:
-        sweep: the sweep of merge jobs to run (a shipped config name or a YAML path); its ``fixed`` settings give
-            backbone, root and data.
-        locales: locales to fine-tune (default: the sweep's targets plus every locale they may select from).
+        sweep: the sweep of merge jobs run for each target (a shipped config name or a YAML path); its ``fixed``
+            settings give backbone, root and data. It names no target: the rule picks them.
+        locales: the locales to fine-tune; they are the targets the rule chooses from and the candidate sources
+            (default: the sweep's ``selection.candidates``).
+        targets_per_end: how many targets the rule takes at each end (lowest and highest ratio).
         fit_config: the fit recipe (a shipped name or a path) used for every fine-tune.
         report: the report folder (default: beside the sweep's results database).
         device: device for evaluations (``auto``: the GPU when there is one).
@@ -52,30 +60,46 @@ def run_quickstart(
     from merginguriel.data.config import DataSource
     from merginguriel.evaluation.nxn import compute_nxn
     from merginguriel.experiments.runner import Sweep, run_sweep
+    from merginguriel.experiments.target_rule import RULE, apply_rule, check_per_end
     from merginguriel.io import read_manifest
     from merginguriel.locales import check_locales
     from merginguriel.models.base import ensure_base
     from merginguriel.models.finetune import finetune
     from merginguriel.report import build_report, rows_from_db
     from merginguriel.report.rows import features_from_db
+    from merginguriel.report.verdict import verdict
+    from merginguriel.similarity import read_nxn
     from merginguriel.similarity.output import write_similarity
 
     started = time.time()
+    check_per_end(targets_per_end)
     if torch_threads > 0:
         import torch
 
         torch.set_num_threads(torch_threads)
     path = config_path(sweep)
-    plan = Sweep.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, str(path))
+    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    plan = Sweep.from_dict(spec, str(path))
     fixed = plan.fixed
+    if "target" in plan.grid or fixed.get("target"):
+        raise InputError(f"{path} names targets; the quick start picks its targets by its rule ({RULE}): remove "
+                         "`target` from the sweep (or run that sweep with `merginguriel experiment`)")
     backbone, root = fixed.get("backbone", EMBEDDED), str(fixed.get("root", DEFAULT_ROOT))
     source = DataSource(**fixed.get("data", {}))
     data = source.at(root)
-    targets = sorted(set(_targets(plan)))  # the points are checked only once the fine-tunes exist (K is checked against them)
-    locales = check_locales(locales or sorted(set(targets) | set(fixed.get("selection", {}).get("candidates", []) or [])))
-    missing = sorted(set(targets) - set(locales))
-    if missing:
-        raise InputError(f"the sweep's targets {missing} are not among --locales; add them (each target needs its own fine-tune)")
+    selection = fixed.setdefault("selection", {})
+    locales = check_locales(list(locales or selection.get("candidates") or []))
+    if len(locales) < 2:
+        raise InputError(f"the quick start needs at least 2 locales to fine-tune (got {locales or 'none'}): pass "
+                         "--locales [de-DE, fr-FR, ...] or set selection.candidates in the sweep")
+    selection.setdefault("candidates", list(locales))  # the sources come from the quick start's fine-tunes only
+
+    grid = dict(plan.grid)
+
+    def sweep_for(targets: list[str]) -> Sweep:
+        return Sweep.from_dict({**spec, "fixed": fixed, "grid": {"target": list(targets), **grid}}, str(path))
+
+    sweep_for(locales[:1]).points()  # the sweep's settings are checked before anything runs
 
     t = _step(1, f"data ({data.source}) and backbone ({backbone})")
     if backbone == EMBEDDED:
@@ -109,34 +133,41 @@ def run_quickstart(
               flush=True)
     _done(t)
 
-    t = _step(4, "NxN transfer matrix (validation for every choice, test for the final numbers)")
-    for split in ("validation", "test"):
-        compute_nxn(backbone=backbone, root=root, split=split, locales=locales, models=locales, data=data, device=device,
-                    progress=True)
-    _done(t, str(layout.home / "nxn"))
+    def nxn(split: str) -> Path:
+        return compute_nxn(backbone=backbone, root=root, split=split, locales=locales, models=locales, data=data,
+                           device=device, progress=True)
 
-    t = _step(5, "URIEL similarity")
+    t = _step(4, "NxN transfer matrix on validation (every choice reads it)")
+    validation = nxn("validation")
+    _done(t, str(validation))
+
+    t = _step(5, f"targets, by the rule fixed in advance: {RULE}")
+    chosen = apply_rule(read_nxn(validation), locales, targets_per_end)
+    print(chosen.text(), flush=True)
+    _done(t, f"targets {', '.join(chosen.targets)} (read: the validation NxN only)")
+    plan = sweep_for(chosen.targets)
+    points = plan.points()  # every point checked (K against the fine-tunes) before any merge
+
+    t = _step(6, "NxN transfer matrix on test (the final numbers) and URIEL similarity")
+    nxn("test")
     sim, reused = write_similarity("uriel", locales, backbone, root)
     _done(t, f"{sim}{' (reused)' if reused else ''}")
 
-    t = _step(6, f"sweep: {len(plan.points())} merge jobs (choose on validation -> merge -> judge on validation and test) into {plan.db}")
-    run_sweep(plan)
+    t = _step(7, f"sweep: {len(points)} merge jobs (choose on validation -> merge -> judge on validation and test) into {plan.db}")
+    for target in chosen.targets:
+        run_sweep(sweep_for([target]))
+        rows = rows_from_db(plan.db, plan.name)
+        print(f"      verdict: {verdict(target, rows[rows['target'] == target]).line}", flush=True)
     _done(t)
 
-    t = _step(7, "report against every baseline")
+    t = _step(8, "report against every baseline")
     out = Path(report) if report else Path(plan.db).with_name("report")
-    folder, found = build_report(rows_from_db(plan.db, plan.name), str(out), overwrite=True,
-                                 features=features_from_db(plan.db, plan.name), sources={"db": plan.db})
+    rows = rows_from_db(plan.db, plan.name)
+    features = features_from_db(plan.db, plan.name)
+    keep = set(chosen.targets)  # rows of targets an earlier run chose (another world, other locales) stay out
+    folder, found = build_report(rows[rows["target"].isin(keep)].reset_index(drop=True), str(out), overwrite=True,
+                                 features=features[features["target"].isin(keep)] if not features.empty else features,
+                                 sources={"db": plan.db, "target_rule": RULE, "targets": chosen.targets})
     _done(t, str(folder))
     print(f"\nquickstart finished in {time.time() - started:.0f} s. Report: {folder / 'summary.md'}", flush=True)
     return folder, found
-
-
-def _targets(plan) -> list[str]:
-    """The sweep's targets, read from its settings without checking the points (the fine-tunes may not exist yet)."""
-    grid_targets = plan.grid.get("target")
-    if grid_targets:
-        return list(grid_targets)
-    if plan.fixed.get("target"):
-        return [plan.fixed["target"]]
-    raise InputError("the quick start sweep names no target; set `target` under fixed or grid")

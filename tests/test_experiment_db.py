@@ -196,12 +196,21 @@ def test_every_shipped_config_loads():
         elif name == "quickstart":
             kwargs = parse_function_args(quickstart, ["--config", str(config_path(name))], "q")
             assert config_path(kwargs["sweep"]) and config_path(kwargs["fit_config"])
+            assert len(kwargs["locales"]) == 8 and kwargs["targets_per_end"] == 1
+        elif name == "quickstart_sweep":  # its targets come from the quick start's rule: each would make these points
+            kwargs = parse_function_args(experiment, ["--config", str(config_path(name))], "e")
+            kwargs.pop("dry_run")
+            assert "target" not in kwargs["grid"] and "target" not in kwargs["fixed"]
+            kwargs["grid"] = {"target": ["sw-KE"], **kwargs["grid"]}
+            kwargs["fixed"]["selection"]["candidates"] = ["sw-KE", "sq-AL", "vi-VN", "th-TH"]
+            points = Sweep(**kwargs).points()
+            assert len(points) == 8 and all(p.backbone == "embedded" for p in points)
         else:
             kwargs = parse_function_args(experiment, ["--config", str(config_path(name))], "e")
             kwargs.pop("dry_run")
             points = Sweep(**kwargs).points()
             assert points, name
-            embedded = name.endswith("_embedded") or name == "quickstart_sweep"
+            embedded = name.endswith("_embedded")
             assert all((p.backbone == "embedded") == embedded for p in points), name
             if name.startswith("ablations/") and not embedded:
                 assert f"{name}_embedded" in names

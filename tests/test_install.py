@@ -96,12 +96,12 @@ def test_installed_package_runs_from_an_empty_folder(installed, tmp_path):
     sweep = {"name": "installed", "fixed": {"backbone": "embedded", "root": "checkpoints",
                                             "data": {"source": "embedded", "max_length": 64},
                                             "selection": {"num_sources": 2, "candidates": locales}},
-             "grid": {"target": ["pt-PT"], "selection.similarity": ["uriel"], "merge.method": ["similarity", "ties"]}}
+             "grid": {"selection.similarity": ["uriel"], "merge.method": ["similarity", "ties"]}}
     (work / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     proc = sh([exe, "quickstart", "--sweep", "sweep.yaml", "--fit_config", "fit.yaml", "--locales", f"[{','.join(locales)}]",
                "--torch_threads", "1"], work)
-    verdict = proc.stdout.strip().splitlines()[-1]
-    assert verdict.startswith("pt-PT: ") and "95% CI" in verdict
+    verdicts = proc.stdout.strip().split("Verdicts (merge chosen on validation, judged on test):\n")[1].splitlines()
+    assert len(verdicts) == 2 and all(v[:7] in {f"{loc}: " for loc in locales} and "95% CI" in v for v in verdicts)
     assert (work / "checkpoints" / "experiments" / "installed" / "report" / "summary.md").is_file()
     for loc in locales:
         assert (work / "checkpoints" / "embedded-tiny" / "finetuned" / loc / "README.md").is_file()
