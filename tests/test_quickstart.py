@@ -138,12 +138,12 @@ def test_quickstart_twice(first_run):
 
     # disk: beside the exported models (shared base, fine-tunes; the sweep keeps no merges), the embedded data, the
     # caches and the experiments, what is left (training's working files, NxN cells, ...) is at most 20% of the models
-    ck, home = tmp_path / "checkpoints", tmp_path / "checkpoints" / "embedded-tiny"
+    ck, home = folder / "checkpoints", folder / "checkpoints" / "embedded-tiny"
     files = {p: p.stat().st_size for p in ck.rglob("*") if p.is_file()}
     models = {p for p in files if p.parent == home / "base" or p.parent.parent == home / "finetuned"}
     apart = {p for p in files if p.relative_to(ck).parts[0] in ("embedded", "cache", "experiments")}
     rest = set(files) - models - apart
-    assert len({p.parent for p in models}) == 1 + len(locales) and sorted(p.name for p in (home / "finetuned").iterdir()) == sorted(locales)
+    assert len({p.parent for p in models}) == 1 + len(LOCALES) and sorted(p.name for p in (home / "finetuned").iterdir()) == sorted(LOCALES)
     assert sum(files[p] for p in rest) <= 0.2 * sum(files[p] for p in models), sorted(rest)
     assert not [p for p in rest if p.suffix == ".ckpt"]
 
