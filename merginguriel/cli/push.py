@@ -23,7 +23,7 @@ def push(
         revision: the branch to push to (default: main).
         commit_message: the commit message (default: names the model folder).
     """
-    from merginguriel.models.hub import push_folder
+    from merginguriel.models.push import push_folder
 
     url = push_folder(folder, repo_id, private=private, revision=revision, commit_message=commit_message)
     print(f"pushed {folder} to {url}")

@@ -229,22 +229,20 @@ def estimate_peak_mb(plan: JobPlan, memory_mb: float = 256.0) -> float:
     return PROCESS_MB + memory_mb * 1.25
 
 
-def _pts(x: float) -> str:
-    return f"{100 * x:+.1f}"
-
-
 def evaluation_line(job: MergeJob, record: dict[str, Any]) -> str:
     """One line per split: the merged accuracy beside the validation-chosen best source, with the paired interval."""
+    from merginguriel.units import points
+
     lo, hi = record["gain_ci"]
     line = (f"{job.target} {record['split']}: accuracy {record['accuracy']:.4f} (n={record['n']}) vs best source "
             f"{record['best_source']} {record['best_source_accuracy']:.4f} (chosen on validation): gain "
-            f"{_pts(record['gain'])} pts [95% CI {_pts(lo)}, {_pts(hi)}], McNemar p = {record['gain_p']:.2g}; "
-            f"merging effect {_pts(record['merging_effect'])} pts over the sources' mean {record['source_mean']:.4f}")
+            f"{points(record['gain'])} pts [95% CI {points(lo)}, {points(hi)}], McNemar p = {record['gain_p']:.2g}; "
+            f"merging effect {points(record['merging_effect'])} pts over the sources' mean {record['source_mean']:.4f}")
     if record.get("best_overall") not in (None, record["best_source"]):
         vs = record["vs_best_overall"]
         line += (f"; vs the best of all {record['candidates']} candidates, {record['best_overall']} "
-                 f"{record['best_overall_accuracy']:.4f} (chosen on validation, not merged): {_pts(vs['delta'])} pts "
-                 f"[95% CI {_pts(vs['ci_low'])}, {_pts(vs['ci_high'])}]")
+                 f"{record['best_overall_accuracy']:.4f} (chosen on validation, not merged): {points(vs['delta'])} pts "
+                 f"[95% CI {points(vs['ci_low'])}, {points(vs['ci_high'])}]")
     if "self_accuracy" in record:
         line += f"; own model {record['self_accuracy']:.4f}"
     return line
