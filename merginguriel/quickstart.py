@@ -111,7 +111,7 @@ def run_quickstart(
 
     t = _step(4, "NxN transfer matrix (validation for every choice, test for the final numbers)")
     for split in ("validation", "test"):
-        compute_nxn(backbone=backbone, root=root, split=split, locales=locales, models=locales, data=data, device=device,
+        compute_nxn(backbone=backbone, root=root, split=split, locales=locales, models=locales, data=source, device=device,
                     progress=True)
     _done(t, str(layout.home / "nxn"))
 

@@ -139,3 +139,64 @@ def test_every_import_form_is_seen():
     for code, want in forms.items():
         assert want in imported_modules(f"def f():\n    {code}\n", "merginguriel.merging.cli_user", False), code
     assert "merginguriel.merging.engine" in imported_modules("from .engine import merge", "merginguriel.merging", True)
+
+
+def _mentions_method(node: ast.AST) -> bool:
+    """Whether an expression reads a method name (``job.merge.method``, ``manifest.get("method")``, ``method``...)."""
+    return "method" in ast.unparse(node).lower()
+
+
+def _names_in(node: ast.AST) -> set[str]:
+    """The string constants of a constant or of a tuple / list / set of constants."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return {e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+    return set()
+
+
+def method_name_branches(source: str, methods: set[str]) -> list[str]:
+    """Every place ``source`` branches on a merge method's name: a comparison or membership test between an
+    expression that reads a method and a literal method name (or a collection of them), and a ``match`` case on one."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            literal = set().union(*(_names_in(s) for s in sides)) & methods
+            if literal and any(_mentions_method(s) for s in sides if not _names_in(s)):
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Match) and _mentions_method(node.subject):
+            for case in node.cases:
+                literal = {n.value.value for n in ast.walk(case.pattern) if isinstance(n, ast.MatchValue)
+                           and isinstance(n.value, ast.Constant)} & methods
+                if literal:
+                    found.append(f"line {case.pattern.lineno}: case {ast.unparse(case.pattern)}")
+    return found
+
+
+def test_no_branch_on_a_method_name_outside_merging_and_the_methods_own_package():
+    """A merge job (and everything above the merging package) reads what a method declares, never its name: adding a
+    method touches only its own module (merging/methods/) and its own library package, if it has one."""
+    from merginguriel.merging import load_methods
+
+    methods = set(load_methods())
+    offenders = {}
+    for module, path in _modules().items():
+        parts = module.split(".")
+        if parts[1] == "merging" or parts[1] in methods:  # the registry and the methods; a method's own package
+            continue
+        found = method_name_branches(path.read_text(encoding="utf-8"), methods)
+        if found:
+            offenders[module] = found
+    assert offenders == {}
+
+
+def test_the_method_name_finder_finds_branches():
+    methods = {"adamerging", "ties", "linear"}
+    code = ('if job.merge.method == "adamerging":\n    pass\n'
+            'if method in ("linear", "dare_linear"):\n    pass\n'
+            'x = manifest.get("method") != "ties"\n'
+            'match plan.method:\n    case "ties":\n        pass\n'
+            'if record.get("origin") == "linear":\n    pass\n')  # not a method: the origin of weights
+    found = method_name_branches(code, methods)
+    assert sorted(f.split(":")[0] for f in found) == ["line 1", "line 3", "line 5", "line 7"]

@@ -18,7 +18,7 @@ def predict(
     format: Optional[Literal["jsonl", "csv"]] = None,
     batch_size: int = EVAL_BATCH_SIZE,
     device: str = "auto",
-) -> int:
+) -> dict:
     """Predict the intents of a locale's split with any checkpoint (fine-tuned, merged or base): one row per utterance
     with its id, the predicted intent and its probability, and the gold intent.
 
@@ -36,7 +36,6 @@ def predict(
     import csv
     import io
     import json
-    import sys
     from pathlib import Path
 
     from merginguriel.data import load_locale
@@ -66,8 +65,5 @@ def predict(
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if output:
         atomic_write_text(output, text)
-        acc = sum(r["predicted_intent"] == r["gold_intent"] for r in records) / max(1, len(records))
-        print(f"{len(records)} predictions for {locale} {split} written to {output} (accuracy {acc:.4f})")
-    else:
-        sys.stdout.write(text)
-    return 0
+    acc = sum(r["predicted_intent"] == r["gold_intent"] for r in records) / max(1, len(records))
+    return {"records": len(records), "accuracy": acc, "text": None if output else text}

@@ -11,7 +11,7 @@ def push(
     private: bool = False,
     revision: Optional[str] = None,
     commit_message: Optional[str] = None,
-) -> int:
+) -> str:
     """Upload a model folder (fine-tuned, merged or base) with its model card to the Hugging Face hub.
 
     Needs a token with write access: `hf auth login`, or HF_TOKEN in the environment.
@@ -25,6 +25,4 @@ def push(
     """
     from merginguriel.models.push import push_folder
 
-    url = push_folder(folder, repo_id, private=private, revision=revision, commit_message=commit_message)
-    print(f"pushed {folder} to {url}")
-    return 0
+    return push_folder(folder, repo_id, private=private, revision=revision, commit_message=commit_message)

@@ -174,7 +174,7 @@ def nxn_task(study: Study, split: str, locale: str, workdir: str) -> str:
     from merginguriel.evaluation.nxn import compute_nxn
 
     _enter(study, workdir)
-    return str(compute_nxn(study.backbone, study.root, split, list(study.locales), [locale], study.data.at(study.root),
+    return str(compute_nxn(study.backbone, study.root, split, list(study.locales), [locale], study.data,
                            study.nxn_batch_size, study.device, str(study.layout.nxn_shard(split, locale)), progress=False))
 
 
@@ -219,7 +219,7 @@ def merge_shards(study: Study, split: str) -> Path:
     if left:  # never evaluate in the launcher (a login node): the shards must have done it
         raise RuntimeError(f"NxN {split}: cells still missing after the shards ran: {left}")
     return compute_nxn(study.backbone, study.root, split, list(study.locales), list(study.locales),
-                       study.data.at(study.root), study.nxn_batch_size, study.device, progress=False)
+                       study.data, study.nxn_batch_size, study.device, progress=False)
 
 
 # -- launching ------------------------------------------------------------------------------------------------------
@@ -274,8 +274,9 @@ def plan_text(study: Study) -> str:
 
 
 def run_study(study: Study, dry_run: bool = False) -> dict[str, Any]:
-    """Run (or resume) the study; returns ``{"failed": {stage: {task: error}}, "sweep": run_sweep's result}``.
-    A stage with failed tasks stops the study there (the next stages need its outputs)."""
+    """Run (or resume) the study; returns ``{"failed": {stage: {task: error}}, "sweep": run_sweep's result}``
+    (with ``dry_run``, ``{"plan": what each stage would run, as text}`` and nothing run). A stage with failed tasks
+    stops the study there (the next stages need its outputs)."""
     from merginguriel.checkpoints import embedded_home
     from merginguriel.experiments.runner import run_sweep
     from merginguriel.models.base import ensure_base
@@ -283,8 +284,7 @@ def run_study(study: Study, dry_run: bool = False) -> dict[str, Any]:
     sweep = study.sweep_plan()
     sweep.points()  # every point checked before anything runs
     if dry_run:
-        print(plan_text(study))
-        return {"failed": {}, "sweep": None}
+        return {"failed": {}, "sweep": None, "plan": plan_text(study)}
     workdir = os.getcwd()
     if study.backbone == EMBEDDED:  # built once here, not by every task at the same time
         from merginguriel.embedded.build import ensure_embedded_backbone

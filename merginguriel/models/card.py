@@ -204,7 +204,7 @@ def _merge_section(manifest: dict) -> list[str]:
     if excluded:
         lines.append(f"- Tensors kept from the base: {len(excluded)}")
     lines.append(f"- Output dtype: {manifest.get('dtype')}; seed {manifest.get('seed')}")
-    coefficients = manifest.get("coefficients") if manifest.get("method") == "adamerging" else None
+    coefficients = manifest.get("coefficients")  # a method that learns them records them (AdaMerging)
     per_layer = params.get("granularity") not in (None, "task")
     learned = f"learned coefficient{' (mean over tensors)' if per_layer else ''} | "
     lines += ["", "| source | weight | " + (learned if coefficients else "") + "kind | sha256 |",
