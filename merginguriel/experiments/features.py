@@ -103,7 +103,7 @@ def point_features(job, chosen) -> dict:
         from merginguriel.compatibility.weighting import compatibility_for
 
         layout = job.layout
-        compat = compatibility_for(sources, layout.base, {s: layout.finetuned(s) for s in sources}, job.selection.compatibility)
+        compat = compatibility_for(sources, job.base, {s: layout.finetuned(s) for s in sources}, job.selection.compatibility)
         pairs = [float(compat.loc[a, b]) for i, a in enumerate(sources) for b in sources[i + 1 :]]
         out["compatibility_mean"] = sum(pairs) / len(pairs)
         out["compatibility_min"] = min(pairs)

@@ -75,7 +75,7 @@ def plan_judgement(checked, splits: list[str]) -> Judging:
     data, target, layout = checked.data, checked.target, checked.layout
     pool = {c: layout.finetuned(c) for c in checked.candidates if c != target and is_finished(layout.finetuned(c))}
     own = layout.finetuned(target)
-    return Judging(target, data, tuple(splits), checked.evaluate.batch_size, checked.job.device, layout.base, pool,
+    return Judging(target, data, tuple(splits), checked.evaluate.batch_size, checked.job.device, checked.base, pool,
                    own if is_finished(own) else None)
 
 

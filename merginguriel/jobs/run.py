@@ -112,8 +112,8 @@ def check_rows(checked: CheckedJob, pairs: list[tuple[str, str]]) -> None:
 
     if not pairs:
         return
-    with model_files_checked(checked.layout.base, "base"):
-        tokenizer = AutoTokenizer.from_pretrained(checked.layout.base)
+    with model_files_checked(checked.base, "base"):
+        tokenizer = AutoTokenizer.from_pretrained(checked.base)
     for locale, split in dict.fromkeys(pairs):
         tokenized_split(checked.data, tokenizer, locale, split)
 

@@ -127,7 +127,7 @@ def check_pool(checked: CheckedJob) -> Pool:
     from merginguriel.merging.validate import check_base, check_source
 
     sel, layout = checked.selection, checked.layout
-    base = check_base(layout.base)
+    base = check_base(checked.base)
     models: dict[str, Any] = {}
     if sel.similarity:
         if not checked.candidates:
@@ -189,7 +189,7 @@ def _by_similarity(checked: CheckedJob, pool: Pool) -> Chosen:
         from merginguriel.compatibility.weighting import apply_compatibility, compatibility_for
 
         chosen = apply_compatibility(chosen, compatibility_for(
-            list(chosen.sources), layout.base, {s: layout.finetuned(s) for s in chosen.sources}, sel.compatibility))
+            list(chosen.sources), checked.base, {s: layout.finetuned(s) for s in chosen.sources}, sel.compatibility))
     record = {"origin": "similarity", **chosen.to_dict(), "nxn": pool.nxn_record}
     paths = [pool.models[loc].path for loc in chosen.sources]
     return Chosen(list(chosen.sources), paths, [float(w) for w in chosen.weights], record, list(pool.warnings))

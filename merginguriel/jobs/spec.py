@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, Layout
@@ -264,6 +265,11 @@ class CheckedJob:
     @property
     def layout(self) -> Layout:
         return self.job.layout
+
+    @property
+    def base(self) -> Path:
+        """The shared base every task vector is taken against (the one place a job names it)."""
+        return self.job.layout.base
 
     @property
     def data(self) -> DataConfig:
