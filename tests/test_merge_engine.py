@@ -234,6 +234,21 @@ def test_methods_that_need_statistics_get_them_streamed(family, tmp_path):
         METHODS.pop("_test_fisher_like", None)
 
 
+def test_statistics_a_method_reads_but_nobody_gives_are_refused(family, tmp_path):
+    from merginguriel.errors import InputError
+
+    @register("_test_reads_fisher", _ScaledParams, reads=lambda p: Reads(inputs="models", statistics=("fisher",)))
+    def reads_fisher(block: Block, p) -> torch.Tensor:
+        return block.base
+
+    try:
+        with pytest.raises(InputError, match=r"reads fisher statistics of every source.*MergeSpec.statistics"):
+            merge(MergeSpec(family.base, sources(family), "_test_reads_fisher", {}, tmp_path / "m", progress=False))
+        assert not (tmp_path / "m").exists()
+    finally:
+        METHODS.pop("_test_reads_fisher", None)
+
+
 def test_statistics_without_a_context_are_refused(family, tmp_path):
     """A method that needs statistics, run without them and without the data to compute them, is refused before
     anything is written."""

@@ -66,7 +66,7 @@ def test_a_method_that_needs_statistics_runs_as_a_job_unknown_to_the_job_layer(w
                                                                    "params": {"examples": 4, "data": "sources"}}))
         assert [COMPUTE_CALLS[("toy", s)] - before[("toy", s)] for s in SOURCES] == [1, 1, 1]
         folders = [Path(f) for f in result.manifest["statistics"]["toy"]]
-        assert [f.parent.parent.name for f in folders] == SOURCES  # Layout.statistics(kind, locale, key)
+        assert [(f.parent.parent.name, f.parent.name) for f in folders] == [("toy", s) for s in SOURCES]  # kind, locale
         merged = load_state(result.output)
         models = [load_state(world.layout.finetuned(s)) for s in SOURCES]
         w = torch.tensor([0.5, 0.3, 0.2])

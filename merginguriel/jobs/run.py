@@ -105,13 +105,13 @@ def plan_job(job: Union[MergeJob, CheckedJob], output: Optional[str | Path] = No
 def check_rows(checked: CheckedJob, pairs: list[tuple[str, str]]) -> None:
     """Every (locale, split) the job reads has rows (the data layer refuses an empty split, naming its file), each
     checked once, with the base's tokenizer."""
+    if not pairs:
+        return
     from transformers import AutoTokenizer
 
     from merginguriel.data.tokenized import tokenized_split
     from merginguriel.io import model_files_checked
 
-    if not pairs:
-        return
     with model_files_checked(checked.base, "base"):
         tokenizer = AutoTokenizer.from_pretrained(checked.base)
     for locale, split in dict.fromkeys(pairs):

@@ -17,27 +17,20 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from merginguriel.errors import InputError
 from merginguriel.io import atomic_dir
 from merginguriel.memory import PeakMemory
+from merginguriel.merging.checkpoint import Item
 from merginguriel.merging.manifest import write_merged_manifest
 from merginguriel.merging.registry import Block, Where
 from merginguriel.merging.spec import RunOptions
 from merginguriel.merging.threshold import RadixSelect, SampledSelect, kth_largest_abs
 from merginguriel.merging.validate import OUT_DTYPES, Plan
 from merginguriel.merging.writer import SafetensorsWriter
-
-
-class Item(NamedTuple):
-    """A block: rows ``start`` to ``stop`` (excluded) of dim 0 of tensor ``name`` (``(0, 1)`` for a 0-d tensor)."""
-
-    name: str
-    start: int
-    stop: int
 
 _SKIP_FILES = {"manifest.json", "README.md", "model.safetensors.index.json", "pytorch_model.bin.index.json"}
 _SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".ckpt", ".pth")

@@ -52,6 +52,10 @@ def run_plan(plan: Plan, options: RunOptions = RunOptions(), context: Optional[M
         )
     if missing:
         plan = with_statistics(plan, missing, context)
+    unread = [kind for kind in plan.reads.statistics if kind not in plan.statistics]
+    if unread:
+        raise InputError(f"method {plan.method.name} reads {', '.join(unread)} statistics of every source, and they are not "
+                         f"given: pass MergeSpec.statistics={{'{unread[0]}': [one folder per source]}}")
     if not plan.method.streamed:
         return plan.method.fn(plan, options, context)
     from merginguriel.merging.engine import stream
