@@ -125,7 +125,8 @@ def test_nxn(world):
 
 
 def test_a_test_split_nxn_is_refused_for_selection(world, test_nxn, tmp_path):
-    leaky = job(world, **{"selection": {"similarity": "real", "num_sources": 2, "nxn": str(test_nxn), "weighting": "softmax"}})
+    leaky = job(world, **{"selection": {"similarity": "real", "num_sources": 2, "nxn": str(test_nxn), "weighting": "softmax"},
+                          "evaluate": {"splits": []}})
     out = tmp_path / "never"
     with pytest.raises(InputError, match=r"computed on the TEST split; choosing sources with it leaks test data.*allow_test_nxn"):
         run_job(plan_job(leaky, output=out))
@@ -138,10 +139,11 @@ def test_a_test_split_nxn_allowed_is_recorded(world, test_nxn, tmp_path):
     from merginguriel.jobs.select import TEST_NXN_WARNING
 
     real = {"similarity": "real", "num_sources": 2, "nxn": str(test_nxn), "weighting": "softmax"}  # the tiny models' REAL
-    allowed = job(world, **{"selection": {**real, "allow_test_nxn": True}})  # scores are 0: softmax gives the weights
+    allowed = job(world, **{"selection": {**real, "allow_test_nxn": True},  # scores are 0: softmax gives the weights
+                            "evaluate": {"splits": []}})
     result = run_job(plan_job(allowed, output=tmp_path / "leaky"), progress=False)
     selection = result.manifest["selection"]
     assert selection["warnings"] == [TEST_NXN_WARNING] and selection["nxn"]["split"] == "test"
     assert result.manifest["job"]["config"]["selection"]["allow_test_nxn"] is True
     assert TEST_NXN_WARNING in (tmp_path / "leaky" / "README.md").read_text()
-    assert allowed.key() != job(world, **{"selection": real}).key()
+    assert allowed.key() != job(world, **{"selection": real, "evaluate": {"splits": []}}).key()
