@@ -69,10 +69,11 @@ class Calls:
 
     def __init__(self):
         from merginguriel.merging.checkpoint import Checkpoint
-        from merginguriel.merging import validate
+        from merginguriel.merging import registry, validate
         from merginguriel import locales
 
         self.keys = {locales.check_locale.__code__: ("check_locale", "locale"),
+                     registry.Method.make_params.__code__: ("make_params", "given"),
                      Checkpoint.__init__.__code__: ("Checkpoint", "folder"),
                      validate.check_base.__code__: ("check_base", "folder"),
                      validate.check_source.__code__: ("check_source", "folder")}
@@ -82,7 +83,8 @@ class Calls:
         if event == "call" and frame.f_code in self.keys:
             name, arg_name = self.keys[frame.f_code]
             value = frame.f_locals[arg_name]
-            self.counts[(name, str(Path(value).resolve()) if name != "check_locale" else str(value))] += 1
+            key = {"check_locale": str, "make_params": repr}.get(name, lambda v: str(Path(v).resolve()))(value)
+            self.counts[(name, key)] += 1
 
     def __enter__(self):
         sys.setprofile(self._profile)
@@ -99,7 +101,8 @@ class Calls:
 
 def test_one_merge_job_checks_each_input_once(world):
     """Similarity selection, TIES, judged on validation and test: the base's Checkpoint is built once, each source's
-    checks run once (every candidate the similarity may choose is a source), check_locale once per locale."""
+    checks run once (every candidate the similarity may choose is a source), check_locale once per locale, the
+    method's parameters parsed once."""
     with Calls() as calls:
         result = run_job(job(world), progress=False)
     assert set(result.evaluation) == {"validation", "test"} and not result.reused
@@ -110,6 +113,7 @@ def test_one_merge_job_checks_each_input_once(world):
     assert calls.of("Checkpoint") == {base: 1, **{c: 1 for c in candidates}}
     locales = calls.of("check_locale")
     assert set(locales) == {TARGET, *SOURCES} and set(locales.values()) == {1}, locales
+    assert calls.of("make_params") == {repr({"density": 0.5}): 1}
 
 
 @pytest.fixture(scope="module")
