@@ -107,13 +107,15 @@ def worker_ours(base: Path, sources: list[Path], batches, storage: str) -> dict:
     from merginguriel.adamerging.module import mean_entropy
     from merginguriel.adamerging.options import AdaMergingOptions
     from merginguriel.adamerging.run import build_module
+    from merginguriel.merging.methods.adamerging import adaptation
     from merginguriel.merging.spec import MergeSpec, Source
+    from merginguriel.merging.validate import prepare
 
     rss0 = _rss_mb()
     t0 = time.perf_counter()
     spec = MergeSpec(base=base, sources=[Source(p, None, 1.0) for p in sources], method="adamerging", params={},
-                     output=base.parent / "unused")
-    module = build_module(spec, AdaMergingOptions(granularity="layer", embedding_storage=storage, init_value=0.3))
+                     output=base.parent / "unused", target="sw-KE", overwrite=True)
+    module = build_module(adaptation(prepare(spec)), AdaMergingOptions(granularity="layer", embedding_storage=storage, init_value=0.3))
     opt = torch.optim.Adam([module.coefficients], lr=1e-3)
     load_s = time.perf_counter() - t0
     rss_loaded = _rss_mb()

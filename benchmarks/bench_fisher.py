@@ -55,7 +55,7 @@ def statistics(folder: Path, examples: int, out: Path) -> dict:
 
 
 def merge_worker(folder: Path, stats: Path, out: Path) -> dict:
-    from merginguriel.merging.engine import merge
+    from merginguriel.merging import merge
     from merginguriel.merging.spec import MergeSpec, Source
 
     sources = sorted(folder.glob("source*"))

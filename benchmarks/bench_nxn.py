@@ -93,7 +93,10 @@ def nxn(layout, data, device: str, batch_size: int = EVAL_BATCH_SIZE) -> tuple[p
     shutil.rmtree(layout.nxn("validation"), ignore_errors=True)
     loads0, tok0 = sum(MODEL_LOADS.values()), sum(TOKENIZE_CALLS.values())
     t0 = time.perf_counter()
-    folder = compute_nxn(layout.backbone, str(layout.root), "validation", data=data, batch_size=batch_size, device=device,
+    from merginguriel.data.config import DataSource
+
+    source = DataSource(source=data.source, data_path=data.data_path, max_length=data.max_length)
+    folder = compute_nxn(layout.backbone, str(layout.root), "validation", data=source, batch_size=batch_size, device=device,
                          progress=False)
     seconds = time.perf_counter() - t0
     matrix = pd.read_csv(folder / "evaluation_matrix.csv", index_col=0, float_precision="round_trip")

@@ -2,7 +2,7 @@
 
 Self-contained and offline: it builds a random XLM-R-base-sized base (vocab 250,002, hidden 768, 12 layers, 60
 intents) and K "fine-tuned" sources (base + seeded noise) with manifests, a small tokenizer and release-format target
-data, then runs `run_adamerging` (the Lightning path `merginguriel merge --method adamerging` takes) in one
+data, then runs AdaMerging through `merge` (the Lightning path `merginguriel merge --merge.method adamerging` takes) in one
 subprocess per configuration, and prints a table from the manifests (mean step time after warm-up, measured with a
 CUDA synchronise per step; peak GPU memory of rank 0). Meant to finish in well under 5 minutes on an H100 machine.
 
@@ -94,16 +94,14 @@ def build(work: Path, size: str, k: int) -> tuple[Path, list[Path], Path]:
 
 def worker(args) -> None:
     """One configuration (re-executed by Lightning on every DDP rank)."""
-    from merginguriel.adamerging.options import AdaMergingOptions, TrainerOptions
-    from merginguriel.adamerging.run import run_adamerging
+    from merginguriel.adamerging.options import AdaMergingOptions
     from merginguriel.data.config import DataConfig
-    from merginguriel.merging.spec import MergeSpec, Source
+    from merginguriel.merging import MergeContext, MergeSpec, Source, merge
+    from merginguriel.training import TrainerOptions
 
     work = Path(args.work)
     base = work / "ckpt" / "bench" / "base"
     sources = sorted((work / "ckpt" / "bench" / "finetuned").iterdir())
-    spec = MergeSpec(base=base, sources=[Source(p, None, 1.0 / len(sources)) for p in sources], method="adamerging",
-                     params={}, output=work / "out" / args.name, target=TARGET, progress=False)
     options = AdaMergingOptions(
         granularity="layer", steps=args.steps, batch_size=args.batch * args.devices, lr=1e-3,
         task_vector_dtype="float32" if args.tiny else "bfloat16", embedding_storage=args.storage,
@@ -115,7 +113,9 @@ def worker(args) -> None:
         default_root_dir=str(work / "lightning" / args.name),
     )
     data = DataConfig(source="release", data_path=str(work / "massive"), root=str(work / "ckpt"), max_length=64)
-    run_adamerging(spec, options, trainer, data)
+    spec = MergeSpec(base=base, sources=[Source(p, None, 1.0 / len(sources)) for p in sources], method="adamerging",
+                     params=options, output=work / "out" / args.name, target=TARGET, progress=False)
+    merge(spec, MergeContext(data=data, trainer=trainer))
 
 
 def main() -> None:

@@ -27,8 +27,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from merginguriel.errors import InputError
-from merginguriel.io.manifest import read_manifest
 
 DEFAULT_ROOT = "checkpoints"  # the one spelling of the default root
 EMBEDDED = "embedded"  # the backbone name of the embedded default (the tiny backbone built offline)
@@ -158,15 +156,3 @@ def is_finished(folder: str | os.PathLike) -> bool:
     if not (folder / "manifest.json").is_file():
         return False
     return any(folder.glob("*.safetensors"))
-
-
-def base_reference(folder: str | os.PathLike) -> dict:
-    """The ``{"path", "hash"}`` of the shared base a fine-tuned (or merged) checkpoint records."""
-    manifest = read_manifest(folder)
-    ref = manifest.get("base")
-    if not isinstance(ref, dict) or "hash" not in ref:
-        raise InputError(
-            f"{folder}/manifest.json records no shared base; fine-tune it with `merginguriel fit` from the shared base, "
-            "or pass it as an outside checkpoint so its architecture, tensor names, shapes and labels are checked instead"
-        )
-    return ref

@@ -71,18 +71,45 @@ class UnknownLocaleError(InputError):
     """A locale that is not one of the 51 MASSIVE locales."""
 
 
-def check_locale(locale: str) -> str:
-    """Return ``locale`` if it is a MASSIVE locale, else raise an error that lists the valid ones."""
+class Locale(str):
+    """A locale code that :func:`check_locale` accepted. Code handed one need not check it again (:func:`as_locale`),
+    so a merge job checks each of its locales once, where it starts, and the data and similarity layers below it use
+    them as they are."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        return str, (str(self),)  # pickled as the plain string: a reader in another process checks it again
+
+
+def _yaml_as_str() -> None:
+    """YAML (configs, recipes) writes a Locale as the plain string it is."""
+    import yaml
+
+    for dumper in (yaml.SafeDumper, yaml.Dumper):
+        dumper.add_representer(Locale, lambda d, value: d.represent_str(str(value)))
+
+
+_yaml_as_str()
+
+
+def check_locale(locale: str) -> Locale:
+    """``locale`` as a checked :class:`Locale` if it is a MASSIVE locale, else an error that lists the valid ones."""
     if locale not in ISO639_3:
         close = [loc for loc in LOCALES if loc.split("-")[0] == str(locale).split("-")[0].lower()]
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UnknownLocaleError(
             f"unknown locale {locale!r}.{hint} Valid MASSIVE locales ({len(LOCALES)}): {' '.join(LOCALES)}"
         )
-    return locale
+    return Locale(locale)
 
 
-def check_locales(locales: Iterable[str]) -> list[str]:
+def as_locale(locale: str) -> Locale:
+    """``locale`` checked: as it is when it is a :class:`Locale` already, else through :func:`check_locale`."""
+    return locale if isinstance(locale, Locale) else check_locale(locale)
+
+
+def check_locales(locales: Iterable[str]) -> list[Locale]:
     """Validate several locales at once (all unknown ones named in one error) and reject duplicates."""
     locales = list(locales)
     unknown = [loc for loc in locales if loc not in ISO639_3]
@@ -93,14 +120,14 @@ def check_locales(locales: Iterable[str]) -> list[str]:
     dupes = sorted({loc for loc in locales if locales.count(loc) > 1})
     if dupes:
         raise InputError(f"locale(s) listed more than once: {', '.join(dupes)}; list each locale once")
-    return locales
+    return [as_locale(loc) for loc in locales]
 
 
 def iso639_3(locale: str) -> str:
     """The ISO 639-3 code used for URIEL look-ups of a MASSIVE locale."""
-    return ISO639_3[check_locale(locale)]
+    return ISO639_3[as_locale(locale)]
 
 
 def iso639_1(locale: str) -> str:
     """The ISO 639-1 code of a MASSIVE locale's language (model cards list languages so)."""
-    return ISO639_1[check_locale(locale)]
+    return ISO639_1[as_locale(locale)]

@@ -134,7 +134,7 @@ def run_quickstart(
     _done(t)
 
     def nxn(split: str) -> Path:
-        return compute_nxn(backbone=backbone, root=root, split=split, locales=locales, models=locales, data=data,
+        return compute_nxn(backbone=backbone, root=root, split=split, locales=locales, models=locales, data=source,
                            device=device, progress=True)
 
     t = _step(4, "NxN transfer matrix on validation (every choice reads it)")

@@ -167,21 +167,32 @@ def mergekit_gta(base, models, weights, *, sparsify=None, density=1.0, gamma=0.0
     return out
 
 
+def breadcrumbs_sparsify(tau: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
+    """One tensor's task vector with Model Breadcrumbs' mask (ceil rounding): the top floor(gamma·n) magnitudes
+    dropped, the next ceil(density·n) kept."""
+    flat = tau.reshape(-1)
+    order = torch.argsort(flat.abs(), descending=True)
+    top = math.floor(gamma * flat.numel() + 1e-9)
+    keep = min(max(1, math.ceil(density * flat.numel() - 1e-9)), flat.numel() - top)
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[order[top : top + keep]] = True
+    return (flat * mask).reshape(tau.shape)
+
+
 def breadcrumbs(base, models, weights, density=0.9, gamma=0.01, lam=1.0):
     w = norm_w(weights)
     out = {}
     for n in base:
-        total = 0
-        for i, m in enumerate(models):
-            tau = (m[n] - base[n]).reshape(-1)
-            order = torch.argsort(tau.abs(), descending=True)
-            top = math.floor(gamma * tau.numel() + 1e-9)
-            keep = min(max(1, math.ceil(density * tau.numel() - 1e-9)), tau.numel() - top)
-            mask = torch.zeros_like(tau, dtype=torch.bool)
-            mask[order[top : top + keep]] = True
-            total = total + w[i] * (tau * mask).reshape(base[n].shape)
+        total = sum(w[i] * breadcrumbs_sparsify(m[n] - base[n], density, gamma) for i, m in enumerate(models))
         out[n] = base[n] + lam * total
     return out
+
+
+def breadcrumbs_ties(base, models, weights, density=0.9, gamma=0.01, lam=1.0):
+    """Breadcrumbs' mask, then the TIES election and disjoint mean."""
+    w = norm_w(weights)
+    return {n: base[n] + lam * elect_mean(torch.stack([breadcrumbs_sparsify(m[n] - base[n], density, gamma) for m in models]), w)
+            for n in base}
 
 
 def dc_research_log(base, models, weights, lam=1.0):
@@ -305,10 +316,11 @@ def nm_ties_kernel(ft_ws, w=None):
     return nm_inner_ties(flat, w).reshape(ft_ws[0].shape)
 
 
-def neuromerging_published(base, models, weights=None, mask_rate=0.8, lambda_1=0.0, lambda_2=1.0):
+def neuromerging_published(base, models, weights=None, mask_rate=0.8, lambda_1=0.0, lambda_2=1.0, mode="lite"):
     """The published NeuroMerging end to end: global magnitude mask per model (kthvalue with k = int(N·rate)),
     every >=2-D tensor through the neuro kernel (rows = neurons), every 1-D tensor through the ties kernel;
-    θ = θ_b + λ_1·parallel + λ_2·orthogonal (1-D: θ_b + λ_2·merged). ``weights`` None: the reference's equal weights."""
+    lite: θ = θ_b + λ_2·orthogonal (1-D: θ_b + λ_2·merged); full: θ_b + λ_1·parallel + λ_2·orthogonal (1-D:
+    θ_b + (λ_1 + λ_2)/2·merged). ``weights`` None: the reference's equal weights."""
     w = None if weights is None else norm_w(weights).double()
     names = sorted(base)
     taus = [{n: (m[n] - base[n]).double() for n in names} for m in models]
@@ -326,9 +338,11 @@ def neuromerging_published(base, models, weights=None, mask_rate=0.8, lambda_1=0
         if b.dim() >= 2:
             rows = b.reshape(b.shape[0], -1)
             proj, rep = nm_neuro_kernel(rows, [t[n].reshape(rows.shape) for t in masked], w)
-            out[n] = (b + (lambda_1 * proj + lambda_2 * rep).reshape(b.shape)).float()
+            lam1 = lambda_1 if mode == "full" else 0.0
+            out[n] = (b + (lam1 * proj + lambda_2 * rep).reshape(b.shape)).float()
         else:
-            out[n] = (b + lambda_2 * nm_ties_kernel([t[n] for t in masked], w)).float()
+            point = lambda_2 if mode == "lite" else (lambda_1 + lambda_2) / 2
+            out[n] = (b + point * nm_ties_kernel([t[n] for t in masked], w)).float()
     return out
 
 

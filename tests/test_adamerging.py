@@ -15,13 +15,30 @@ import pytest
 import torch
 
 from conftest import one_thread, WORLD_SOURCES as SOURCES, WORLD_TARGET as TARGET, load_state, make_world, task_arithmetic_reference
-from merginguriel.adamerging.options import AdaMergingOptions, TrainerOptions
-from merginguriel.adamerging.run import build_module, run_adamerging
+from merginguriel.adamerging.options import AdaMergingOptions
+from merginguriel.adamerging.run import build_module
 from merginguriel.errors import InputError
+from merginguriel.merging import MergeContext, merge
+from merginguriel.merging.methods.adamerging import adaptation
+from merginguriel.merging.validate import prepare
+from merginguriel.training import TrainerOptions
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
 
 CPU = TrainerOptions(accelerator="cpu", devices=1)
+
+
+def run_adamerging(spec, options: AdaMergingOptions, trainer: TrainerOptions, data):
+    """AdaMerging as a library merge runs it: ``spec``'s checked plan with these options, the data and the Trainer."""
+    spec.params = options
+    return merge(spec, MergeContext(data=data, trainer=trainer))
+
+
+def module_for(spec, options: AdaMergingOptions):
+    """The LightningModule AdaMerging trains for ``spec`` (nothing is written, so an existing output does not matter)."""
+    import dataclasses
+
+    return build_module(adaptation(prepare(dataclasses.replace(spec, overwrite=True))), options)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +107,7 @@ def test_frozen_taskwise_equals_task_arithmetic_and_forward_matches(world):
     # The functional forward (embedding rows gathered per batch) equals the plain forward of the written model.
     from transformers import AutoModelForSequenceClassification
 
-    module = build_module(spec, opts)
+    module = module_for(spec, opts)
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
     ids = torch.tensor([[0, 10, 11, 12, 2], [0, 30, 2, 1, 1]])
     mask = (ids != 1).long()
@@ -100,8 +117,8 @@ def test_frozen_taskwise_equals_task_arithmetic_and_forward_matches(world):
 
 def test_layerwise_with_equal_coefficients_equals_taskwise(world):
     spec = world.spec("unused")
-    task = build_module(spec, AdaMergingOptions(granularity="task", init_value=0.4))
-    layer = build_module(spec, AdaMergingOptions(granularity="layer", init_value=0.4))
+    task = module_for(spec, AdaMergingOptions(granularity="task", init_value=0.4))
+    layer = module_for(spec, AdaMergingOptions(granularity="layer", init_value=0.4))
     assert layer.coefficients.shape == (3, len(layer.tensor_names))
     ids = torch.tensor([[0, 5, 6, 7, 8, 2], [0, 9, 2, 1, 1, 1]])
     mask = (ids != 1).long()
@@ -119,15 +136,14 @@ DDP_SCRIPT = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from merginguriel.merging.spec import MergeSpec, Source
-    from merginguriel.adamerging.options import AdaMergingOptions, TrainerOptions
-    from merginguriel.adamerging.run import run_adamerging
+    from merginguriel.merging import MergeContext, MergeSpec, Source, merge
+    from merginguriel.training import TrainerOptions
     from merginguriel.data.config import DataConfig
 
     cfg = json.loads(Path(sys.argv[1]).read_text())
     spec = MergeSpec(base=cfg["base"], sources=[Source(path=p, locale=l, weight=1 / 3) for p, l in cfg["sources"]],
-                     method="adamerging", params={}, output=cfg["output"], target=cfg["target"], progress=False)
-    run_adamerging(spec, AdaMergingOptions(**cfg["options"]), TrainerOptions(**cfg["trainer"]), DataConfig(**cfg["data"]))
+                     method="adamerging", params=cfg["options"], output=cfg["output"], target=cfg["target"], progress=False)
+    merge(spec, MergeContext(data=DataConfig(**cfg["data"]), trainer=TrainerOptions(**cfg["trainer"])))
     """
 )
 
@@ -228,8 +244,8 @@ def test_empty_split_and_mismatched_models(tmp_path):
 
 def test_embedding_rows_from_files_equal_rows_held_in_memory(world):
     spec = world.spec("unused")
-    from_files = build_module(spec, AdaMergingOptions(granularity="layer", embedding_storage="file", init_value=0.45))
-    in_memory = build_module(spec, AdaMergingOptions(granularity="layer", embedding_storage="device", init_value=0.45))
+    from_files = module_for(spec, AdaMergingOptions(granularity="layer", embedding_storage="file", init_value=0.45))
+    in_memory = module_for(spec, AdaMergingOptions(granularity="layer", embedding_storage="device", init_value=0.45))
     assert from_files.model.get_input_embeddings().weight.numel() == 0  # the base's matrix is not held either
     assert from_files.embedding_name in in_memory.task_vectors and from_files.embedding_name not in from_files.task_vectors
     ids = torch.tensor([[0, 17, 17, 3, 199, 2], [0, 45, 2, 1, 1, 1]])

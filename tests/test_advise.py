@@ -90,5 +90,6 @@ def test_list_options_take_space_separated_values_read_from_the_signature():
     assert kwargs["similarities"] == ["real"] and kwargs["include_target"] is True
     kwargs = parse_function_args(merge, ["--selection.sources", "de-DE", "fr-FR", "--selection.weights", "0.75", "-1",
                                          "--merge.exclude", "classifier.*"], "merge")
-    assert kwargs["selection"].sources == ["de-DE", "fr-FR"] and kwargs["selection"].weights == [0.75, -1.0]
-    assert kwargs["merge"].exclude == ["classifier.*"]
+    job = kwargs["job"]  # the MergeJob is merge's signature
+    assert job.selection.sources == ["de-DE", "fr-FR"] and job.selection.weights == [0.75, -1.0]
+    assert job.merge.exclude == ["classifier.*"]

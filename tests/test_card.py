@@ -87,7 +87,7 @@ def test_the_card_lists_sources_method_and_metrics_with_intervals(judged):
 def test_a_failing_card_leaves_no_model(judged, tmp_path, monkeypatch):
     """The card is written inside the atomic write: if it cannot be written, no folder looks finished."""
     import merginguriel.models.card as card_module
-    from merginguriel.merging.engine import merge
+    from merginguriel.merging import merge
     from merginguriel.merging.spec import MergeSpec, Source
     from merginguriel.models.export import export_hf
 

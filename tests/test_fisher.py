@@ -4,14 +4,15 @@ cached per locale and reused, and bad input refused."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import one_thread, WORLD_SOURCES as SOURCES, WORLD_TARGET as TARGET, load_state, make_world
 from merginguriel.errors import InputError
-from merginguriel.merging.engine import merge
-from merginguriel.statistics import COMPUTE_CALLS, ensure_statistics
+from merginguriel.merging import MergeContext, merge
+from merginguriel.statistics import COMPUTE_CALLS
 from merginguriel.statistics.fisher import fisher_diagonal
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
@@ -57,16 +58,21 @@ def test_fisher_matches_per_example_reference(world):
     assert all(torch.equal(a[n], b[n]) for n in a)
 
 
+def merged_with_statistics(world, spec):
+    """A library merge of a method that needs statistics: computed (or found in the cache) under the world's layout."""
+    out = merge(spec, MergeContext(data=world.data, layout=world.layout))
+    kind = spec.method
+    return out, [Path(f) for f in json.loads((out / "manifest.json").read_text())["statistics"][kind]]
+
+
 def test_fisher_merge_is_the_formula_and_statistics_are_reused(world):
     params = {"examples": 10, "label": "argmax", "data": "both"}
     spec = world.spec("fisher1", method="fisher", params=params, weights=[0.5, 0.3, 0.2])
     before = COMPUTE_CALLS.copy()
-    ready = ensure_statistics(spec, world.data, world.layout)
+    out, folders = merged_with_statistics(world, spec)
     assert [COMPUTE_CALLS[("fisher", s)] - before[("fisher", s)] for s in SOURCES] == [1, 1, 1]
-    folders = ready.statistics["fisher"]
     manifest = json.loads((folders[0] / "manifest.json").read_text())
     assert manifest["settings"]["data_locales"] == [TARGET, SOURCES[0]] and manifest["examples_used"] == 10
-    out = merge(ready)
     # Reference: Σ c_i max(F_i, eps) θ_i / Σ c_i max(F_i, eps) from the saved files.
     fishers = [load_state(f) for f in folders]
     models = [load_state(world.layout.finetuned(s)) for s in SOURCES]
@@ -82,22 +88,23 @@ def test_fisher_merge_is_the_formula_and_statistics_are_reused(world):
     assert not torch.allclose(merged[name], avg, atol=1e-4)
     # A second merge with the same settings reads the cache: no recomputation, files untouched.
     mtimes = [(f / "statistics.safetensors").stat().st_mtime_ns for f in folders]
-    again = ensure_statistics(world.spec("fisher2", method="fisher", params=params, weights=[0.5, 0.3, 0.2]), world.data, world.layout)
+    again, again_folders = merged_with_statistics(world, world.spec("fisher2", method="fisher", params=params, weights=[0.5, 0.3, 0.2]))
     assert [COMPUTE_CALLS[("fisher", s)] - before[("fisher", s)] for s in SOURCES] == [1, 1, 1]
-    assert again.statistics["fisher"] == folders
+    assert again_folders == folders
     assert [(f / "statistics.safetensors").stat().st_mtime_ns for f in folders] == mtimes
-    torch.testing.assert_close(load_state(merge(again)), merged)
+    torch.testing.assert_close(load_state(again), merged)
     # Other settings (more examples) are another cache entry.
-    other = ensure_statistics(world.spec("fisher3", method="fisher", params={**params, "examples": 6}), world.data, world.layout)
-    assert other.statistics["fisher"][0] != folders[0]
+    _, other = merged_with_statistics(world, world.spec("fisher3", method="fisher", params={**params, "examples": 6}))
+    assert other[0] != folders[0]
 
 
 def test_fisher_bad_input(world, tmp_path):
     with pytest.raises(InputError, match="need --target"):
-        ensure_statistics(world.spec("f", method="fisher", target=None), world.data, world.layout)
+        merged_with_statistics(world, world.spec("f", method="fisher", target=None))
     with pytest.raises(InputError, match="split"):
-        ensure_statistics(world.spec("f", method="fisher", params={"split": "test"}), world.data, world.layout)
+        merged_with_statistics(world, world.spec("f", method="fisher", params={"split": "test"}))
     empty = make_world(tmp_path / "e", sizes={"train": 4, "dev": 0, "test": 2})
     with pytest.raises(InputError, match=r"sw-KE has no validation rows \(partition .dev.\) in .*sw-KE.jsonl"):
-        ensure_statistics(empty.spec("f", method="fisher", params={"examples": 4}), empty.data, empty.layout)
+        merged_with_statistics(empty, empty.spec("f", method="fisher", params={"examples": 4}))
     assert not (empty.root / "tiny" / "statistics").exists()
+    assert not world.layout.merged(TARGET, "f").exists()

@@ -214,16 +214,26 @@ def test_minimal_recipe_holds_only_what_was_set_and_reproduces_the_merge(family,
 
 
 def test_adamerging_recipe_keeps_only_the_options_set(family, capsys):
-    from merginguriel.jobs import MergeJob
+    """AdaMerging's parameters are merge.params like every method's; its section spelling (`--adamerging.steps`)
+    gives the same job; the recipe holds only what was set, the Trainer section because the method trains."""
+    from merginguriel.jobs import job_from_dict
 
-    assert main([*common(family), "--target", "sw-KE", "--selection.sources", "[de-DE,fr-FR]", "--merge.method",
-                 "adamerging", "--adamerging.steps", "3", "--trainer.devices", "2", "--print_recipe"]) == 0
+    args = [*common(family), "--target", "sw-KE", "--selection.sources", "[de-DE,fr-FR]", "--merge.method", "adamerging",
+            "--trainer.devices", "2", "--print_recipe"]
+    assert main([*args, "--adamerging.steps", "3"]) == 0
     text = capsys.readouterr().out
     recipe = yaml.safe_load(text)
-    assert recipe["adamerging"] == {"steps": 3} and recipe["trainer"] == {"devices": 2}
-    job = MergeJob(**{k: v for k, v in recipe.items() if k != "progress"})
-    job.check()
+    assert recipe["merge"] == {"method": "adamerging", "params": {"steps": 3}} and recipe["trainer"] == {"devices": 2}
+    assert "adamerging" not in recipe
+    job = job_from_dict({k: v for k, v in recipe.items() if k != "progress"})
     assert text.splitlines()[0].endswith(job.key()[:12])
+    assert main([*args, "--merge.params.steps", "3"]) == 0
+    assert capsys.readouterr().out == text
+    with pytest.raises(InputError, match="steps given both in `adamerging` and in merge.params"):
+        main([*args, "--merge.params.steps", "3", "--adamerging.steps", "4"])
+    with pytest.raises(InputError, match="parameters of method adamerging, but the method is ties"):
+        main([*common(family), "--target", "sw-KE", "--selection.sources", "[de-DE,fr-FR]", "--merge.method", "ties",
+              "--adamerging.steps", "3", "--print_recipe"])
 
 
 def test_a_bad_job_leaves_no_recipe(family, tmp_path):

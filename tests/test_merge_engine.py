@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 import merge_refs as ref
 from merginguriel.merging import MergeSpec, Source, merge
-from merginguriel.merging.registry import METHODS, Block, register
+from merginguriel.merging.registry import METHODS, Block, Params, Reads, Sums, Thresholds, register
 from merginguriel.merging.threshold import RadixSelect, SampledSelect, kth_largest_abs
 from conftest import make_family
 
@@ -173,8 +173,8 @@ def test_manifest_records_everything(family, tmp_path):
     assert m["device"] == "cpu" and "torch" in m["versions"]
 
 
-@dataclass
-class _ScaledParams:
+@dataclass(frozen=True)
+class _ScaledParams(Params):
     """Test method: per-entry weights from a statistics tensor.
 
     Args:
@@ -185,11 +185,11 @@ class _ScaledParams:
 
 
 def test_methods_that_need_statistics_get_them_streamed(family, tmp_path):
-    """A method registered with needs=("fisher",) receives each source's same-named statistics, row-sliced like the
-    weights, whole when shaped otherwise, None where missing; folders default to Layout.statistics(kind, locale)."""
+    """A method that reads statistics ``fisher`` receives each source's same-named statistics, row-sliced like the
+    weights, whole when shaped otherwise, None where missing."""
     seen_shapes = {}
 
-    @register("_test_fisher_like", _ScaledParams, inputs="models", needs=("fisher",))
+    @register("_test_fisher_like", _ScaledParams, reads=lambda p: Reads(inputs="models", statistics=("fisher",)))
     def fisher_like(block: Block, p: _ScaledParams) -> torch.Tensor:
         stats = block.stats["fisher"]
         if stats[0] is None:
@@ -234,15 +234,36 @@ def test_methods_that_need_statistics_get_them_streamed(family, tmp_path):
         METHODS.pop("_test_fisher_like", None)
 
 
-def test_statistics_folder_missing_is_refused(family, tmp_path):
+def test_statistics_a_method_reads_but_nobody_gives_are_refused(family, tmp_path):
     from merginguriel.errors import InputError
 
-    @register("_test_needs_regmean", _ScaledParams, needs=("regmean_test",))
+    @register("_test_reads_fisher", _ScaledParams, reads=lambda p: Reads(inputs="models", statistics=("fisher",)))
+    def reads_fisher(block: Block, p) -> torch.Tensor:
+        return block.base
+
+    try:
+        with pytest.raises(InputError, match=r"reads fisher statistics of every source.*MergeSpec.statistics"):
+            merge(MergeSpec(family.base, sources(family), "_test_reads_fisher", {}, tmp_path / "m", progress=False))
+        assert not (tmp_path / "m").exists()
+    finally:
+        METHODS.pop("_test_reads_fisher", None)
+
+
+def test_statistics_without_a_context_are_refused(family, tmp_path):
+    """A method that needs statistics, run without them and without the data to compute them, is refused before
+    anything is written."""
+    from merginguriel.errors import InputError
+    from merginguriel.merging.registry import Needs, Statistic
+
+    never = Statistic("regmean_test", compute=lambda *a: pytest.fail("nothing may be computed"))
+
+    @register("_test_needs_regmean", _ScaledParams, reads=lambda p: Reads(statistics=("regmean_test",)),
+              needs=Needs(statistics=(never,)))
     def needs(block: Block, p) -> torch.Tensor:
         return block.base
 
     try:
-        with pytest.raises(InputError, match="needs regmean_test statistics"):
+        with pytest.raises(InputError, match="needs regmean_test statistics of every source.*MergeContext"):
             merge(MergeSpec(family.base, sources(family), "_test_needs_regmean", {}, tmp_path / "m", progress=False))
         assert not (tmp_path / "m").exists()
     finally:
@@ -254,17 +275,17 @@ def test_block_size_shrinks_with_k_so_memory_stays_flat(family):
     from merginguriel.merging.validate import prepare
 
     def largest_unit(k_sources):
-        plan = prepare(MergeSpec(family.base, k_sources, "linear", {}, family.root / "never", memory_mb=0.01, progress=False))
-        units, _ = plan_units(plan)
-        return max(sum((b - a) * math.prod(plan.base.tensors[n].shape[1:]) for n, a, b in u) for u in units)
+        plan = prepare(MergeSpec(family.base, k_sources, "linear", {}, family.root / "never", progress=False))
+        units, _ = plan_units(plan, memory_mb=0.01)
+        return max(sum((it.stop - it.start) * math.prod(plan.base.checkpoint.tensors[it.name].shape[1:]) for it in u) for u in units)
 
     one = largest_unit(sources(family)[:1])
     two = largest_unit(sources(family))
     assert two < one and two * 10 <= one * 8 + 64  # 2K + 6 blocks fit the same budget
 
 
-@dataclass
-class _SumsParams:
+@dataclass(frozen=True)
+class _SumsParams(Params):
     """Test method: per-tensor sums on some tensors, read after the thresholds.
 
     Args:
@@ -275,23 +296,22 @@ class _SumsParams:
 
 
 def test_tensor_sums_only_where_asked_and_after_the_thresholds(family, tmp_path):
-    """``sums_for`` limits the per-tensor sums (and the pre-pass reads) to the tensors it accepts; with
-    ``sums_after_thresholds`` every block handed to ``tensor_sums`` already carries its thresholds; the totals over a
-    split tensor's blocks equal the whole tensor's."""
+    """``Sums.applies`` limits the per-tensor sums (and the pre-pass reads) to the tensors it accepts; with
+    ``after_thresholds`` every block handed to the sums already carries its thresholds; the totals over a split
+    tensor's blocks equal the whole tensor's."""
     from merginguriel.merging.methods._common import keep_count
 
     seen: dict[str, list] = {}
     totals: dict[str, float] = {}
 
-    def sums(block: Block, p) -> dict[str, torch.Tensor]:
+    def sums(block: Block) -> dict[str, torch.Tensor]:
         seen.setdefault(block.name, []).append(block.thresholds)
         below = sum((s.abs() < block.thresholds[i, 0]).sum() for i, s in enumerate(block.sources))
         return {"below": below.double().reshape(())}
 
-    @register(
-        "_test_late_sums", _SumsParams, ranks=lambda p, n: [keep_count(p.density, n)], rank_scope=lambda p: "tensor",
-        tensor_sums=sums, sums_for=lambda p, name, shape: "word_embeddings" in name, sums_after_thresholds=True,
-    )
+    @register("_test_late_sums", _SumsParams, reads=lambda p: Reads(
+        thresholds=Thresholds("tensor", lambda n: [keep_count(p.density, n)]),
+        sums=Sums(sums, applies=lambda name, shape: "word_embeddings" in name, after_thresholds=True)))
     def late(block: Block, p) -> torch.Tensor:
         if "word_embeddings" in block.name:
             totals[block.name] = float(block.sums["below"])

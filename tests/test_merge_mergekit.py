@@ -128,6 +128,22 @@ def test_breadcrumbs_magnitude_outliers(family, tmp_path, density, gamma):
     _close(_merge(layout, tmp_path, cfg), want)
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_breadcrumbs_ties_outliers_and_sign_consensus(family, tmp_path, normalize):
+    """mergekit's breadcrumbs_ties (magnitude_outliers + the sum consensus) as the breadcrumbs_ties preset: the
+    breadcrumbs sparsification with the TIES election, a combination the composed family gives for free."""
+    layout, base, models = family
+    srcs = [models[loc] for loc in LOCALES]
+    weights = [1.0, 0.5, 0.7]
+    cfg = _config(layout, "breadcrumbs_ties", [(loc, {"weight": w}) for loc, w in zip(LOCALES, weights)],
+                  parameters={"density": 0.7, "gamma": 0.1, "normalize": normalize, "lambda": 0.9})
+    got = _merge(layout, tmp_path, cfg)
+    want = ref.mergekit_gta(base, srcs, weights, sparsify="outliers", density=0.7, gamma=0.1, consensus="sum",
+                            normalize=normalize, lam=0.9)
+    _close(got, want)
+    assert json.loads(next(tmp_path.glob("out-*/manifest.json")).read_text())["method"] == "breadcrumbs_ties"
+
+
 def test_slerp_interpolates_from_the_base_model_at_t(family, tmp_path):
     """mergekit's slerp: t = 0 is base_model (here fr-FR), whatever order the models are listed in."""
     layout, base, models = family

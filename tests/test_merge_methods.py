@@ -29,6 +29,7 @@ def family(tmp_path_factory):
 
 
 def run(layout, tmp_path: Path, method: str, params: dict, memory_mb: float, weights=WEIGHTS, locales=LOCALES, **kw) -> dict:
+    """``method`` merged by the engine from the family's checkpoints (a MergeSpec; ``kw`` are its other fields)."""
     srcs = [Source(layout.finetuned(loc), loc, w) for loc, w in zip(locales, weights)]
     out = tmp_path / f"{method}-{memory_mb}-{len(list(tmp_path.iterdir()))}"
     merge(MergeSpec(layout.base, srcs, method, params, out, memory_mb=memory_mb, progress=False, **kw))
@@ -265,9 +266,10 @@ def test_neuromerging_published_equals_the_reference_code(family, tmp_path, memo
     got = run(layout, tmp_path, "neuromerging", {}, memory_mb, weights=weights)
     want = ref.neuromerging_published(base, models, None if uniform else weights)
     assert_state_close(got, want, atol=5e-6)
-    params = {"mask_rate": 0.6, "lambda_1": 0.7, "lambda_2": 1.3}
+    params = {"mode": "full", "mask_rate": 0.6, "lambda_1": 0.7, "lambda_2": 1.3}
     got = run(layout, tmp_path, "neuromerging", params, memory_mb, weights=weights)
-    assert_state_close(got, ref.neuromerging_published(base, models, None if uniform else weights, 0.6, 0.7, 1.3), atol=5e-6)
+    want = ref.neuromerging_published(base, models, None if uniform else weights, 0.6, 0.7, 1.3, mode="full")
+    assert_state_close(got, want, atol=5e-6)
 
 
 def test_neuromerging_kernel_equals_the_reference_kernel_on_tiny_tensors():
@@ -346,12 +348,16 @@ def _default_references(layout, base, models) -> dict:
     w = WEIGHTS
     return {
         "linear": lambda: ref.linear(base, models, w),
+        "similarity": lambda: ref.linear(base, models, w),
+        "average": lambda: ref.linear(base, models, [1, 1, 1]),
         "task_arithmetic": lambda: ref.task_arithmetic(base, models, w, 1.0, True),
+        "task_vectors": lambda: ref.task_arithmetic(base, models, w, 1.0, True),
         "ties": lambda: ref.ties(base, models, w, 0.2, "global"),
         "dare_linear": lambda: ref.task_arithmetic(base, models, w, 1.0, True, taus=taus9),
         "dare_task_arithmetic": lambda: ref.task_arithmetic(base, models, w, 1.0, True, taus=taus9),
         "dare_ties": lambda: ref.ties(base, models, w, 0.2, "global", taus=taus9),
         "breadcrumbs": lambda: ref.breadcrumbs(base, models, w),
+        "breadcrumbs_ties": lambda: ref.breadcrumbs_ties(base, models, w),
         "directional_consensus": lambda: ref.dc_agreement(base, models, w),
         "neuromerging": lambda: ref.neuromerging_published(base, models, w),
         "slerp": lambda: ref.slerp(models, w),
@@ -365,12 +371,14 @@ def test_every_registered_method_matches_its_reference_at_its_defaults(family, t
 
     layout, base, models = family
     refs = _default_references(layout, base, models)
-    static = sorted(n for n, m in load_methods().items() if not m.needs and not n.startswith("_test"))
+    static = sorted(n for n, m in load_methods().items() if not m.needs.data and not n.startswith("_test"))
     assert sorted(refs) == static, "every registered static method needs a reference computation here"
     for name in static:
-        assert_state_close(run(layout, tmp_path, name, {}, 384.0), refs[name](), atol=5e-6)
-    needs = sorted(n for n, m in load_methods().items() if m.needs)
-    assert needs == ["fisher", "regmean"]  # checked against their formulas in test_fisher.py / test_regmean.py
+        got = run(layout, tmp_path, name, {}, 384.0, weights_from="similarity" if name == "similarity" else "given")
+        assert_state_close(got, refs[name](), atol=5e-6)
+    data = sorted(n for n, m in load_methods().items() if m.needs.data)
+    # checked against their formulas in test_fisher.py, test_regmean.py and test_adamerging.py
+    assert data == ["adamerging", "fisher", "regmean"]
 
 
 def test_dare_mask_follows_the_weights_not_the_folder(family, tmp_path):

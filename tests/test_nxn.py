@@ -15,12 +15,18 @@ from conftest import make_base, make_finetuned, write_release_data
 from merginguriel.checkpoints import Layout
 from merginguriel.cli.main import main as cli_main
 from merginguriel.data import DataConfig
+from merginguriel.data.config import DataSource
 from merginguriel.errors import InputError
 from merginguriel.evaluation import evaluate as ev
 from merginguriel.checkpoints import NXN_CELLS as CELLS_FILE
 from merginguriel.evaluation.nxn import compute_nxn
 
 LOCS = ["es-ES", "fr-FR", "it-IT"]
+
+
+def source(data: DataConfig) -> DataSource:
+    """The data source of a data config (compute_nxn takes the source and the root apart, as its command does)."""
+    return DataSource(source=data.source, data_path=data.data_path, max_length=data.max_length)
 
 
 def family(root: Path) -> tuple[Layout, DataConfig]:
@@ -51,7 +57,7 @@ def test_nxn_matches_per_pair_loading_and_tokenising_once(tmp_path, reference) -
     layout, data = family(tmp_path)
     paths = [str(layout.finetuned(loc)) for loc in LOCS]
     loads0, tok0 = counts(ev.MODEL_LOADS, paths), counts(TOKENIZE_CALLS, LOCS)
-    folder = compute_nxn("tiny", str(tmp_path), "validation", data=data, device="cpu", progress=False)
+    folder = compute_nxn("tiny", str(tmp_path), "validation", data=source(data), device="cpu", progress=False)
     assert {p: ev.MODEL_LOADS[p] - loads0[p] for p in paths} == {p: 1 for p in paths}
     assert {loc: TOKENIZE_CALLS[loc] - tok0[loc] for loc in LOCS} == {loc: 1 for loc in LOCS}
     matrix = pd.read_csv(folder / "evaluation_matrix.csv", index_col=0)
@@ -90,7 +96,7 @@ def test_resume_after_interruption(tmp_path, reference) -> None:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        compute_nxn("tiny", str(tmp_path), "validation", data=data, device="cpu", chunk=1, progress=False,
+        compute_nxn("tiny", str(tmp_path), "validation", data=source(data), device="cpu", chunk=1, progress=False,
                     on_cell=stop_after_four)
     cells_file = layout.nxn("validation") / CELLS_FILE
     assert len(cells_file.read_text().splitlines()) == 4
@@ -101,7 +107,7 @@ def test_resume_after_interruption(tmp_path, reference) -> None:
     paths = {loc: str(layout.finetuned(loc)) for loc in LOCS}
     before = {loc: ev.MODEL_LOADS[p] for loc, p in paths.items()}
     rerun = []
-    folder = compute_nxn("tiny", str(tmp_path), "validation", data=data, device="cpu", progress=False, on_cell=rerun.append)
+    folder = compute_nxn("tiny", str(tmp_path), "validation", data=source(data), device="cpu", progress=False, on_cell=rerun.append)
     assert len(rerun) == 5 and {(c["source"], c["target"]) for c in rerun}.isdisjoint({(c["source"], c["target"]) for c in seen})
     assert {loc: ev.MODEL_LOADS[p] - before[loc] for loc, p in paths.items()} == {"es-ES": 0, "fr-FR": 1, "it-IT": 1}
     matrix = pd.read_csv(folder / "evaluation_matrix.csv", index_col=0)
@@ -109,7 +115,7 @@ def test_resume_after_interruption(tmp_path, reference) -> None:
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["cells"] == {"total": 9, "computed": 5, "resumed": 4}
     # a third run has nothing to do and loads nothing
-    compute_nxn("tiny", str(tmp_path), "validation", data=data, device="cpu", progress=False)
+    compute_nxn("tiny", str(tmp_path), "validation", data=source(data), device="cpu", progress=False)
     assert {loc: ev.MODEL_LOADS[p] - before[loc] for loc, p in paths.items()} == {"es-ES": 0, "fr-FR": 1, "it-IT": 1}
 
 
@@ -130,7 +136,7 @@ def test_cli_subset_and_bad_inputs(tmp_path, capsys) -> None:
     with pytest.raises(InputError, match="no fine-tuned models"):
         compute_nxn("tiny", str(tmp_path / "empty"), progress=False)
     with pytest.raises(InputError, match="unknown split"):
-        compute_nxn("tiny", str(tmp_path), "train", data=data, progress=False)
+        compute_nxn("tiny", str(tmp_path), "train", data=source(data), progress=False)
     assert not layout.nxn("validation").exists()
 
 
@@ -139,11 +145,11 @@ def test_weights_edited_after_their_manifest_are_evaluated_again(tmp_path) -> No
     from safetensors.torch import load_file, save_file
 
     layout, data = family(tmp_path)
-    compute_nxn("tiny", str(tmp_path), "validation", data=data, device="cpu", progress=False)
+    compute_nxn("tiny", str(tmp_path), "validation", data=source(data), device="cpu", progress=False)
     weights = layout.finetuned("fr-FR") / "model.safetensors"
     tensors = load_file(str(weights))
     save_file({k: v * 0.5 if k.startswith("classifier") else v for k, v in tensors.items()}, str(weights))
     rerun = []
-    folder = compute_nxn("tiny", str(tmp_path), "validation", data=data, device="cpu", progress=False, on_cell=rerun.append)
+    folder = compute_nxn("tiny", str(tmp_path), "validation", data=source(data), device="cpu", progress=False, on_cell=rerun.append)
     assert sorted((c["source"], c["target"]) for c in rerun) == [("fr-FR", t) for t in sorted(LOCS)]
     assert json.loads((folder / "summary.json").read_text())["cells"] == {"total": 9, "computed": 3, "resumed": 6}

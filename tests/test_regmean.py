@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from conftest import one_thread, WORLD_SOURCES as SOURCES, load_state, make_world
-from merginguriel.merging.engine import merge
 from merginguriel.merging.methods.regmean import RegMeanParams, regmean
 from merginguriel.merging.registry import Block
-from merginguriel.statistics import COMPUTE_CALLS, ensure_statistics
+from merginguriel.statistics import COMPUTE_CALLS
+from test_fisher import merged_with_statistics
 from merginguriel.statistics.regmean import gram_matrices
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
@@ -80,10 +80,10 @@ def test_regmean_merge_and_cache(world):
     params = {"examples": 12, "alpha": 0.6, "data": "sources"}
     weights = [0.5, 0.25, 0.25]
     before = COMPUTE_CALLS.copy()
-    ready = ensure_statistics(world.spec("rm1", method="regmean", params=params, weights=weights, target=None), world.data, world.layout)
+    out, folders = merged_with_statistics(world, world.spec("rm1", method="regmean", params=params, weights=weights, target=None))
     assert [COMPUTE_CALLS[("regmean", s)] - before[("regmean", s)] for s in SOURCES] == [1, 1, 1]
-    merged = load_state(merge(ready))
-    grams = [load_state(f) for f in ready.statistics["regmean"]]
+    merged = load_state(out)
+    grams = [load_state(f) for f in folders]
     models = [load_state(world.layout.finetuned(s)) for s in SOURCES]
     name = "roberta.encoder.layer.1.intermediate.dense.weight"
     gs = [w * (0.6 * g[name][0] + 0.4 * torch.diag(g[name][0].diagonal())).double() for w, g in zip(weights, grams)]
@@ -92,8 +92,7 @@ def test_regmean_merge_and_cache(world):
     bias = "roberta.encoder.layer.1.intermediate.dense.bias"
     torch.testing.assert_close(merged[bias], sum(w * m[bias] for w, m in zip(weights, models)), atol=1e-6, rtol=1e-5)
     # Reused on the second merge.
-    folders = ready.statistics["regmean"]
     mtimes = [(f / "statistics.safetensors").stat().st_mtime_ns for f in folders]
-    again = ensure_statistics(world.spec("rm2", method="regmean", params=params, weights=weights, target=None), world.data, world.layout)
+    _, again = merged_with_statistics(world, world.spec("rm2", method="regmean", params=params, weights=weights, target=None))
     assert [COMPUTE_CALLS[("regmean", s)] - before[("regmean", s)] for s in SOURCES] == [1, 1, 1]
-    assert [(f / "statistics.safetensors").stat().st_mtime_ns for f in again.statistics["regmean"]] == mtimes
+    assert [(f / "statistics.safetensors").stat().st_mtime_ns for f in again] == mtimes

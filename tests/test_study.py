@@ -44,7 +44,7 @@ def test_config_checks_and_defaults(tmp_path):
     sweep = study.sweep_plan()
     assert sweep.name == "s" and sweep.launcher == "submitit" and sweep.submitit["folder"].endswith("jobs/sweep")
     point = sweep.points()[0]  # the sweep works on the study's backbone, root, data and locales
-    assert (point.root, point.data.data_path, point.selection.candidates) == (str(tmp_path), "d", LOCALES)
+    assert (point.job.root, point.job.data.data_path, point.selection.candidates) == (str(tmp_path), "d", LOCALES)
     fit = study.fit_config("fr-FR")
     assert fit["data"] == {"locales": "fr-FR", "source": "release", "data_path": "d", "max_length": 128}
     assert fit["model"] == {"backbone": "embedded", "root": str(tmp_path)}

@@ -1,12 +1,16 @@
-"""Options of `merginguriel merge --merge.method adamerging` (the `adamerging.*` and `trainer.*` groups of the merge CLI)."""
+"""The parameters of AdaMerging (``merge.params`` of ``merge.method: adamerging``, also given as the ``adamerging``
+section: ``--adamerging.steps 100``); its Trainer settings are the job's ``trainer`` section (merginguriel.training)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Union
+from pathlib import Path
+from typing import Literal, Optional
+
+from merginguriel.errors import InputError
 
 
-@dataclass
+@dataclass(frozen=True)
 class AdaMergingOptions:
     """AdaMerging settings (see methods.md).
 
@@ -69,27 +73,18 @@ class AdaMergingOptions:
     resume: str = "auto"
     tensorboard: bool = False
 
-
-@dataclass
-class TrainerOptions:
-    """The Lightning Trainer settings the data-dependent methods expose (`--trainer.devices 4 --trainer.strategy ddp`).
-
-    Args:
-        accelerator: ``auto``, ``cpu``, ``gpu``, ...
-        devices: number of devices (or ``auto``).
-        strategy: ``auto``, ``ddp``, ``ddp_spawn``, ...
-        num_nodes: number of nodes.
-        precision: Lightning precision (``32-true``, ``bf16-mixed``, ...).
-        log_every_n_steps: logging interval.
-        default_root_dir: where Lightning writes logs and checkpoints (defaults beside the output).
-        deterministic: ask torch for deterministic algorithms.
-    """
-
-    accelerator: str = "auto"
-    devices: Union[int, str] = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: Optional[str] = None
-    log_every_n_steps: int = 1
-    default_root_dir: Optional[str] = None
-    deterministic: bool = True
+    def __post_init__(self) -> None:
+        if self.split == "test" and not self.allow_test_split:
+            raise InputError(
+                "adamerging.split=test adapts on the evaluation data (test-set leakage); use validation (the default) or "
+                "train, or pass --adamerging.allow_test_split true to accept the leak (it is recorded in the manifest)"
+            )
+        if self.steps < 0 or self.batch_size < 1 or self.lr < 0:
+            raise InputError(
+                f"adamerging needs steps >= 0, batch_size >= 1 and lr >= 0 (got steps={self.steps}, "
+                f"batch_size={self.batch_size}, lr={self.lr})"
+            )
+        if not 0 < self.ties_density <= 1:
+            raise InputError(f"adamerging.ties_density must be in (0, 1], got {self.ties_density}")
+        if self.resume not in ("auto", "never") and not Path(self.resume).is_file():
+            raise InputError(f"adamerging.resume={self.resume!r} is not a checkpoint file; use auto, never or a .ckpt path")

@@ -10,35 +10,32 @@ is read in blocks with ``os.pread`` instead, so writing does not make the whole 
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
-import struct
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
-from merginguriel.merging.checkpoint import Checkpoint
+
+class TensorLocation(NamedTuple):
+    """Where a checked checkpoint holds a tensor: its safetensors file, the absolute byte offset of its data, its dtype
+    and its shape (merginguriel.merging.checkpoint.TensorInfo has them)."""
+
+    file: str
+    offset: int
+    dtype: torch.dtype
+    shape: tuple[int, ...]
 
 
 class FileRows:
-    """Reads rows of tensor ``name`` from the base and the K sources (all the same shape)."""
+    """Reads rows of one tensor from the base and the K sources (``locations``: the base's first; all the same shape)."""
 
-    def __init__(self, base: str | os.PathLike, sources: Sequence[str | os.PathLike], name: str):
+    def __init__(self, name: str, locations: Sequence[TensorLocation]):
         self.name = name
-        self._where: list[tuple[str, int, torch.dtype]] = []  # (file, byte offset of row 0, dtype) per checkpoint
-        shape = None
-        for i, folder in enumerate([base, *sources]):
-            info = Checkpoint(Path(folder), "base" if i == 0 else "source").tensors[name]  # file (validated) and dtype
-            # safetensors: 8-byte length, JSON header, then the data section the header's offsets are relative to.
-            with open(info.file, "rb") as fh:
-                (header_len,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(header_len))[name]
-            self._where.append((str(info.file), 8 + header_len + int(header["data_offsets"][0]), info.torch_dtype))
-            shape = shape or info.shape
-        self.shape = tuple(shape)
+        self._where: list[tuple[str, int, torch.dtype]] = [(str(loc.file), loc.offset, loc.dtype) for loc in locations]
+        self.shape = tuple(locations[0].shape)
         self._fds: dict[str, int] = {}
 
         self._maps: dict[int, tuple[mmap.mmap, torch.Tensor]] = {}

@@ -14,14 +14,18 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Optional
 
 import torch
 
-from merginguriel.adamerging.options import AdaMergingOptions, TrainerOptions
+from merginguriel.adamerging.options import AdaMergingOptions
+from merginguriel.adamerging.rows import TensorLocation
 from merginguriel.data.config import DataConfig
 from merginguriel.errors import InputError
+from merginguriel.training import TrainerOptions
 
 TEST_SPLIT_WARNING = (
     "AdaMerging adapted its coefficients on the TEST split of the target locale: test-set accuracy of this model is "
@@ -29,46 +33,31 @@ TEST_SPLIT_WARNING = (
 )
 
 
-def check_options(options: AdaMergingOptions) -> None:
-    """The options alone, before any model is read (sweeps check every point this way at planning)."""
-    if options.split == "test" and not options.allow_test_split:
-        raise InputError(
-            "adamerging.split=test adapts on the evaluation data (test-set leakage); use validation (the default) or "
-            "train, or pass --adamerging.allow_test_split true to accept the leak (it is recorded in the manifest)"
-        )
-    if options.steps < 0 or options.batch_size < 1 or options.lr < 0:
-        raise InputError(
-            f"adamerging needs steps >= 0, batch_size >= 1 and lr >= 0 (got steps={options.steps}, "
-            f"batch_size={options.batch_size}, lr={options.lr})"
-        )
-    if not 0 < options.ties_density <= 1:
-        raise InputError(f"adamerging.ties_density must be in (0, 1], got {options.ties_density}")
+@dataclass(frozen=True)
+class Adaptation:
+    """What AdaMerging adapts, from a checked merge plan (merginguriel.merging.methods.adamerging builds it): the base
+    and the sources (folders, names, weights), the parameter tensors it merges (``learn``; the others keep the
+    base's values), where each tensor lies in the checked files (``locate``: the base's first, then the sources'),
+    the target and the output."""
+
+    base: Path
+    sources: tuple[Path, ...]
+    names: tuple[str, ...]
+    weights: tuple[float, ...]
+    learn: frozenset[str]
+    locate: Callable[[str], list[TensorLocation]]
+    target: str
+    output: Path
+    overwrite: bool = False
+    device: Optional[str] = None
 
 
-def check_spec(spec: Any, options: AdaMergingOptions):
-    """Validate everything before anything heavy is loaded or written: the options, the target, and every input
-    check any merge makes (merging.validate.check_inputs: base, sources, labels, architecture, weights, IncTar/ExcTar)."""
-    if getattr(spec, "target", None) is None:
-        raise InputError(
-            "AdaMerging adapts on the target locale's unlabelled utterances, but no target was given; set the target (--target LOCALE)"
-        )
-    from merginguriel.locales import check_locale
-
-    check_locale(spec.target)
-    check_options(options)
-    if options.init == "weights" and not any(float(s.weight) != 0 for s in spec.sources):
-        raise InputError("adamerging.init=weights but every source weight is 0; give weights or use init=constant")
-    from merginguriel.merging.validate import check_inputs
-
-    return check_inputs(spec)
-
-
-def _lightning_dir(spec: Any, trainer: TrainerOptions) -> Path:
+def _lightning_dir(task: Adaptation, trainer: TrainerOptions) -> Path:
     if trainer.default_root_dir:
         return Path(trainer.default_root_dir)
     from merginguriel.checkpoints import Layout
 
-    return Layout.lightning_logs(spec.output)
+    return Layout.lightning_logs(task.output)
 
 
 def _resume_path(options: AdaMergingOptions, root: Path) -> str | None:
@@ -77,25 +66,20 @@ def _resume_path(options: AdaMergingOptions, root: Path) -> str | None:
     if options.resume == "auto":
         last = root / "checkpoints" / "last.ckpt"
         return str(last) if last.is_file() else None
-    if not Path(options.resume).is_file():
-        raise InputError(f"adamerging.resume={options.resume!r} is not a checkpoint file; use auto, never or a .ckpt path")
     return options.resume
 
 
-def build_module(spec: Any, options: AdaMergingOptions, device: str | torch.device = "cpu"):
+def build_module(task: Adaptation, options: AdaMergingOptions, device: str | torch.device = "cpu"):
     """The base model, the (optionally TIES-processed) stacked task vectors and the LightningModule over them."""
     from transformers import AutoModelForSequenceClassification
 
     from merginguriel.adamerging.module import AdaMergingModule
     from merginguriel.adamerging.vectors import load_task_vectors, ties_process
     from merginguriel.io import model_files_checked
-    from merginguriel.merging.validate import exclude_matches
 
-    with model_files_checked(spec.base, "base"):
-        model = AutoModelForSequenceClassification.from_pretrained(spec.base)
-    names = [n for n, _ in model.named_parameters()]
-    skip = exclude_matches(list(spec.exclude or []), names)  # the engine's glob / re: pattern semantics
-    params = {n: p.detach() for n, p in model.named_parameters() if n not in skip}
+    with model_files_checked(task.base, "base"):
+        model = AutoModelForSequenceClassification.from_pretrained(task.base)
+    params = {n: p.detach() for n, p in model.named_parameters() if n in task.learn}
     if not params:
         raise InputError("every tensor is excluded (--exclude); nothing is left to merge")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[options.task_vector_dtype]
@@ -105,29 +89,38 @@ def build_module(spec: Any, options: AdaMergingOptions, device: str | torch.devi
     if options.embedding_storage == "file" and embedding in params and not options.plus_plus:
         from merginguriel.adamerging.rows import FileRows
 
-        rows = FileRows(spec.base, [s.path for s in spec.sources], embedding)
+        rows = FileRows(embedding, task.locate(embedding))
         params.pop(embedding)
-    tvs = load_task_vectors(params, [s.path for s in spec.sources], dtype=dtype, device=device)
+    tvs = load_task_vectors(params, list(task.sources), dtype=dtype, device=device)
     if options.plus_plus:
         ties_process(tvs, options.ties_density)
     if options.init == "weights":
-        init = [float(s.weight) for s in spec.sources]
+        init = [float(w) for w in task.weights]
     else:
-        init = [float(options.init_value)] * len(spec.sources)
-    names = [s.locale or Path(s.path).name for s in spec.sources]
+        init = [float(options.init_value)] * len(task.sources)
     return AdaMergingModule(
         model, tvs, init, granularity=options.granularity, clamp=options.clamp, lr=options.lr,
-        embedding=options.embedding, source_names=names, embedding_rows=rows,
+        embedding=options.embedding, source_names=list(task.names), embedding_rows=rows,
     )
 
 
-def run_adamerging(spec: Any, options: AdaMergingOptions, trainer: TrainerOptions, data: DataConfig) -> Path:
-    """Learn AdaMerging coefficients for ``spec`` (base, sources, target, output) and write the merged model.
+def run_adamerging(task: Adaptation, options: AdaMergingOptions, trainer: TrainerOptions, data: DataConfig,
+                   record: Callable[[Path, dict], None]) -> Path:
+    """Learn AdaMerging coefficients for ``task`` and write the merged model.
 
     Runs on whatever the Trainer options ask for (``devices=4, strategy="ddp"`` shards the target utterances over
-    four devices). Returns the output folder (written by global rank 0; the other ranks, launched by Lightning for the
-    fit, exit when it ends).
+    four devices). ``record(folder, fields)`` writes the manifest (merginguriel.merging.manifest) inside the atomic
+    write, with AdaMerging's own fields. Returns the output folder (written by global rank 0; the other ranks,
+    launched by Lightning for the fit, exit when it ends).
     """
+    from merginguriel.memory import PeakMemory
+
+    with PeakMemory(task.device if task.device != "auto" else None) as probe:
+        return _run(task, options, trainer, data, record, probe)
+
+
+def _run(task: Adaptation, options: AdaMergingOptions, trainer: TrainerOptions, data: DataConfig,
+         record: Callable[[Path, dict], None], probe) -> Path:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -135,24 +128,21 @@ def run_adamerging(spec: Any, options: AdaMergingOptions, trainer: TrainerOption
 
     from merginguriel.adamerging.data import TargetUtterances, target_utterances
     from merginguriel.io import model_files_checked
-    from merginguriel.memory import PeakMemory
 
     t0 = time.perf_counter()
-    probe = PeakMemory(spec.device if spec.device != "auto" else None).__enter__()
     # The base model is deliberately in eval mode (no dropout in the entropy objective).
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-    inputs = check_spec(spec, options)
     warnings_out = []
     if options.split == "test":
         warnings.warn(TEST_SPLIT_WARNING, stacklevel=2)
         warnings_out.append(TEST_SPLIT_WARNING)
 
-    with model_files_checked(spec.base, "base"):
-        tokenizer = AutoTokenizer.from_pretrained(spec.base)
-    rows = target_utterances(data, tokenizer, spec.target, options.split, options.max_examples, options.seed)
+    with model_files_checked(task.base, "base"):
+        tokenizer = AutoTokenizer.from_pretrained(task.base)
+    rows = target_utterances(data, tokenizer, task.target, options.split, options.max_examples, options.seed)
 
     L.seed_everything(options.seed, workers=True, verbose=False)
-    root = _lightning_dir(spec, trainer)
+    root = _lightning_dir(task, trainer)
     ckpt = _resume_path(options, root)
     attempt = _log_attempt(root, resuming=ckpt is not None)
     loggers = [CSVLogger(str(root), name="logs", version=attempt)]
@@ -174,7 +164,7 @@ def run_adamerging(spec: Any, options: AdaMergingOptions, trainer: TrainerOption
             f"adamerging.batch_size={options.batch_size} is the global batch and must divide evenly over "
             f"{pl_trainer.world_size} devices; use a multiple of {pl_trainer.world_size}"
         )
-    module = build_module(spec, options)
+    module = build_module(task, options)
     datamodule = TargetUtterances(rows, tokenizer.pad_token_id, options.batch_size, options.steps, options.seed)
     t_load = time.perf_counter()
     if options.steps > 0:
@@ -189,21 +179,20 @@ def run_adamerging(spec: Any, options: AdaMergingOptions, trainer: TrainerOption
     entropies = [float(r["entropy"]) for r in log_rows if r.get("entropy")]
     model = module.install_merged_weights()
     timings = {"load_s": round(t_load - t0, 3), "fit_s": round(t_fit - t_load, 3)}
-    params = {**dataclasses.asdict(options), "trainer": dataclasses.asdict(trainer)}
-    extra = {
-        "adaptation": {
-            "split": options.split, "utterances": len(rows), "world_size": pl_trainer.world_size,
-            "steps_done": pl_trainer.global_step, "entropy_first": entropies[0] if entropies else None,
-            "entropy_last": entropies[-1] if entropies else None, "resumed_from": ckpt,
-            "step_time_s": _steady_step_time(module.step_times),
-        },
-        "warnings": warnings_out,
-    }
     from merginguriel.adamerging.trajectory import trajectory
 
-    extra["adaptation"]["trajectory"] = trajectory(log_rows, module)  # entropy and λ per step
-    write_merged(spec, inputs, model, tokenizer, module, params, timings, extra, t0, log_rows, probe, str(pl_trainer.strategy.root_device))
-    return Path(spec.output)
+    adaptation = {
+        "split": options.split, "utterances": len(rows), "world_size": pl_trainer.world_size,
+        "steps_done": pl_trainer.global_step, "entropy_first": entropies[0] if entropies else None,
+        "entropy_last": entropies[-1] if entropies else None, "resumed_from": ckpt,
+        "step_time_s": _steady_step_time(module.step_times),
+        "trajectory": trajectory(log_rows, module),  # entropy and λ per step
+    }
+    fields = {
+        "params": {**dataclasses.asdict(options), "trainer": dataclasses.asdict(trainer)},
+        "device": str(pl_trainer.strategy.root_device), "adaptation": adaptation, "warnings": warnings_out,
+    }
+    return write_merged(task, model, tokenizer, module, fields, timings, t0, log_rows, probe, record)
 
 
 def _steady_step_time(times: list[float]) -> float | None:
@@ -236,17 +225,14 @@ def _read_logs(logs: Path) -> list[dict[str, str]]:
     return rows
 
 
-def write_merged(
-    spec: Any, inputs, model, tokenizer, module, params: dict, timings: dict, extra: dict, t0: float,
-    log_rows: list[dict], probe, device: str,
-) -> Path:
+def write_merged(task: Adaptation, model, tokenizer, module, fields: dict, timings: dict, t0: float, log_rows: list[dict],
+                 probe, record: Callable[[Path, dict], None]) -> Path:
     """Write the merged model (HF folder), its coefficients, the coefficient log and the manifest, atomically."""
     from merginguriel.io import atomic_dir, write_json_atomic
-    from merginguriel.merging.manifest import write_merged_manifest
 
-    out = Path(spec.output)
+    out = Path(task.output)
     coefficients = module.coefficient_table()
-    with atomic_dir(out, overwrite=getattr(spec, "overwrite", False)) as tmp:
+    with atomic_dir(out, overwrite=task.overwrite) as tmp:
         t_write = time.perf_counter()
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -255,34 +241,14 @@ def write_merged(
             _write_csv(tmp / "metrics.csv", log_rows)
         from merginguriel.adamerging.trajectory import PLOT_NAME, plot_trajectory
 
-        plot_trajectory(extra["adaptation"]["trajectory"], tmp / PLOT_NAME, title=f"AdaMerging for {spec.target}")
+        plot_trajectory(fields["adaptation"]["trajectory"], tmp / PLOT_NAME, title=f"AdaMerging for {task.target}")
         timings = {**timings, "write_s": round(time.perf_counter() - t_write, 3), "total_s": round(time.perf_counter() - t0, 3)}
         if module.granularity == "task":
             summary = coefficients
         else:
             summary = {s: sum(v.values()) / len(v) for s, v in coefficients.items()}
-        total = sum(inputs.weights)
-        write_merged_manifest(
-            tmp,
-            method="adamerging",
-            params=params,
-            base={"path": str(spec.base), "hash": inputs.base_hash},
-            sources=inputs.records,
-            weights_normalised=[w / total for w in inputs.weights],
-            seed=spec.seed,
-            target=spec.target,
-            include_target=spec.include_target,
-            selection=spec.selection,
-            exclude={"patterns": list(spec.exclude or []), "tensors": inputs.excluded},
-            statistics={},
-            dtype="float32",
-            device=device,
-            timings=timings,
-            memory=probe.stop().record(),
-            job=spec.job,
-            coefficients=summary,
-            **extra,
-        )
+        record(tmp, {**fields, "dtype": "float32", "statistics": {}, "timings": timings,
+                     "memory": probe.stop().record(), "coefficients": summary})
     return out
 
 

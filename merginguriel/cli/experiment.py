@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from merginguriel.experiments.db import DEFAULT_STALE_AFTER
 
@@ -22,7 +21,7 @@ def experiment(
     heartbeat_s: float = 10.0,
     manifests: Optional[str] = None,
     dry_run: bool = False,
-) -> int:
+) -> tuple[Any, dict]:
     """Run a sweep (fixed merge-job settings + a grid over any job keys): every point is one merge job, recorded as
     one row of a results database. Rerunning skips finished points; a killed run resumes.
 
@@ -41,25 +40,9 @@ def experiment(
         manifests: where the manifests of deleted merged models are kept (default <db>.manifests/).
         dry_run: list the points (with their status in the database) and stop; nothing is written.
     """
-    from merginguriel.experiments.db import ResultsDB
     from merginguriel.experiments.runner import Sweep, run_sweep
 
     sweep = Sweep(name=name, fixed=fixed, grid=grid, zip=zip, db=db, keep_models=keep_models, launcher=launcher,
                   submitit=submitit, retry_failed=retry_failed, stale_after=stale_after, heartbeat_s=heartbeat_s,
                   manifests=manifests)
-    result = run_sweep(sweep, dry_run=dry_run)
-    if dry_run:
-        return 0
-    counts = result["counts"]
-    print(
-        f"sweep {sweep.name!r}: {counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
-        f"{counts.get('running', 0)} running, {counts.get('planned', 0)} planned; results in {sweep.db}"
-        f" (`merginguriel report sweep --db {sweep.db}`)"
-    )
-    if counts.get("failed"):
-        with ResultsDB(sweep.db, readonly=True) as rdb:
-            for row in rdb.rows(sweep=sweep.name, status="failed")[:5]:
-                print(f"  failed {row['key'][:12]} {row['target']} {row['method']}: {(row['error'] or '').splitlines()[-1]}",
-                      file=sys.stderr)
-        return 1
-    return 0
+    return sweep, run_sweep(sweep, dry_run=dry_run)

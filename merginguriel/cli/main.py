@@ -2,7 +2,8 @@
 
 Every command is a typed function registered in ``COMMANDS`` (the litgpt way): its signature and docstring are the
 command's options, so every command takes ``-c/--config file.yaml`` (or a shipped config's name), dotted overrides and
-``--print_config``. `fit`, `validate` and `test` are LightningCLI over IntentClassifier and MassiveDataModule. Command
+``--print_config``; and every command prints the same way, through its printer (merginguriel.cli.show), which gets the
+function's result. `fit`, `validate` and `test` are LightningCLI over IntentClassifier and MassiveDataModule. Command
 modules are imported only when used, so `--help` answers fast. Nothing below this package imports it.
 """
 
@@ -24,36 +25,45 @@ LIGHTNING = "merginguriel.cli.lightning:main"
 @dataclass(frozen=True)
 class Command:
     """A command: ``run`` is the typed callable whose signature and docstring are its options (a library function,
-    or a command function in this package); ``show`` (this package) prints its result and gives the exit status."""
+    or a command function in this package); ``show`` (merginguriel.cli.show) prints its result and gives the exit
+    status. LightningCLI's commands print through Lightning."""
 
     run: str
     help: str
     show: Optional[str] = None
 
 
+SHOW = "merginguriel.cli.show"
 COMMANDS: dict[str, Command] = {
     "fit": Command(LIGHTNING, "fine-tune a model on one or several locales (LightningCLI)"),
     "validate": Command(LIGHTNING, "evaluate a checkpoint on a validation split (LightningCLI)"),
     "test": Command(LIGHTNING, "evaluate a checkpoint on a test split, write metrics JSON (LightningCLI)"),
-    "predict": Command("merginguriel.cli.predict:predict", "write a checkpoint's predictions (JSONL or CSV) for a locale's split"),
+    "predict": Command("merginguriel.cli.predict:predict", "write a checkpoint's predictions (JSONL or CSV) for a locale's split",
+                       f"{SHOW}:predict"),
     "base": Command("merginguriel.models.base:ensure_base", "save the shared base (pretrained encoder + seeded 60-intent head)",
-                    "merginguriel.cli.show:base"),
+                    f"{SHOW}:base"),
     "embedded": Command("merginguriel.embedded.build:build_embedded",
-                        "build the embedded default: synthetic MASSIVE data and the tiny backbone", "merginguriel.cli.show:embedded"),
-    "nxn": Command("merginguriel.cli.nxn:nxn", "evaluate every fine-tuned model on every locale: the NxN transfer matrix"),
+                        "build the embedded default: synthetic MASSIVE data and the tiny backbone", f"{SHOW}:embedded"),
+    "nxn": Command("merginguriel.evaluation.nxn:compute_nxn",
+                   "evaluate every fine-tuned model on every locale: the NxN transfer matrix", f"{SHOW}:nxn"),
     "similarity": Command("merginguriel.similarity.output:write_similarity",
-                          "URIEL or REAL language similarity matrix (CSV + heatmap)", "merginguriel.cli.show:similarity"),
+                          "URIEL or REAL language similarity matrix (CSV + heatmap)", f"{SHOW}:similarity"),
     "compatibility": Command("merginguriel.compatibility.output:write_compatibility",
-                             "task-vector cosine / CKA compatibility of source models", "merginguriel.cli.show:compatibility"),
-    "merge": Command("merginguriel.cli.merge:merge", "one merge job: choose sources, merge (any method), judge against baselines"),
-    "experiment": Command("merginguriel.cli.experiment:experiment", "a sweep of merge jobs from a YAML grid into a results database"),
-    "study": Command("merginguriel.cli.study:study", "a whole study: fine-tunes -> NxN -> sweep, resumable, local or SLURM (submitit)"),
-    "report": Command("merginguriel.cli.report", "verdicts, tables and plots: `report sweep --db ...` or `report models --merged ...`"),
+                             "task-vector cosine / CKA compatibility of source models", f"{SHOW}:compatibility"),
+    "merge": Command("merginguriel.cli.merge:merge", "one merge job: choose sources, merge (any method), judge against baselines",
+                     f"{SHOW}:merge"),
+    "experiment": Command("merginguriel.cli.experiment:experiment",
+                          "a sweep of merge jobs from a YAML grid into a results database", f"{SHOW}:experiment"),
+    "study": Command("merginguriel.cli.study:study",
+                     "a whole study: fine-tunes -> NxN -> sweep, resumable, local or SLURM (submitit)", f"{SHOW}:study"),
+    "report": Command("merginguriel.cli.report", "verdicts, tables and plots: `report sweep --db ...` or `report models --merged ...`",
+                      f"{SHOW}:report"),
     "advise": Command("merginguriel.experiments.advise:advise", "pilot merges on validation data: merge or not?",
-                      "merginguriel.cli.show:advise"),
+                      f"{SHOW}:advise"),
     "quickstart": Command("merginguriel.quickstart:run_quickstart", "the whole flow end to end (embedded default unless configured)",
-                          "merginguriel.cli.show:quickstart"),
-    "push": Command("merginguriel.cli.push:push", "upload a model folder with its model card to the Hugging Face hub"),
+                          f"{SHOW}:quickstart"),
+    "push": Command("merginguriel.cli.push:push", "upload a model folder with its model card to the Hugging Face hub",
+                    f"{SHOW}:push"),
 }
 # Commands with sub-forms: name -> {form: function}
 FORMS = {"report": {"sweep": "report_sweep", "models": "report_models"}}
@@ -123,10 +133,7 @@ def run(name: str, rest: list[str]) -> int:
     from merginguriel.cli.parse import parse_function_args
 
     kwargs = parse_function_args(func, rest, prog)
-    result = func(**kwargs)
-    if command.show:
-        return int(_load(command.show)(result, kwargs) or 0)
-    return int(result or 0)
+    return int(_load(command.show)(func(**kwargs), kwargs) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""`merginguriel merge`: run one merge job (merginguriel.jobs): choose the sources, merge, judge.
+"""`merginguriel merge`: run one merge job (merginguriel.jobs): choose the sources, merge, judge. Its options are the
+MergeJob itself (``--target``, ``--selection.*``, ``--merge.*``, ...) and how to run it.
 
 ```
 merginguriel merge --list
@@ -14,25 +15,29 @@ merginguriel merge --mergekit mergekit.yml --output merged/  # a mergekit config
 
 from __future__ import annotations
 
-import sys
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Optional
 
-from merginguriel.adamerging.options import AdaMergingOptions, TrainerOptions
-from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED
-from merginguriel.data.config import DataSource
-from merginguriel.jobs.spec import EvaluateConfig, MethodConfig, SelectionConfig
+from merginguriel.cli.parse import FLAT
+from merginguriel.jobs.spec import MergeJob
+
+
+@dataclass
+class Merged:
+    """What `merge` did, for its printer: the method list, the notes of a mergekit import, the recipe (printed, or
+    saved), the plan, the expected peak memory of a dry run, the job's result."""
+
+    listing: Optional[str] = None
+    notes: list[str] = field(default_factory=list)
+    recipe: Optional[str] = None
+    recipe_file: Optional[str] = None
+    plan: Any = None
+    peak_mb: Optional[float] = None
+    result: Any = None
+
 
 def merge(
-    target: Optional[str] = None,
-    backbone: str = EMBEDDED,
-    root: str = DEFAULT_ROOT,
-    data: DataSource = DataSource(),
-    selection: SelectionConfig = SelectionConfig(),
-    merge: MethodConfig = MethodConfig(),
-    adamerging: Optional[AdaMergingOptions] = None,
-    trainer: Optional[TrainerOptions] = None,
-    evaluate: EvaluateConfig = EvaluateConfig(),
-    device: str = "auto",
+    job: Annotated[MergeJob, FLAT],
     run: Optional[str] = None,
     output: Optional[str] = None,
     overwrite: bool = False,
@@ -44,20 +49,11 @@ def merge(
     print_recipe: bool = False,
     save_recipe: Optional[str] = None,
     list: bool = False,
-) -> int:
+) -> Merged:
     """Merge fine-tuned models for a target and judge the result (`--list` shows every method and its parameters).
 
     Args:
-        target: the target locale (output under merged/<target>/; needed by a similarity selection and evaluation).
-        backbone: the backbone whose fine-tunes are merged (embedded, a hub id or a folder).
-        root: the checkpoints root.
-        data: the MASSIVE data source (evaluation, data-dependent methods).
-        selection: which models take part (explicit sources or a similarity selection).
-        merge: how they are merged (method, parameters, excludes, seed, dtype).
-        adamerging: AdaMerging options (merge.method adamerging).
-        trainer: Lightning Trainer options of AdaMerging (e.g. --trainer.devices 4 --trainer.strategy ddp).
-        evaluate: where the result is judged (splits; an empty list skips the evaluation).
-        device: auto (cuda when present, else cpu), cpu, cuda, cuda:N.
+        job: the merge job (its fields are this command's options).
         run: the run name under merged/<target>/ (default: the method plus a hash of the job).
         output: write here instead of merged/<target>/<run>.
         overwrite: merge again over an output made from other inputs (an identical finished one is reused).
@@ -66,8 +62,9 @@ def merge(
         shard_mb: weights larger than this are written as several safetensors shards plus
             ``model.safetensors.index.json`` (the layout transformers loads).
         progress: show a progress bar over tensors.
-        mergekit: a mergekit YAML to merge (linear, task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs, slerp),
-            translated into this job's selection and method; what cannot be translated is refused.
+        mergekit: a mergekit YAML to merge (linear, task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs,
+            breadcrumbs_ties, slerp), translated into this job's selection and method; what cannot be translated is
+            refused.
         print_recipe: print the minimal recipe (only the settings that differ from the defaults) and exit.
         save_recipe: also write the minimal recipe to this YAML file; `merginguriel merge -c FILE` reproduces the merge.
         list: print the methods with their parameters and defaults, and exit.
@@ -75,50 +72,34 @@ def merge(
     if list:
         from merginguriel.merging.registry import format_methods
 
-        print(format_methods(), end="")
-        print("similarity: linear with the selection's similarity weights (needs selection.similarity)")
-        print("average: linear with equal weights 1/K")
-        print("adamerging: learns merge coefficients on the target's unlabelled validation utterances "
-              "(options: --adamerging.*, --trainer.*)")
-        return 0
-    from merginguriel.jobs import MergeJob, plan_job, run_job
-    from merginguriel.jobs.run import estimate_peak_mb, evaluation_line
+        return Merged(listing=format_methods())
+    from merginguriel.jobs.run import estimate_peak_mb, plan_job, run_job
 
-    job = MergeJob(target=target, backbone=backbone, root=root, data=data, selection=selection, merge=merge,
-                   adamerging=adamerging, trainer=trainer, evaluate=evaluate, device=device)
+    done = Merged()
     if mergekit:
         from merginguriel.jobs.mergekit import import_mergekit
 
-        job, notes = import_mergekit(mergekit, job)
-        for note in notes:  # kept off stdout when stdout is the recipe
-            print(f"mergekit: {note}", file=sys.stderr if print_recipe else sys.stdout)
-    recipe = None
+        job, done.notes = import_mergekit(mergekit, job)
+    checked = job.check()
     if print_recipe or save_recipe:
-        job.check()  # method parameters under their canonical names, as the job key has them
-        recipe = _recipe(job, {"run": run, "output": output, "memory_mb": memory_mb, "shard_mb": shard_mb,
-                               "progress": progress})
+        done.recipe = _recipe(checked, {"run": run, "output": output, "memory_mb": memory_mb, "shard_mb": shard_mb,
+                                        "progress": progress})
         if print_recipe:
-            print(recipe, end="")
-            return 0
-    plan = plan_job(job, output, run)
+            return done
+    done.plan = plan_job(checked, output, run)
     if save_recipe:  # written once the plan holds: bad input leaves no recipe behind
         from merginguriel.io import atomic_write_text
 
-        atomic_write_text(save_recipe, recipe)
-        print(f"recipe: {save_recipe} (`merginguriel merge -c {save_recipe}` reproduces this merge)")
-    print(plan.describe())
+        atomic_write_text(save_recipe, done.recipe)
+        done.recipe_file = save_recipe
     if dry_run:
-        print(f"  expected peak memory: about {estimate_peak_mb(plan, memory_mb):.0f} MB (dry run: nothing written)")
-        return 0
-    result = run_job(job, output, run, overwrite=overwrite, progress=progress, memory_mb=memory_mb, shard_mb=shard_mb,
-                     plan=plan)
-    print(f"merged model: {result.output}{' (reused: same job, same inputs)' if result.reused else ''}")
-    for record in result.evaluation.values():
-        print(evaluation_line(job, record))
-    return 0
+        done.peak_mb = estimate_peak_mb(done.plan, memory_mb)
+        return done
+    done.result = run_job(done.plan, overwrite=overwrite, progress=progress, memory_mb=memory_mb, shard_mb=shard_mb)
+    return done
 
 
-def _recipe(job, run_options: dict) -> str:
+def _recipe(checked, run_options: dict) -> str:
     """The minimal recipe: the job's settings that differ from the defaults, plus the run options given (overwrite,
     dry_run and the recipe options themselves act on one invocation and are left out)."""
     import inspect
@@ -126,6 +107,6 @@ def _recipe(job, run_options: dict) -> str:
     from merginguriel.jobs.recipe import job_recipe, recipe_yaml
 
     defaults = inspect.signature(merge).parameters
-    recipe = job_recipe(job)
+    recipe = job_recipe(checked)
     recipe.update({k: v for k, v in run_options.items() if v != defaults[k].default})
-    return recipe_yaml(recipe, f"merginguriel merge -c <this file> reproduces merge job {job.key()[:12]}")
+    return recipe_yaml(recipe, f"merginguriel merge -c <this file> reproduces merge job {checked.key()[:12]}")

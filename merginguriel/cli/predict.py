@@ -20,7 +20,7 @@ def predict(
     format: Optional[Literal["jsonl", "csv"]] = None,
     batch_size: int = EVAL_BATCH_SIZE,
     device: str = "auto",
-) -> int:
+) -> dict:
     """Predict intents with any checkpoint (fine-tuned, merged or base): of a locale's split, one row per utterance with
     its id, the predicted intent and its probability, and the gold intent; or of utterances you give (--text), the
     top-k intents of each with their probabilities.
@@ -60,14 +60,12 @@ def predict(
         texts = [t for t in texts if t]
         ranked = top_intents(checkpoint, texts, top_k, data.max_length, batch_size, device)
         if output is None and format is None:
-            for utterance, top in zip(texts, ranked):
-                print(utterance)
-                print("".join(f"  {rank}. {intent:<26} {p:.4f}\n" for rank, (intent, p) in enumerate(top, 1)), end="")
-            return 0
+            lines = "".join(f"{utterance}\n" + "".join(f"  {rank}. {intent:<26} {p:.4f}\n" for rank, (intent, p) in enumerate(top, 1))
+                            for utterance, top in zip(texts, ranked))
+            return {"text": lines, "summary": None}
         records = [{"utterance": utterance, "rank": rank, "intent": intent, "probability": round(p, 6)}
                    for utterance, top in zip(texts, ranked) for rank, (intent, p) in enumerate(top, 1)]
-        _write(records, fmt, output, f"the top {top_k} intents of {len(texts)} utterance(s)")
-        return 0
+        return _write(records, fmt, output, f"the top {top_k} intents of {len(texts)} utterance(s)")
 
     from merginguriel.data import load_locale
     from merginguriel.evaluation.outputs import checkpoint_outputs
@@ -80,16 +78,14 @@ def predict(
     records = [{"id": r["id"], "utterance": r["utt"], "predicted_intent": INTENTS[int(p)], "probability": round(float(c), 6),
                 "gold_intent": INTENTS[int(r["label"])]} for r, p, c in zip(rows, pred, conf)]
     acc = sum(r["predicted_intent"] == r["gold_intent"] for r in records) / max(1, len(records))
-    _write(records, fmt, output, f"{len(records)} predictions for {locale} {split}", f" (accuracy {acc:.4f})")
-    return 0
+    return _write(records, fmt, output, f"{len(records)} predictions for {locale} {split}", f" (accuracy {acc:.4f})")
 
 
-def _write(records: list[dict], fmt: str, output: Optional[str], what: str, after: str = "") -> None:
-    """Rows as JSONL or CSV, into ``output`` (atomically, then one line saying so) or onto standard output."""
+def _write(records: list[dict], fmt: str, output: Optional[str], what: str, after: str = "") -> dict:
+    """Rows as JSONL or CSV: written into ``output`` (atomically; the printer says so) or returned for standard output."""
     import csv
     import io
     import json
-    import sys
 
     from merginguriel.io import atomic_write_text
 
@@ -103,6 +99,5 @@ def _write(records: list[dict], fmt: str, output: Optional[str], what: str, afte
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if output:
         atomic_write_text(output, text)
-        print(f"{what} written to {output}{after}")
-    else:
-        sys.stdout.write(text)
+        return {"text": None, "summary": f"{what} written to {output}{after}"}
+    return {"text": text, "summary": None}

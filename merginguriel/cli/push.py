@@ -11,7 +11,7 @@ def push(
     private: bool = False,
     revision: Optional[str] = None,
     commit_message: Optional[str] = None,
-) -> int:
+) -> str:
     """Upload a model folder (fine-tuned, merged or base) with its model card to the Hugging Face hub.
 
     Needs a token with write access: `hf auth login`, or HF_TOKEN in the environment.
@@ -23,8 +23,6 @@ def push(
         revision: the branch to push to (default: main).
         commit_message: the commit message (default: names the model folder).
     """
-    from merginguriel.models.hub import push_folder
+    from merginguriel.models.push import push_folder
 
-    url = push_folder(folder, repo_id, private=private, revision=revision, commit_message=commit_message)
-    print(f"pushed {folder} to {url}")
-    return 0
+    return push_folder(folder, repo_id, private=private, revision=revision, commit_message=commit_message)

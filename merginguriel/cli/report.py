@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Optional
 
 
-def report_sweep(db: str, output: Optional[str] = None, sweep: Optional[str] = None, overwrite: bool = False) -> int:
+def report_sweep(db: str, output: Optional[str] = None, sweep: Optional[str] = None, overwrite: bool = False) -> tuple:
     """Report a sweep's results database: verdicts per target, merges beside every baseline, plots.
 
     Args:
@@ -22,12 +22,10 @@ def report_sweep(db: str, output: Optional[str] = None, sweep: Optional[str] = N
 
     table = rows_from_db(db, sweep)
     out = output or str(Path(db).with_name("report"))
-    folder, found = build_report(table, out, overwrite, features=features_from_db(db, sweep), sources={"db": str(db)})
-    _print(folder, found)
-    return 0
+    return build_report(table, out, overwrite, features=features_from_db(db, sweep), sources={"db": str(db)})
 
 
-def report_models(merged: list[str], output: str = "report", overwrite: bool = False) -> int:
+def report_models(merged: list[str], output: str = "report", overwrite: bool = False) -> tuple:
     """Report merged models: verdicts per target, merges beside every baseline, plots. A model not yet judged on
     validation and test is judged now (its weights must be there) and the judgement is added to its manifest.
 
@@ -38,15 +36,4 @@ def report_models(merged: list[str], output: str = "report", overwrite: bool = F
     """
     from merginguriel.report import build_report, rows_from_manifests
 
-    folder, found = build_report(rows_from_manifests(list(merged)), output, overwrite, sources={"merged": list(merged)})
-    _print(folder, found)
-    return 0
-
-
-def _print(folder, found) -> None:
-    text = (folder / "summary.md").read_text(encoding="utf-8")
-    print(text.split("\n## ", 1)[1] if "\n## " in text else "", end="")
-    print(f"\nreport: {folder} (summary.md, report.csv, one chart per target as PNG and SVG)\n")
-    print("Verdicts (merge chosen on validation, judged on test):")
-    for v in found:
-        print(v.line)
+    return build_report(rows_from_manifests(list(merged)), output, overwrite, sources={"merged": list(merged)})

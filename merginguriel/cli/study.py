@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED
 from merginguriel.data.config import EVAL_BATCH_SIZE, DataSource
@@ -25,7 +24,7 @@ def study(
     device: str = "auto",
     torch_threads: int = 0,
     dry_run: bool = False,
-) -> int:
+) -> tuple[Any, dict]:
     """A whole study as three dependent stages: a fine-tune per locale (one job each), the NxN matrices (one job per
     source model) and a sweep of merge jobs; locally or on SLURM through submitit. A rerun skips finished work, so a
     killed study resumes.
@@ -55,23 +54,4 @@ def study(
     plan = Study(name=name, locales=locales or [], backbone=backbone, root=root, data=data, fit=fit,
                  fit_overrides=fit_overrides, nxn_splits=list(nxn_splits), nxn_batch_size=nxn_batch_size, sweep=sweep,
                  launcher=launcher, submitit=submitit, device=device, torch_threads=torch_threads)
-    result = run_study(plan, dry_run=dry_run)
-    if dry_run:
-        return 0
-    resume = f"merginguriel study --config {result['resume']}"
-    if result["interrupted"]:
-        print(f"study {plan.name!r} interrupted during {result['interrupted']}; finished work is kept, resume with: {resume}",
-              file=sys.stderr)
-        return 130
-    for stage, failed in result["failed"].items():
-        print(f"study {plan.name!r} stopped at {stage}: {len(failed)} task(s) failed:", file=sys.stderr)
-        for label, failure in failed.items():
-            print("\n".join([f"  {label}: {failure.lines()[0]}", *failure.lines()[1:]]), file=sys.stderr)
-        print(f"fix the cause, then resume with: {resume}", file=sys.stderr)
-        return 1
-    counts = result["sweep"]["counts"]
-    db = plan.sweep_plan().db
-    print(f"study {plan.name!r}: {len(plan.locales)} fine-tunes, NxN {' and '.join(plan.nxn_splits)} under "
-          f"{plan.layout.home / 'nxn'}, sweep {counts.get('done', 0)} done, {counts.get('failed', 0)} failed; "
-          f"results in {db} (`merginguriel report sweep --db {db}`)")
-    return 0
+    return plan, run_study(plan, dry_run=dry_run)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from merginguriel.errors import InputError
-from merginguriel.locales import INTENT_TO_ID, INTENTS, NUM_INTENTS, RELEASE_PARTITION_TO_SPLIT, SPLITS, check_locale
+from merginguriel.locales import INTENT_TO_ID, INTENTS, NUM_INTENTS, RELEASE_PARTITION_TO_SPLIT, SPLITS, as_locale
 
 Rows = dict[str, list[dict[str, Any]]]
 
@@ -52,7 +52,7 @@ def locate_release_file(data_path: str | os.PathLike, locale: str) -> tuple[Path
     A tarball is not opened here (that takes a pass over the archive); a missing member is reported when it is read.
     Raises InputError naming every place searched when there is neither a jsonl file nor the tarball.
     """
-    check_locale(locale)
+    locale = as_locale(locale)
     root = Path(data_path).expanduser()
     if not root.exists():
         raise InputError(
@@ -183,7 +183,7 @@ def read_hub(locale: str, repo: str = HUB_DATASET, revision: str | None = HUB_RE
     """
     from datasets import ClassLabel, load_dataset
 
-    check_locale(locale)
+    locale = as_locale(locale)
     ds = load_dataset(repo, data_dir=locale, revision=revision)
     missing = [s for s in SPLITS if s not in ds]
     if missing:

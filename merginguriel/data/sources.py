@@ -11,7 +11,7 @@ from pathlib import Path
 from merginguriel.data.config import DataConfig
 from merginguriel.data.release import HUB_DATASET, HUB_REVISION, Rows, locate_release_file, read_hub, read_release
 from merginguriel.errors import InputError
-from merginguriel.locales import check_locale
+from merginguriel.locales import as_locale
 
 SOURCES = ("embedded", "release", "hub")
 # root -> the embedded release folder, once ensured in this process (every cache look-up needs it).
@@ -52,7 +52,7 @@ def release_path(data: DataConfig) -> Path:
 
 def source_identity(data: DataConfig, locale: str) -> str:
     """A string that changes whenever the input of ``locale``'s rows changes (cheap: stat, not a content hash)."""
-    check_locale(locale)
+    locale = as_locale(locale)
     check_source(data)
     if data.source == "hub":
         return f"hub:{HUB_DATASET}@{HUB_REVISION}/{locale}"
@@ -71,7 +71,7 @@ def source_name(data: DataConfig, locale: str) -> str:
 
 def load_locale(data: DataConfig, locale: str) -> Rows:
     """Rows of one locale: ``{"train"|"validation"|"test": [{"id", "utt", "label"}]}``, labels in the hub intent order."""
-    check_locale(locale)
+    locale = as_locale(locale)
     check_source(data)
     if data.source == "hub":
         return read_hub(locale)

@@ -24,7 +24,7 @@ import torch
 from merginguriel.data.config import DataConfig
 from merginguriel.data.sources import load_locale, source_identity
 from merginguriel.errors import InputError
-from merginguriel.locales import SPLITS, check_locale
+from merginguriel.locales import SPLITS, as_locale
 
 # locale -> number of real tokenisations (reads of its data for cache misses) in this process.
 TOKENIZE_CALLS: collections.Counter = collections.Counter()
@@ -159,7 +159,7 @@ def tokenized_locale(
 ) -> dict[str, TokenizedSplit]:
     """``splits`` of ``locale`` (all three by default), each tokenised once and then served from memory or the disk
     cache; the ones missing from both are tokenised together, after one read of the locale's data."""
-    check_locale(locale)
+    locale = as_locale(locale)
     found: dict[str, TokenizedSplit] = {}
     missing = []
     paths = {split: cache_file(data, tokenizer, locale, split) for split in splits}
@@ -174,7 +174,7 @@ def tokenized_locale(
     if missing:
         raw = load_locale(data, locale)
         TOKENIZE_CALLS[locale] += 1
-        meta = {"locale": locale, "max_length": data.max_length, "source": source_identity(data, locale),
+        meta = {"locale": str(locale), "max_length": data.max_length, "source": source_identity(data, locale),
                 "tokenizer": tokenizer_hash(tokenizer)}
         for split in missing:
             rows = encode(tokenizer, raw[split], data.max_length)

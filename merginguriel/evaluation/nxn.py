@@ -28,7 +28,7 @@ from typing import Literal, Optional
 import pandas as pd
 
 from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, NXN_CELLS, NXN_HEATMAP, NXN_MATRIX, NXN_SUMMARY, Layout
-from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig
+from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig, DataSource
 from merginguriel.errors import InputError
 from merginguriel.io import write_json_atomic, write_manifest
 from merginguriel.io.atomic import atomic_write_text
@@ -118,7 +118,7 @@ def compute_nxn(
     split: Literal["validation", "test"] = "validation",
     locales: Optional[list[str]] = None,
     models: Optional[list[str]] = None,
-    data: DataConfig = DataConfig(),
+    data: DataSource = DataSource(),
     batch_size: int = EVAL_BATCH_SIZE,
     device: str = "auto",
     output: Optional[str] = None,
@@ -134,7 +134,7 @@ def compute_nxn(
         split: ``validation`` (default; REAL similarity reads this one so the test split stays unseen) or ``test``.
         locales: evaluated locales (columns); default: the models' locales.
         models: source model locales (rows); default: every finished fine-tune of the backbone.
-        data: MASSIVE data source (its root defaults to ``root``).
+        data: the MASSIVE data source (under ``root``, which holds the embedded data and the caches).
         batch_size: evaluation batch size.
         device: ``auto``, ``cpu`` or ``cuda`` (bf16 autocast on GPU).
         output: output folder (default ``<root>/<backbone>/nxn/<split>``).
@@ -171,8 +171,7 @@ def compute_nxn(
     locales = check_locales(models if locales is None else locales)
     if not locales:
         raise InputError("no locales to evaluate; pass --locales")
-    if data.root == DataConfig.root and str(root) != DataConfig.root:
-        data = dataclasses.replace(data, root=str(root))
+    data = data.at(root)
 
     folder = Path(output) if output else layout.nxn(split)  # created with the first finished cell
     cells_path = folder / NXN_CELLS

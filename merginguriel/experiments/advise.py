@@ -23,6 +23,7 @@ import pandas as pd
 from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED
 from merginguriel.data.config import EVAL_BATCH_SIZE, DataSource
 from merginguriel.errors import InputError
+from merginguriel.units import points
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Advice:
 
     def summary(self) -> str:
         c = self.choice
-        sure = (f"gain {100 * c['delta']:+.1f} pts [95% CI {100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}], "
+        sure = (f"gain {points(c['delta'])} pts [95% CI {points(c['ci'][0])}, {points(c['ci'][1])}], "
                 f"McNemar p = {c['p_value']:.3g} on the {c['split']} split (best of {c['pilots']} pilots, picked on the "
                 "same rows: optimistic)")
         if self.recommendation == "merge":

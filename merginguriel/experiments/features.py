@@ -77,8 +77,8 @@ def source_diversity(kind: str, sources: list[str], options: dict, nxn_path: Opt
 
 
 def point_features(job, chosen) -> dict:
-    """The merging-effect features of a job's chosen sources (None where an input, e.g. the NxN matrix, is missing).
-    Everything comes from validation data: the test split stays for the final number."""
+    """The merging-effect features of a checked job's chosen sources (None where an input, e.g. the NxN matrix, is
+    missing). Everything comes from validation data: the test split stays for the final number."""
     from merginguriel.jobs.select import as_selection, validation_nxn
 
     sources = [s for s in chosen.names]
@@ -92,7 +92,7 @@ def point_features(job, chosen) -> dict:
     nxn_path = validation_nxn(job)
     if selection is not None:
         options = {"feature_set": job.selection.feature_set} if selection.similarity == "uriel" else {}
-        out["source_diversity"] = source_diversity(selection.similarity, sources, options, nxn_path, job.root)
+        out["source_diversity"] = source_diversity(selection.similarity, sources, options, nxn_path, job.job.root)
     nxn = read_nxn_if_present(nxn_path)
     accs = source_accuracies(nxn, sources, target)
     if accs:
@@ -103,7 +103,7 @@ def point_features(job, chosen) -> dict:
         from merginguriel.compatibility.weighting import compatibility_for
 
         layout = job.layout
-        compat = compatibility_for(sources, layout.base, {s: layout.finetuned(s) for s in sources}, job.selection.compatibility)
+        compat = compatibility_for(sources, job.base, {s: layout.finetuned(s) for s in sources}, job.selection.compatibility)
         pairs = [float(compat.loc[a, b]) for i, a in enumerate(sources) for b in sources[i + 1 :]]
         out["compatibility_mean"] = sum(pairs) / len(pairs)
         out["compatibility_min"] = min(pairs)

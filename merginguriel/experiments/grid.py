@@ -14,8 +14,8 @@ A sweep YAML::
       - merge.method: [ties, dare_ties]
         merge.params: [{density: 0.2}, {density: 0.2, p: 0.9}]
 
-Each point is a :class:`~merginguriel.jobs.MergeJob`, checked completely (names, ranges, method parameters) before
-any database is written, and keyed by ``job.key()``, so the same point has the same key in every sweep and rerun.
+Each point is a checked merge job (:class:`~merginguriel.jobs.CheckedJob`: names, ranges, locales, method parameters)
+before any database is written, and keyed by ``job.key()``, so the same point has the same key in every sweep and rerun.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import itertools
 from typing import Any, Optional
 
 from merginguriel.errors import InputError
-from merginguriel.jobs.spec import MergeJob, job_from_dict, set_dotted
+from merginguriel.jobs.spec import CheckedJob, job_from_dict, set_dotted
 
 
 def _merge_nested(config: dict, overrides: dict, prefix: str = "") -> None:
@@ -68,7 +68,7 @@ def _axes(grid: dict, zips: list[dict]) -> list[list[dict[str, Any]]]:
     return axes
 
 
-def expand(fixed: Optional[dict] = None, grid: Optional[dict] = None, zips: Optional[list[dict]] = None) -> list[MergeJob]:
+def expand(fixed: Optional[dict] = None, grid: Optional[dict] = None, zips: Optional[list[dict]] = None) -> list[CheckedJob]:
     """Every point of a sweep as a checked merge job, in grid order, duplicates (same key) removed."""
     base: dict = {}
     _merge_nested(base, fixed or {})
@@ -83,11 +83,19 @@ def expand(fixed: Optional[dict] = None, grid: Optional[dict] = None, zips: Opti
         except TypeError as err:  # a section given a wrong shape
             raise InputError(f"sweep point {config}: {err}") from None
         try:
-            job.check()
+            checked = job.check()
         except InputError as err:
-            raise InputError(f"sweep point ({job.describe()}): {err}") from None
-        key = job.key()
+            raise InputError(f"sweep point ({_label(config)}): {err}") from None
+        key = checked.key()
         if key not in seen:
             seen.add(key)
-            jobs.append(job)
+            jobs.append(checked)
     return jobs
+
+
+def _label(config: dict) -> str:
+    """A point's settings in one line, for an error met before the point could be checked."""
+    merge = config.get("merge") or {}
+    sel = config.get("selection") or {}
+    return " ".join(str(v) for v in (config.get("target"), merge.get("method"), sel.get("similarity") or sel.get("sources"))
+                    if v is not None)

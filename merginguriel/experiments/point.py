@@ -46,7 +46,7 @@ def run_point(job: MergeJob, keep_models: bool = False, manifests_dir: Optional[
     # point may remove the folder as soon as run_job lets go of it.
     manifest_path: Optional[Path] = out / "manifest.json"
     if manifests_dir is not None:
-        manifest_path = write_json_atomic(Path(manifests_dir) / f"{job.key()}.json", result.manifest)
+        manifest_path = write_json_atomic(Path(manifests_dir) / f"{result.plan.checked.key()}.json", result.manifest)
     made_by_sweep = ((result.manifest.get("job") or {}).get("origin")) == "sweep"
     if not keep_models and made_by_sweep:  # a merge the user made for the same job is theirs to keep
         with output_lock(out):  # a concurrent sweep judging the same merge holds this lock until it is done
@@ -55,10 +55,10 @@ def run_point(job: MergeJob, keep_models: bool = False, manifests_dir: Optional[
             manifest_path = None
     t = time.perf_counter()
     features: dict = {}
-    if job.evaluate.features:
+    if result.plan.checked.evaluate.features:
         from merginguriel.experiments.features import point_features
 
-        features = point_features(job, result.plan.chosen)
+        features = point_features(result.plan.checked, result.plan.chosen)
     timings["features_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     metrics = {"splits": result.evaluation}

@@ -23,7 +23,7 @@ from merginguriel.errors import DiskFullError, InputError
 from merginguriel.checkpoints import DEFAULT_ROOT, SWEEP_DB, experiment_dir
 from merginguriel.experiments.db import DEFAULT_STALE_AFTER, ResultsDB
 from merginguriel.experiments.grid import expand
-from merginguriel.jobs.spec import MergeJob
+from merginguriel.jobs.spec import CheckedJob
 
 
 @dataclass
@@ -75,7 +75,7 @@ class Sweep:
             self.db = str(experiment_dir(self.fixed.get("root", DEFAULT_ROOT), self.name) / SWEEP_DB)
         self.submitit = check_settings(self.submitit or {}, "submitit")  # typed, checked before anything is written
 
-    def points(self) -> list[MergeJob]:
+    def points(self) -> list[CheckedJob]:
         return expand(self.fixed, self.grid, self.zip)
 
     def manifests_dir(self) -> Path:
@@ -157,7 +157,7 @@ def execute_point(
         db.close()
 
 
-def plan_table(sweep: Sweep, points: list[MergeJob]) -> str:
+def plan_table(sweep: Sweep, points: list[CheckedJob]) -> str:
     """The plan as text: one line per point with its key, status (from the database when it exists) and settings."""
     status: dict[str, str] = {}
     if Path(sweep.db).is_file():
@@ -201,15 +201,15 @@ def _run_submitit(sweep: Sweep, keys: list[str], labels: dict[str, str]) -> tupl
 
 def run_sweep(sweep: Sweep, dry_run: bool = False) -> dict[str, Any]:
     """Plan and run a sweep; returns ``{"points", "ran": {key: status}, "counts": {status: n}, "died": {point: why its
-    job died}}`` (jobs that died outside the point: a time limit, a kill; submitit only)."""
+    job died}}`` (jobs that died outside the point: a time limit, a kill; submitit only). With ``dry_run``,
+    ``{"points", "plan": the plan as text}`` and nothing run."""
     points = sweep.points()  # every point validated before anything is written
     if not points:
         raise InputError(f"sweep {sweep.name!r} has no points; give grid values (e.g. grid: {{target: [sw-KE]}})")
     if sweep.launcher not in ("local", "submitit"):
         raise InputError(f"unknown launcher {sweep.launcher!r}; use local or submitit")
     if dry_run:
-        print(plan_table(sweep, points))
-        return {"points": len(points), "ran": {}, "counts": {}, "died": {}}
+        return {"points": len(points), "ran": {}, "counts": {}, "died": {}, "plan": plan_table(sweep, points)}
     keyed = [(p.key(), p.to_dict()) for p in points]
     labels = {p.key(): p.describe() for p in points}
     with ResultsDB(sweep.db) as db:

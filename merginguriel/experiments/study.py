@@ -219,7 +219,7 @@ def nxn_task(study: Study, split: str, locale: str, workdir: str) -> str:
     from merginguriel.evaluation.nxn import compute_nxn
 
     _enter(study, workdir)
-    return str(compute_nxn(study.backbone, study.root, split, list(study.locales), [locale], study.data.at(study.root),
+    return str(compute_nxn(study.backbone, study.root, split, list(study.locales), [locale], study.data,
                            study.nxn_batch_size, study.device, str(study.layout.nxn_shard(split, locale)), progress=False))
 
 
@@ -264,7 +264,7 @@ def merge_shards(study: Study, split: str) -> Path:
     if left:  # never evaluate in the launcher (a login node): the shards must have done it
         raise RuntimeError(f"NxN {split}: cells still missing after the shards ran: {left}")
     return compute_nxn(study.backbone, study.root, split, list(study.locales), list(study.locales),
-                       study.data.at(study.root), study.nxn_batch_size, study.device, progress=False)
+                       study.data, study.nxn_batch_size, study.device, progress=False)
 
 
 # -- launching ------------------------------------------------------------------------------------------------------
@@ -330,8 +330,7 @@ def run_study(study: Study, dry_run: bool = False) -> dict[str, Any]:
     sweep = study.sweep_plan()
     sweep.points()  # every point checked before anything runs
     if dry_run:
-        print(plan_text(study))
-        return {"failed": {}, "sweep": None, "interrupted": None, "resume": None}
+        return {"failed": {}, "sweep": None, "interrupted": None, "resume": None, "plan": plan_text(study)}
     resume = save_settings(study)
     stage = ["setup"]
     interrupted = []

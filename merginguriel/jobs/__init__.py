@@ -1,5 +1,5 @@
-"""Merge jobs: the one description of a merge (which models, how merged, where judged) and the one function that runs
-it, for `merginguriel merge`, sweep points, `advise` and the quick start alike.
+"""Merge jobs: the one description of a merge (which models, how merged, where judged), its one check, and the one
+function that runs it, for `merginguriel merge`, sweep points, `advise` and the quick start alike.
 
 ```python
 from merginguriel.jobs import MergeJob, run_job
@@ -8,7 +8,7 @@ result = run_job(MergeJob(target="sw-KE", selection={"similarity": "real", "num_
 """
 
 from merginguriel.jobs.run import JobPlan, JobResult, plan_job, run_job
-from merginguriel.jobs.spec import EvaluateConfig, MergeJob, MethodConfig, SelectionConfig, job_from_dict
+from merginguriel.jobs.spec import CheckedJob, EvaluateConfig, MergeJob, MethodConfig, SelectionConfig, job_from_dict
 
-__all__ = ["EvaluateConfig", "JobPlan", "JobResult", "MergeJob", "MethodConfig", "SelectionConfig", "job_from_dict",
-           "plan_job", "run_job"]
+__all__ = ["CheckedJob", "EvaluateConfig", "JobPlan", "JobResult", "MergeJob", "MethodConfig", "SelectionConfig",
+           "job_from_dict", "plan_job", "run_job"]

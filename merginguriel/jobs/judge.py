@@ -22,14 +22,31 @@ exact McNemar p-value (``gain_p``); ``vs_self`` likewise against the target's ow
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from merginguriel.data.config import DataConfig
 from merginguriel.io.predictions import pack
 from merginguriel.jobs.select import Chosen
-from merginguriel.jobs.spec import MergeJob
+
+
+@dataclass(frozen=True)
+class Judging:
+    """What a judgement reads, checked once (:func:`plan_judgement`): the target and its data, the splits judged,
+    the shared base, the candidates a user could deploy instead (finished fine-tunes, the target's own left out) and
+    the target's own fine-tune when it has one."""
+
+    target: str
+    data: DataConfig
+    splits: tuple[str, ...]
+    batch_size: int
+    device: str
+    base: Path
+    pool: dict[str, Path]
+    own: Optional[Path]
 
 
 def best_by_validation(accuracies: dict[str, float]) -> str:
@@ -45,29 +62,30 @@ def _paired(a: torch.Tensor, b: torch.Tensor) -> dict:
     return compare(a.numpy(), b.numpy()).to_dict()
 
 
-def check_judged_rows(job: MergeJob, splits: list[str]) -> None:
-    """InputError (naming the data file) when the target has no rows in a split the judgement reads (validation, where
-    the best source is chosen, and ``splits``): checked before merging, so no merge is made that cannot be judged."""
-    from transformers import AutoTokenizer
-
-    from merginguriel.data.tokenized import tokenized_split
-    from merginguriel.io import model_files_checked
-
-    with model_files_checked(job.layout.base, "base"):
-        tokenizer = AutoTokenizer.from_pretrained(job.layout.base)
-    for split in dict.fromkeys(["validation", *splits]):
-        tokenized_split(job.data_config, tokenizer, job.target, split)
+def judged_rows(target: Optional[str], splits: list[str]) -> list[tuple[str, str]]:
+    """The target's splits a judgement reads: validation (where the best source is chosen) and every judged split;
+    checked before merging (merginguriel.jobs.run.check_rows), so no merge is made that cannot be judged."""
+    return [(target, split) for split in dict.fromkeys(["validation", *splits])] if splits else []
 
 
-def judge(job: MergeJob, output: Optional[Path], chosen: Chosen, splits: list[str]) -> dict[str, dict]:
+def plan_judgement(checked, splits: list[str]) -> Judging:
+    """What a judgement of ``checked`` on ``splits`` reads: the candidates that are finished, the target's own model."""
+    from merginguriel.checkpoints import is_finished
+
+    data, target, layout = checked.data, checked.target, checked.layout
+    pool = {c: layout.finetuned(c) for c in checked.candidates if c != target and is_finished(layout.finetuned(c))}
+    own = layout.finetuned(target)
+    return Judging(target, data, tuple(splits), checked.evaluate.batch_size, checked.job.device, checked.base, pool,
+                   own if is_finished(own) else None)
+
+
+def judge(judging: Judging, output: Optional[Path], chosen: Chosen) -> dict[str, dict]:
     """Per split: the merged model's metrics (when ``output`` is given), every baseline, the merging effect, the gain
     over the validation-chosen best source and the comparison with the target's own model."""
-    from merginguriel.checkpoints import is_finished
     from merginguriel.ensembles.vote import COMBINERS
     from merginguriel.evaluation.outputs import checkpoint_outputs
 
-    data, target, bs, device = job.data_config, job.target, job.evaluate.batch_size, job.device
-    layout = job.layout
+    data, target, bs, device = judging.data, judging.target, judging.batch_size, judging.device
     names = chosen.names
     weights = torch.tensor([w / sum(chosen.weights) for w in chosen.weights], dtype=torch.float64)
 
@@ -79,12 +97,11 @@ def judge(job: MergeJob, output: Optional[Path], chosen: Chosen, splits: list[st
 
     val_acc = {n: accuracy(p, "validation") for n, p in zip(names, chosen.paths)}
     chosen_best = best_by_validation(val_acc)
-    pool = [c for c in job.candidate_pool() if c != target and is_finished(layout.finetuned(c))]
-    overall = best_by_validation({c: accuracy(layout.finetuned(c), "validation") for c in pool}) if pool else None
-    own = layout.finetuned(target)
-    has_self = is_finished(own)
+    pool = judging.pool
+    overall = best_by_validation({c: accuracy(path, "validation") for c, path in pool.items()}) if pool else None
+    own = judging.own
     result: dict[str, dict] = {}
-    for split in splits:
+    for split in judging.splits:
         srcs = [outputs(p, split) for p in chosen.paths]
         correct = {n: o.correct for n, o in zip(names, srcs)}
         accs = {n: float(c.float().mean()) for n, c in correct.items()}
@@ -103,16 +120,16 @@ def judge(job: MergeJob, output: Optional[Path], chosen: Chosen, splits: list[st
             "oracle_source": oracle,
             "oracle_source_accuracy": accs[oracle],
             "ensembles": {name: float((fn(logits, weights) == labels).float().mean()) for name, fn in COMBINERS.items()},
-            "base_accuracy": accuracy(layout.base, split),
+            "base_accuracy": accuracy(judging.base, split),
             "labels": pack(labels),
         }
         overall_correct = None
         if overall is not None:
-            overall_correct = outputs(layout.finetuned(overall), split).correct
+            overall_correct = outputs(pool[overall], split).correct
             record.update(best_overall=overall, best_overall_accuracy=float(overall_correct.float().mean()),
                           candidates=len(pool))
         self_correct = None
-        if has_self:
+        if own is not None:
             self_correct = outputs(own, split).correct
             record["self_accuracy"] = float(self_correct.float().mean())
         if output is not None:

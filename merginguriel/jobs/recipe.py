@@ -1,5 +1,5 @@
 """A merge job's minimal recipe: only the settings that differ from the defaults, so that a shared recipe says what
-was chosen and nothing else (no AdaMerging or trainer keys for a TIES merge). Loaded back as a config
+was chosen and nothing else (no Trainer keys for a method that does not train). Loaded back as a config
 (``merginguriel merge -c recipe.yaml``), it gives the same job, hence the same job key and output."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import dataclasses
 import json
 from typing import Any
 
-from merginguriel.adamerging.options import AdaMergingOptions, TrainerOptions
-from merginguriel.jobs.spec import ADAMERGING, MergeJob
+from merginguriel.jobs.spec import CheckedJob, MergeJob
+from merginguriel.training import TrainerOptions
 
 
 def _plain(obj: Any) -> Any:
@@ -29,18 +29,15 @@ def _diff(given: dict, default: dict) -> dict:
     return out
 
 
-def job_recipe(job: MergeJob) -> dict:
-    """The job's settings that differ from ``MergeJob()``'s, nested as in a config file; the AdaMerging and trainer
-    sections only for AdaMerging (they do not apply to other methods). Check the job first (``job.check()``) so that
-    method parameters carry their canonical names."""
-    given, default = job.to_dict(), MergeJob().to_dict()
-    if job.merge.method == ADAMERGING:
-        for name, cls in (("adamerging", AdaMergingOptions), ("trainer", TrainerOptions)):
-            if given[name] is not None:
-                default[name] = _plain(dataclasses.asdict(cls()))
+def job_recipe(checked: CheckedJob) -> dict:
+    """The checked job's settings that differ from ``MergeJob()``'s, nested as in a config file, the method's
+    parameters under their canonical names; the ``trainer`` section only for a method that trains."""
+    given, default = checked.to_dict(), MergeJob().to_dict()
+    if checked.method.needs.trainer:
+        if given["trainer"] is not None:
+            default["trainer"] = _plain(dataclasses.asdict(TrainerOptions()))
     else:
-        for name in ("adamerging", "trainer"):
-            given.pop(name)
+        given.pop("trainer")
     return _diff(given, default)
 
 

@@ -1,5 +1,5 @@
-"""The one function that runs a merge job: choose the sources -> compute statistics on demand -> merge (the streaming
-engine, or AdaMerging) -> judge on the job's splits.
+"""The one function that runs a merge job: check the job and everything it reads, once (:func:`plan_job`), then merge
+(whatever the method: the plan carries what it needs) and judge on the job's splits, without checking again.
 
 The merged model goes to ``Layout.merged(target, job.run_name())`` unless an output is given. A finished output made
 by the same job from the same inputs (base and source weights unchanged) is reused, so a rerun, or a rerun that only
@@ -10,34 +10,43 @@ serialised by a lock file, and the hidden temporaries of killed runs are removed
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from merginguriel.errors import InputError
-from merginguriel.jobs.select import Chosen, choose_sources
-from merginguriel.jobs.spec import ADAMERGING, MergeJob
+from merginguriel.jobs.judge import Judging
+from merginguriel.jobs.select import Chosen, Pool
+from merginguriel.jobs.spec import CheckedJob, MergeJob
 
 
-@dataclass
+@dataclass(frozen=True)
 class JobPlan:
-    """A job resolved: its sources and weights, the engine's method and parameters, and where the output goes."""
+    """A job ready to run: the checked job, its checked models, the sources chosen, the checked merge plan
+    (merginguriel.merging.validate.Plan: method, typed parameters, base, sources, weights, output) and what its
+    judgement reads (None when it is not judged)."""
 
-    job: MergeJob
+    checked: CheckedJob
+    pool: Pool
     chosen: Chosen
-    method: str
-    params: dict
-    output: Path
+    merge: Any
+    judging: Optional[Judging] = None
     derived: bool = True  # the output path is the job's own (not one the user gave)
 
+    @property
+    def output(self) -> Path:
+        return self.merge.output
+
     def describe(self) -> str:
-        lines = [f"merge job {self.job.key()[:12]}: {self.job.describe()}",
-                 f"  method: {self.job.merge.method} -> {self.method} {self.params}"]
-        total = sum(self.chosen.weights)
-        for name, w in zip(self.chosen.names, self.chosen.weights):
+        checked = self.checked
+        lines = [f"merge job {checked.key()[:12]}: {checked.describe()}",
+                 f"  method: {checked.method.name} {checked.method.canonical(checked.merge.params or {}, checked.params)}"]
+        total = sum(self.merge.weights)
+        for name, w in zip(self.chosen.names, self.merge.weights):
             lines.append(f"  source {name:<8} weight {w / total:.4f}")
         for warning in self.chosen.warnings:
             lines.append(f"  warning: {warning}")
@@ -61,40 +70,52 @@ class JobResult:
         return self.plan.output
 
 
-def plan_job(job: MergeJob, output: Optional[str | Path] = None, run: Optional[str] = None) -> JobPlan:
-    """Check the job and choose its sources; nothing is written."""
-    job.check()
-    chosen = choose_sources(job)
-    if job.merge.method == ADAMERGING:
-        method, params = ADAMERGING, {}
-    else:
-        method, params = job.engine_method()
-        if method in ("linear", "dare_linear") and "weighting" not in params:
-            params["weighting"] = chosen.record["origin"]  # similarity, manual or average: where the weights came from
-    if output is not None:
-        out = Path(output)
-    else:
-        out = job.layout.merged(job.target or "untargeted", run or job.run_name())
-    return JobPlan(job, chosen, method, params, out, derived=output is None)
+def plan_job(job: Union[MergeJob, CheckedJob], output: Optional[str | Path] = None, run: Optional[str] = None,
+             evaluate: bool = True) -> JobPlan:
+    """The job's one check: the job itself (unless given checked), its models (the base and the pool, each once), the
+    data its method and its judgement read, the merge; then the choice of sources. Nothing is written."""
+    from merginguriel.jobs.judge import judged_rows, plan_judgement
+    from merginguriel.jobs.select import check_pool, choose_sources
+    from merginguriel.merging.validate import check_request, plan_merge
 
-
-def engine_spec(plan: JobPlan, overwrite: bool = False, progress: bool = False, memory_mb: float = 256.0,
-                shard_mb: float = 2048.0, origin: str = "merge"):
-    """The merge engine's input for a plan."""
-    from merginguriel.merging.spec import MergeSpec, Source
-
-    job = plan.job
-    include = job.selection.include_target
-    if job.selection.similarity:
+    checked = job if isinstance(job, CheckedJob) else job.check()
+    layout, target, method, params = checked.layout, checked.target, checked.method, checked.params
+    pool = check_pool(checked)
+    chosen = choose_sources(checked, pool)
+    models = [pool.models[token] for token in (checked.selection.sources or chosen.locales)]
+    splits = list(checked.evaluate.splits) if evaluate and target else []
+    reads = method.needs.rows(params, target, [m.locale for m in models]) if method.needs.rows else []
+    check_rows(checked, judged_rows(target, splits) + reads)
+    judging = plan_judgement(checked, splits) if splits else None
+    out = Path(output) if output is not None else layout.merged(target or "untargeted", run or checked.run_name())
+    include = checked.selection.include_target
+    if checked.selection.similarity:
         include = bool(include)
-    return MergeSpec(
-        base=job.layout.base,
-        sources=[Source(p, loc, w) for loc, p, w in zip(plan.chosen.locales, plan.chosen.paths, plan.chosen.weights)],
-        method=plan.method, params=plan.params, output=plan.output, exclude=list(job.merge.exclude or []),
-        device=job.device, dtype=job.merge.dtype, seed=job.merge.seed, target=job.target, selection=plan.chosen.record,
-        overwrite=overwrite, include_target=include, memory_mb=memory_mb, shard_mb=shard_mb, progress=progress,
-        job={"key": job.key(), "model_key": job.model_key(), "origin": origin, "config": job.to_dict()},
+    weights, device = check_request(
+        method, params, [(m.path, m.locale, w) for m, w in zip(models, chosen.weights)], weights_from=checked.weights_from,
+        dtype=checked.merge.dtype, device=checked.job.device, output=out, base=pool.base.path, target=target,
+        include_target=include,
     )
+    merge = plan_merge(method, params, pool.base, models, weights, device, out, exclude=list(checked.merge.exclude or []),
+                       seed=checked.merge.seed, dtype=checked.merge.dtype, target=target, include_target=include,
+                       selection=chosen.record)
+    return JobPlan(checked, pool, chosen, merge, judging, derived=output is None)
+
+
+def check_rows(checked: CheckedJob, pairs: list[tuple[str, str]]) -> None:
+    """Every (locale, split) the job reads has rows (the data layer refuses an empty split, naming its file), each
+    checked once, with the base's tokenizer."""
+    if not pairs:
+        return
+    from transformers import AutoTokenizer
+
+    from merginguriel.data.tokenized import tokenized_split
+    from merginguriel.io import model_files_checked
+
+    with model_files_checked(checked.base, "base"):
+        tokenizer = AutoTokenizer.from_pretrained(checked.base)
+    for locale, split in dict.fromkeys(pairs):
+        tokenized_split(checked.data, tokenizer, locale, split)
 
 
 @contextlib.contextmanager
@@ -110,64 +131,46 @@ def output_lock(output: Path) -> Iterator[None]:
 
 
 def _changed_inputs(manifest: dict, plan: JobPlan) -> list[str]:
-    """Why a finished output cannot stand for this job: another job made it, or its base or sources changed since."""
-    from merginguriel.io import checkpoint_ref
-
+    """Why a finished output cannot stand for this job: another job made it, or its base or sources are not the ones
+    this job checked (compared by the hashes the check took: nothing is read again)."""
     recorded_job = (manifest.get("job") or {}).get("model_key")
-    if recorded_job != plan.job.model_key():
+    if recorded_job != plan.checked.model_key():
         return ["it was made by another merge job" if recorded_job else "it records no merge job"]
     why = []
-    base = manifest.get("base") or {}
-    if base.get("hash") != checkpoint_ref(plan.job.layout.base)["hash"]:
+    if (manifest.get("base") or {}).get("hash") != plan.merge.base.hash:
         why.append("the shared base changed")
+    now = {str(s.path): s.hash for s in plan.merge.sources}
     for rec in manifest.get("sources") or []:
-        if not Path(rec["path"]).is_dir() or checkpoint_ref(rec["path"])["hash"] != rec.get("hash"):
+        if now.get(rec["path"]) != rec.get("hash"):
             why.append(f"source {rec.get('locale') or rec['path']} changed")
     return why
 
 
-def _merge(plan: JobPlan, overwrite: bool, progress: bool, memory_mb: float, shard_mb: float, origin: str) -> None:
-    job = plan.job
-    spec = engine_spec(plan, overwrite, progress, memory_mb, shard_mb, origin)
-    if plan.method == ADAMERGING:
-        from merginguriel.adamerging.run import run_adamerging
-
-        run_adamerging(spec, job.adamerging_options, job.trainer_options, job.data_config)
-        return
-    if job.needs_statistics():
-        from merginguriel.statistics.cache import ensure_statistics
-
-        spec = ensure_statistics(spec, job.data_config, job.layout)
-    from merginguriel.merging.engine import merge
-
-    merge(spec)
+def _job_record(plan: JobPlan, origin: str) -> dict:
+    checked = plan.checked
+    return {"key": checked.key(), "model_key": checked.model_key(), "origin": origin, "config": checked.to_dict()}
 
 
 def run_job(
-    job: MergeJob,
-    output: Optional[str | Path] = None,
-    run: Optional[str] = None,
+    job: Union[JobPlan, MergeJob, CheckedJob],
     overwrite: bool = False,
     evaluate: bool = True,
     progress: bool = False,
     memory_mb: float = 256.0,
     shard_mb: float = 2048.0,
-    plan: Optional[JobPlan] = None,
     origin: str = "merge",
 ) -> JobResult:
-    """Run ``job``: choose, merge (or reuse a finished merge of the same job and inputs), and judge it on
-    ``job.evaluate.splits`` when ``evaluate`` and the job has a target. The evaluation is also written into the merged
-    model's manifest and its model card. ``origin`` records who made the merge (``merge``, ``sweep``): a sweep removes only sweeps' merges."""
+    """Run a job (planned here, into its own output) or a plan (:func:`plan_job`, which also takes another output):
+    merge, or reuse a finished merge of the same job and inputs, and judge it on the job's splits when ``evaluate`` and
+    the job has a target. The evaluation is also written into the merged model's manifest and its model card.
+    ``origin`` records who made the merge (``merge``, ``sweep``): a sweep removes only sweeps' merges."""
     from merginguriel.checkpoints import is_finished
     from merginguriel.io import read_manifest, remove_dead_temporaries, write_json_atomic
+    from merginguriel.merging import MergeContext, RunOptions, run_plan
 
     t0 = time.perf_counter()
-    plan = plan or plan_job(job, output, run)
-    judged = evaluate and job.target and job.evaluate.splits
-    if judged:
-        from merginguriel.jobs.judge import check_judged_rows
-
-        check_judged_rows(job, list(job.evaluate.splits))
+    plan = job if isinstance(job, JobPlan) else plan_job(job, evaluate=evaluate)
+    judged = evaluate and plan.judging is not None
     timings = {"select_s": time.perf_counter() - t0}
     out = plan.output
     with output_lock(out):
@@ -191,7 +194,10 @@ def run_job(
 
             shutil.rmtree(out)
         if not reused:
-            _merge(plan, overwrite or out.exists(), progress, memory_mb, shard_mb, origin)
+            checked = plan.checked
+            context = MergeContext(data=checked.data, layout=checked.layout, trainer=checked.trainer)
+            options = RunOptions(memory_mb=memory_mb, shard_mb=shard_mb, progress=progress, overwrite=overwrite or out.exists())
+            run_plan(dataclasses.replace(plan.merge, job=_job_record(plan, origin)), options, context)
         timings["merge_s"] = time.perf_counter() - t
         evaluation: dict[str, dict] = {}
         manifest = read_manifest(out)
@@ -199,7 +205,7 @@ def run_job(
             from merginguriel.jobs.judge import judge
 
             t = time.perf_counter()
-            evaluation = judge(job, out, plan.chosen, list(job.evaluate.splits))
+            evaluation = judge(plan.judging, out, plan.chosen)
             timings["evaluate_s"] = time.perf_counter() - t
             manifest["evaluation"] = {**(manifest.get("evaluation") or {}), **evaluation}
             write_json_atomic(out / "manifest.json", manifest)
@@ -215,36 +221,34 @@ PROCESS_MB = 400.0  # Python, torch and the libraries, measured before any model
 
 def estimate_peak_mb(plan: JobPlan, memory_mb: float = 256.0) -> float:
     """A rough peak-memory estimate for a plan (shown by `merge --dry-run`): the streaming engine holds its block budget;
-    AdaMerging holds the base and K task vectors (embeddings stay in the files); statistics hold a model and a buffer."""
-    from merginguriel.merging.checkpoint import Checkpoint
-
-    base = Checkpoint(plan.job.layout.base, "base")
-    total = sum(t.numel * 4 for t in base.tensors.values()) / 2**20
-    embeddings = sum(t.numel * 4 for n, t in base.tensors.items() if "word_embeddings" in n) / 2**20
-    k = len(plan.chosen.paths)
-    if plan.method == ADAMERGING:
+    a method that trains holds the base and K task vectors (embeddings stay in the files); statistics hold a model and
+    a buffer."""
+    tensors = plan.merge.base.checkpoint.tensors
+    total = sum(t.numel * 4 for t in tensors.values()) / 2**20
+    embeddings = sum(t.numel * 4 for n, t in tensors.items() if "word_embeddings" in n) / 2**20
+    k = len(plan.merge.sources)
+    needs = plan.checked.method.needs
+    if needs.trainer:
         return PROCESS_MB + (k + 2) * (total - embeddings) + embeddings
-    if plan.job.needs_statistics():
+    if needs.statistics:
         return PROCESS_MB + max(memory_mb * 1.25, 3 * total)
     return PROCESS_MB + memory_mb * 1.25
 
 
-def _pts(x: float) -> str:
-    return f"{100 * x:+.1f}"
-
-
-def evaluation_line(job: MergeJob, record: dict[str, Any]) -> str:
+def evaluation_line(target: str, record: dict[str, Any]) -> str:
     """One line per split: the merged accuracy beside the validation-chosen best source, with the paired interval."""
+    from merginguriel.units import points
+
     lo, hi = record["gain_ci"]
-    line = (f"{job.target} {record['split']}: accuracy {record['accuracy']:.4f} (n={record['n']}) vs best source "
+    line = (f"{target} {record['split']}: accuracy {record['accuracy']:.4f} (n={record['n']}) vs best source "
             f"{record['best_source']} {record['best_source_accuracy']:.4f} (chosen on validation): gain "
-            f"{_pts(record['gain'])} pts [95% CI {_pts(lo)}, {_pts(hi)}], McNemar p = {record['gain_p']:.2g}; "
-            f"merging effect {_pts(record['merging_effect'])} pts over the sources' mean {record['source_mean']:.4f}")
+            f"{points(record['gain'])} pts [95% CI {points(lo)}, {points(hi)}], McNemar p = {record['gain_p']:.2g}; "
+            f"merging effect {points(record['merging_effect'])} pts over the sources' mean {record['source_mean']:.4f}")
     if record.get("best_overall") not in (None, record["best_source"]):
         vs = record["vs_best_overall"]
         line += (f"; vs the best of all {record['candidates']} candidates, {record['best_overall']} "
-                 f"{record['best_overall_accuracy']:.4f} (chosen on validation, not merged): {_pts(vs['delta'])} pts "
-                 f"[95% CI {_pts(vs['ci_low'])}, {_pts(vs['ci_high'])}]")
+                 f"{record['best_overall_accuracy']:.4f} (chosen on validation, not merged): {points(vs['delta'])} pts "
+                 f"[95% CI {points(vs['ci_low'])}, {points(vs['ci_high'])}]")
     if "self_accuracy" in record:
         line += f"; own model {record['self_accuracy']:.4f}"
     return line

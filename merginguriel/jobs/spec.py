@@ -2,13 +2,18 @@
 
 * ``selection`` -- which models take part: the target, explicit sources or a similarity-driven choice (kind, K,
   IncTar/ExcTar, weighting, candidates, the NxN matrix REAL reads);
-* ``merge`` -- how they are merged: the method and its parameters, excluded tensors, seed, dtype (plus the
-  ``adamerging``/``trainer`` options of the learned method);
+* ``merge`` -- how they are merged: the method and its parameters, excluded tensors, seed, dtype (plus the ``trainer``
+  options of a method that trains);
 * ``evaluate`` -- where the result is judged: the splits and the batch size.
 
 `merginguriel merge`, every sweep point, `advise` and the quick start build a :class:`MergeJob` and hand it to
 :func:`merginguriel.jobs.run.run_job`. A job's YAML is the same everywhere: a merge config, a sweep's ``fixed`` section
 and a sweep's grid keys (``selection.num_sources``, ``merge.method``, ...) all address these fields.
+
+:meth:`MergeJob.check` is the check of the job itself (names, ranges, locales, the method's typed parameters; what a
+sweep verifies for every point before anything exists): it returns a new, frozen :class:`CheckedJob` and changes
+nothing, so a job's key is the same before and after. Nothing here branches on a method's name: the job reads what the
+method declares (merginguriel.merging.registry.Method.needs).
 """
 
 from __future__ import annotations
@@ -17,24 +22,18 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Optional
 
-from merginguriel.adamerging.options import AdaMergingOptions, TrainerOptions
 from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, Layout
 from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig, DataSource
 from merginguriel.errors import InputError
+from merginguriel.training import TrainerOptions
 
 Split = Literal["validation", "test"]
 Weighting = Literal["scores", "sinkhorn", "softmax", "similarity_x_compatibility"]
-
-# The studies' names for the linear merge (methods.md): `similarity` weights by the selection's similarity scores,
-# `average` gives every source 1/K. They mean the same in `merge`, sweeps, `advise` and the report.
-METHOD_ALIASES: dict[str, tuple[str, dict]] = {
-    "similarity": ("linear", {"weighting": "similarity"}),
-    "average": ("linear", {"weighting": "average"}),
-}
-ADAMERGING = "adamerging"  # learned coefficients: its own runner and validation (merginguriel.adamerging)
 
 
 @dataclass
@@ -81,9 +80,7 @@ class MethodConfig:
     """How the models are merged.
 
     Args:
-        method: a merge method (`merginguriel merge --list`): ``similarity``, ``average``, ``linear``,
-            ``task_arithmetic``, ``ties``, ``dare_*``, ``breadcrumbs``, ``directional_consensus``, ``neuromerging``,
-            ``slerp``, ``fisher``, ``regmean`` or ``adamerging``.
+        method: a merge method (`merginguriel merge --list` shows every one with its parameters).
         params: the method's parameters, e.g. ``{density: 0.2}`` (``--merge.params.density 0.2``).
         exclude: tensor-name patterns (globs, or ``re:<regex>``) that keep the base's values, e.g. ``'*embeddings*'``.
         seed: seed of random methods (DARE) and of data-dependent statistics.
@@ -119,14 +116,13 @@ class MergeJob:
 
     Args:
         target: the target locale (the output goes to ``merged/<target>/<run>``; needed by a similarity selection,
-            by evaluation and by data-dependent methods).
+            by evaluation and by methods that read data).
         backbone: the backbone whose fine-tunes are merged (``embedded``, a hub id or a folder).
         root: the checkpoints root.
-        data: the MASSIVE data source (for evaluation and data-dependent methods).
+        data: the MASSIVE data source (for evaluation and methods that read data).
         selection: which models take part.
         merge: how they are merged.
-        adamerging: AdaMerging options (``merge.method: adamerging`` only).
-        trainer: Lightning Trainer options of AdaMerging (``merge.method: adamerging`` only).
+        trainer: Lightning Trainer options of a method that trains (AdaMerging).
         evaluate: where the result is judged.
         device: ``auto`` (the GPU when there is one), ``cpu``, ``cuda``, ``cuda:N``.
     """
@@ -137,7 +133,6 @@ class MergeJob:
     data: DataSource = field(default_factory=DataSource)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     merge: MethodConfig = field(default_factory=MethodConfig)
-    adamerging: Optional[AdaMergingOptions] = None
     trainer: Optional[TrainerOptions] = None
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     device: str = "auto"
@@ -145,75 +140,156 @@ class MergeJob:
     def __post_init__(self) -> None:
         # sections may come as mappings (YAML, a sweep's grid) or as dataclasses (the command line)
         for name, cls in (("data", DataSource), ("selection", SelectionConfig), ("merge", MethodConfig),
-                          ("evaluate", EvaluateConfig), ("adamerging", AdaMergingOptions), ("trainer", TrainerOptions)):
+                          ("evaluate", EvaluateConfig), ("trainer", TrainerOptions)):
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, _section(cls, name, value))
         self.root = str(self.root)
 
-    # -- derived ------------------------------------------------------------------------------------------------------
     @property
     def layout(self) -> Layout:
         return Layout.for_backbone(self.backbone, self.root)
 
-    def candidate_pool(self) -> list[str]:
-        """The locales a selection chooses from: ``selection.candidates``, else every finished fine-tune."""
-        from merginguriel.locales import check_locales
+    @staticmethod
+    def sections() -> list[tuple[str, type, str]]:
+        """The sections a job's mapping (a config, a sweep, the command line) accepts besides its fields: a method's
+        parameters under the method's own name (``adamerging: {steps: 3}``, ``--adamerging.steps 3``), the same as
+        ``merge.params`` of that method (see Method.section)."""
+        from merginguriel.merging.registry import method_sections
 
-        sel = self.selection
-        return check_locales(sel.candidates) if sel.candidates else self.layout.finetuned_locales()
+        return [(name, m.params, f"merge.method {m.name}'s parameters, the same as --merge.params.* (merge --list)")
+                for name, m in method_sections().items()]
 
-    @property
-    def data_config(self) -> DataConfig:
-        return self.data.at(self.root)
-
-    @property
-    def adamerging_options(self) -> AdaMergingOptions:
-        return self.adamerging or AdaMergingOptions()
-
-    @property
-    def trainer_options(self) -> TrainerOptions:
-        return self.trainer or TrainerOptions()
-
-    def engine_method(self) -> tuple[str, dict]:
-        """The merge engine's method name and parameters (the ``similarity``/``average`` names resolved)."""
-        method, params = self.merge.method, dict(self.merge.params or {})
-        if method in METHOD_ALIASES:
-            name, implied = METHOD_ALIASES[method]
-            clash = {k: v for k, v in params.items() if k in implied and v != implied[k]}
-            if clash:
-                raise InputError(f"method {method} means linear with {implied}; drop merge.params {clash} or use method linear")
-            return name, {**params, **implied}
-        return method, params
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> "MergeJob":
+        return job_from_dict(config)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
-    def identity(self, with_evaluation: bool = True) -> dict:
-        """What decides the job's result: everything but the device and the settings that do not apply (the AdaMerging
-        sections only for AdaMerging, so a change of AdaMerging's defaults never renames a TIES merge)."""
-        d = self.to_dict()
-        d.pop("device")
-        sel = d["selection"]  # settings that do not apply to this job's selection do not change its result
-        if sel["weighting"] != "softmax":
-            sel.pop("temperature")
-        if sel["similarity"] != "uriel":
-            sel.pop("feature_set")
-        if sel["weighting"] != "similarity_x_compatibility":
-            sel.pop("compatibility")
-        if self.merge.method == ADAMERGING:
-            d["adamerging"] = dataclasses.asdict(self.adamerging_options)
-            d["trainer"] = {k: v for k, v in dataclasses.asdict(self.trainer_options).items()
-                            if k in ("precision", "deterministic")}
+    def key(self) -> str:
+        """The job's identity: SHA-256 of its canonical JSON (a sweep row's key); the same as its checked job's."""
+        method, params = _parse(self)
+        return _sha(identity(self, method, params))
+
+    def model_key(self) -> str:
+        method, params = _parse(self)
+        return _sha(identity(self, method, params, with_evaluation=False))
+
+    def check(self) -> "CheckedJob":
+        """Everything that can be checked without reading a model: names, ranges, combinations, locales and the
+        method's parameters (parsed once, typed). A new, frozen job; this one is left as it is."""
+        from merginguriel.locales import check_locale, check_locales
+        from merginguriel.merging.registry import SourceSet
+        from merginguriel.similarity import SIMILARITY_KINDS
+
+        sel = self.selection
+        target = check_locale(self.target) if self.target is not None else None
+        if sel.sources and sel.similarity:
+            raise InputError("give either selection.sources (explicit) or selection.similarity (a selection), not both")
+        if not sel.sources and not sel.similarity:
+            raise InputError("no sources: set selection.sources [loc1, loc2, ...] or selection.similarity (uriel, real, ...)")
+        checked_already = {target: target} if target else {}  # the target is checked once, wherever it appears again
+        candidates = check_locales([checked_already.get(c, c) for c in sel.candidates]) if sel.candidates else None
+        if sel.similarity:
+            if sel.similarity not in SIMILARITY_KINDS:
+                raise InputError(f"unknown selection.similarity {sel.similarity!r}; choose one of {', '.join(SIMILARITY_KINDS)}")
+            if not target:
+                raise InputError("a similarity selection chooses sources for a target: set target (e.g. --target sw-KE)")
+            if sel.weights:
+                raise InputError("selection.weights are for explicit selection.sources; a similarity selection derives the weights")
+            if isinstance(sel.num_sources, bool) or not isinstance(sel.num_sources, int) or sel.num_sources < 1:
+                raise InputError(f"selection.num_sources must be a positive integer, got {sel.num_sources!r}")
+            weights_from, count = "similarity", sel.num_sources
         else:
-            d.pop("adamerging")
-            d.pop("trainer")
-        if not with_evaluation:
-            d.pop("evaluate")
+            if sel.weights is not None:
+                if len(sel.weights) != len(sel.sources):
+                    raise InputError(f"{len(sel.weights)} weights for {len(sel.sources)} sources; give one weight per source")
+                bad = [w for w in sel.weights if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0]
+                if bad:
+                    raise InputError(f"selection.weights {sel.weights}: weights must be finite and >= 0 (got {bad}); fix them")
+                if sum(sel.weights) <= 0:
+                    raise InputError(f"selection.weights {sel.weights} sum to zero; give at least one positive weight")
+            weights_from, count = ("given" if sel.weights is not None else "equal"), len(sel.sources)
+        if sel.weighting == "softmax" and not sel.temperature > 0:
+            raise InputError(f"selection.temperature must be positive for softmax weighting, got {sel.temperature}")
+        for split in self.evaluate.splits:
+            if split not in ("validation", "test"):
+                raise InputError(f"evaluate.splits: unknown split {split!r}; use validation and/or test")
+        if self.evaluate.batch_size < 1:
+            raise InputError(f"evaluate.batch_size must be positive, got {self.evaluate.batch_size}")
+        method, params = _parse(self)
+        params.check_sources(SourceSet(count, weights_from))
+        if method.needs.target_data and not target:
+            raise InputError(f"method {method.name} adapts on the target's unlabelled utterances: set target")
+        layout = self.layout
+        finished = [checked_already.get(c, c) for c in layout.finetuned_locales()]
+        pool = tuple(candidates if candidates is not None else check_locales(finished))
+        if sel.similarity and pool:
+            usable = [c for c in pool if c != target] + ([target] if sel.include_target else [])
+            if sel.num_sources > len(usable):
+                raise InputError(
+                    f"selection.num_sources={sel.num_sources} but {target} has only {len(usable)} candidate source(s) "
+                    f"({', '.join(usable) or 'none'}); lower K or fine-tune more locales"
+                )
+        return CheckedJob(job=copy.deepcopy(self), method=method, params=params, target=target, candidates=pool,
+                          weights_from=weights_from)
+
+
+@dataclass(frozen=True)
+class CheckedJob:
+    """A merge job after its check: the job as given (a private copy), the method with its typed parameters, the
+    checked target, the locales a selection may choose from (``selection.candidates``, else every finished
+    fine-tune), and where the weights come from. Frozen: selection, merge and judgement run on it and check nothing
+    of the job again (merginguriel.jobs.run.plan_job checks the models and data they read, once)."""
+
+    job: MergeJob
+    method: Any
+    params: Any
+    target: Optional[str]
+    candidates: tuple[str, ...]
+    weights_from: str
+
+    @property
+    def selection(self) -> SelectionConfig:
+        return self.job.selection
+
+    @property
+    def merge(self) -> MethodConfig:
+        return self.job.merge
+
+    @property
+    def evaluate(self) -> EvaluateConfig:
+        return self.job.evaluate
+
+    @property
+    def layout(self) -> Layout:
+        return self.job.layout
+
+    @property
+    def base(self) -> Path:
+        """The shared base every task vector is taken against (the one place a job names it)."""
+        return self.job.layout.base
+
+    @property
+    def data(self) -> DataConfig:
+        return self.job.data.at(self.job.root)
+
+    @property
+    def trainer(self) -> TrainerOptions:
+        return self.job.trainer or TrainerOptions()
+
+    def to_dict(self) -> dict:
+        """The job's settings with the method's parameters under their canonical names (what a recipe, a sweep row
+        and a manifest record)."""
+        d = self.job.to_dict()
+        d["merge"]["params"] = _plain(self.method.canonical(self.job.merge.params or {}, self.params))
         return d
 
+    def identity(self, with_evaluation: bool = True) -> dict:
+        return identity(self.job, self.method, self.params, with_evaluation)
+
     def key(self) -> str:
-        """The job's identity: SHA-256 of its canonical JSON (a sweep row's key)."""
         return _sha(self.identity())
 
     def model_key(self) -> str:
@@ -223,11 +299,11 @@ class MergeJob:
 
     def run_name(self) -> str:
         """The default folder name of the merged model under ``merged/<target>/``."""
-        return f"{self.merge.method}-{self.model_key()[:12]}"
+        return f"{self.job.merge.method}-{self.model_key()[:12]}"
 
     def describe(self) -> str:
-        sel, m = self.selection, self.merge
-        params = ",".join(f"{k}={v}" for k, v in sorted((m.params or {}).items()))
+        sel, m = self.job.selection, self.job.merge
+        params = ",".join(f"{k}={v}" for k, v in sorted(self.method.canonical(m.params or {}, self.params).items()))
         if sel.similarity:
             inc = "IncTar" if sel.include_target else "ExcTar"
             how = f"{sel.similarity} K={sel.num_sources} {inc} {sel.weighting}"
@@ -235,95 +311,40 @@ class MergeJob:
             how = f"sources {','.join(sel.sources or [])}"
         return f"{self.target or '-'} {m.method}{'(' + params + ')' if params else ''} {how}"
 
-    # -- checks -------------------------------------------------------------------------------------------------------
-    def check(self) -> None:
-        """Everything that can be checked without reading a model: names, ranges and combinations (sweeps run this
-        for every point before anything is written)."""
-        from merginguriel.locales import check_locale
-        from merginguriel.similarity import SIMILARITY_KINDS
 
-        sel, m = self.selection, self.merge
-        if self.target is not None:
-            check_locale(self.target)
-        if sel.sources and sel.similarity:
-            raise InputError("give either selection.sources (explicit) or selection.similarity (a selection), not both")
-        if not sel.sources and not sel.similarity:
-            raise InputError("no sources: set selection.sources [loc1, loc2, ...] or selection.similarity (uriel, real, ...)")
-        if sel.similarity:
-            if sel.similarity not in SIMILARITY_KINDS:
-                raise InputError(f"unknown selection.similarity {sel.similarity!r}; choose one of {', '.join(SIMILARITY_KINDS)}")
-            if not self.target:
-                raise InputError("a similarity selection chooses sources for a target: set target (e.g. --target sw-KE)")
-            if sel.weights:
-                raise InputError("selection.weights are for explicit selection.sources; a similarity selection derives the weights")
-            if isinstance(sel.num_sources, bool) or not isinstance(sel.num_sources, int) or sel.num_sources < 1:
-                raise InputError(f"selection.num_sources must be a positive integer, got {sel.num_sources!r}")
-            pool = self.candidate_pool()
-            if pool:
-                usable = [c for c in pool if c != self.target] + ([self.target] if sel.include_target else [])
-                if sel.num_sources > len(usable):
-                    raise InputError(
-                        f"selection.num_sources={sel.num_sources} but {self.target} has only {len(usable)} candidate source(s) "
-                        f"({', '.join(usable) or 'none'}); lower K or fine-tune more locales"
-                    )
-        else:
-            if sel.weights is not None:
-                import math
+def _parse(job: MergeJob) -> tuple[Any, Any]:
+    """The job's method and its typed parameters (merge.params parsed: names checked, values coerced)."""
+    from merginguriel.merging.registry import get_method
 
-                if len(sel.weights) != len(sel.sources):
-                    raise InputError(f"{len(sel.weights)} weights for {len(sel.sources)} sources; give one weight per source")
-                bad = [w for w in sel.weights if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0]
-                if bad:
-                    raise InputError(f"selection.weights {sel.weights}: weights must be finite and >= 0 (got {bad}); fix them")
-                if sum(sel.weights) <= 0:
-                    raise InputError(f"selection.weights {sel.weights} sum to zero; give at least one positive weight")
-            if m.method == "similarity":
-                raise InputError(
-                    "method similarity weights the sources by their similarity scores, so it needs selection.similarity; "
-                    "with explicit sources use linear (your weights) or average"
-                )
-            if m.method == "linear" and (m.params or {}).get("weighting") == "similarity":
-                raise InputError("linear weighting=similarity needs selection.similarity (the weights come from the selection)")
-            if m.method == "linear" and (m.params or {}).get("weighting") == "manual" and sel.weights is None:
-                raise InputError("linear weighting=manual needs selection.weights (one per source)")
-        if sel.weighting == "softmax" and not sel.temperature > 0:
-            raise InputError(f"selection.temperature must be positive for softmax weighting, got {sel.temperature}")
-        for split in self.evaluate.splits:
-            if split not in ("validation", "test"):
-                raise InputError(f"evaluate.splits: unknown split {split!r}; use validation and/or test")
-        if self.evaluate.batch_size < 1:
-            raise InputError(f"evaluate.batch_size must be positive, got {self.evaluate.batch_size}")
-        if m.method == ADAMERGING:
-            if not self.target:
-                raise InputError("AdaMerging adapts on the target's unlabelled utterances: set target")
-            from merginguriel.adamerging.run import check_options
+    method = get_method(job.merge.method)
+    return method, method.make_params(job.merge.params or {})
 
-            check_options(self.adamerging_options)
-        else:
-            from merginguriel.merging.registry import get_method
 
-            name, params = self.engine_method()
-            method = get_method(name)
-            parsed = method.make_params(params)
-            # the names and values as the method reads them ("0.2" from a command line is 0.2; mergekit's `lambda` is
-            # `lam`, DARE's `density` is 1 - p), so equal jobs have equal keys and share their merged model
-            from merginguriel.merging.registry import param_aliases
+def identity(job: MergeJob, method: Any, params: Any, with_evaluation: bool = True) -> dict:
+    """What decides the job's result: everything but the device and the settings that do not apply (the selection's
+    options of other kinds, the Trainer's speed settings, and the Trainer unless the method trains), with the method's
+    parameters under their canonical names and values, so equal jobs have equal keys whatever spelling they used."""
+    d = job.to_dict()
+    d["merge"]["params"] = _plain(method.canonical(job.merge.params or {}, params))
+    d.pop("device")
+    sel = d["selection"]  # settings that do not apply to this job's selection do not change its result
+    if sel["weighting"] != "softmax":
+        sel.pop("temperature")
+    if sel["similarity"] != "uriel":
+        sel.pop("feature_set")
+    if sel["weighting"] != "similarity_x_compatibility":
+        sel.pop("compatibility")
+    if method.needs.trainer:
+        d["trainer"] = (job.trainer or TrainerOptions()).identity()
+    else:
+        d.pop("trainer")
+    if not with_evaluation:
+        d.pop("evaluate")
+    return d
 
-            aliases = param_aliases(method.params)
-            canonical = {k: (aliases[k].to if k in aliases else k) for k in (self.merge.params or {})}
-            self.merge.params = {c: getattr(parsed, c, self.merge.params[k]) for k, c in canonical.items()}
-            if method.check:
-                k = len(sel.sources) if sel.sources else sel.num_sources
-                method.check(parsed, k)
-            if method.needs and not self.target and getattr(parsed, "data", None) in ("target", "both"):
-                raise InputError(f"method {name} computes statistics on the target's data (merge.params.data={parsed.data}): set target")
 
-    def needs_statistics(self) -> tuple[str, ...]:
-        if self.merge.method == ADAMERGING:
-            return ()
-        from merginguriel.merging.registry import get_method
-
-        return get_method(self.engine_method()[0]).needs
+def _plain(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
 
 
 def _sha(d: dict) -> str:
@@ -353,8 +374,40 @@ def set_dotted(config: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = copy.deepcopy(value)
 
 
+def fold_method_sections(config: dict[str, Any]) -> dict[str, Any]:
+    """A job mapping with each method section (a method's parameters given under its own name, e.g. ``adamerging:
+    {steps: 3}``, see Method.section) moved into ``merge.params``; an empty section of another method is dropped (a
+    sweep's zip gives every point one), a non-empty one is refused (it would change nothing)."""
+    from merginguriel.merging.registry import method_sections
+
+    config = copy.deepcopy(config)
+    merge = config.get("merge")
+    merge = merge if isinstance(merge, dict) else dataclasses.asdict(merge) if merge is not None else {}
+    method = merge.get("method", MethodConfig.method)
+    for section, owner in method_sections().items():
+        if section not in config:
+            continue
+        given = config.pop(section)
+        if dataclasses.is_dataclass(given):
+            given = {f.name: getattr(given, f.name) for f in dataclasses.fields(given)
+                     if getattr(given, f.name) != f.default}
+        given = dict(given or {})
+        if not given:
+            continue
+        if method != owner.name:
+            raise InputError(f"`{section}` options {given} are the parameters of method {owner.name}, but the method is "
+                             f"{method}; drop them or set merge.method {owner.name}")
+        both = sorted(set(given) & set(merge.get("params") or {}))
+        if both:
+            raise InputError(f"{', '.join(both)} given both in `{section}` and in merge.params; give each parameter once")
+        merge["params"] = {**(merge.get("params") or {}), **given}
+        config["merge"] = merge
+    return config
+
+
 def job_from_dict(config: dict[str, Any]) -> MergeJob:
     """A job from its YAML/JSON mapping (unknown keys are refused with the known ones listed)."""
+    config = fold_method_sections(config)
     unknown = sorted(set(config) - set(JOB_FIELDS))
     if unknown:
         raise InputError(f"unknown merge job key(s) {', '.join(unknown)}; known: {', '.join(JOB_FIELDS)}")

@@ -1,4 +1,5 @@
-"""Merging fine-tuned models: the streaming merge core, the method registry, and `merginguriel merge`.
+"""Merging fine-tuned models: the method registry (merging/methods/, one interface for every method), the checks of a
+merge's inputs (validate), the streaming merge core (engine) and running a checked plan (run).
 
 ```python
 from merginguriel.merging import MergeSpec, Source, merge, METHODS
@@ -6,10 +7,11 @@ merge(MergeSpec(base, [Source(path, "de-DE", 0.6), Source(path2, "fr-FR", 0.4)],
 ```
 """
 
-from merginguriel.merging.engine import merge
-from merginguriel.merging.registry import METHODS, Block, Method, format_methods, get_method, load_methods, register
-from merginguriel.merging.spec import MergeSpec, Source
+from merginguriel.merging.registry import METHODS, Block, Method, Needs, Reads, format_methods, get_method, load_methods, register
+from merginguriel.merging.run import MergeContext, merge, run_plan
+from merginguriel.merging.spec import MergeSpec, RunOptions, Source
 
 load_methods()
 
-__all__ = ["MergeSpec", "Source", "merge", "METHODS", "Block", "Method", "register", "get_method", "load_methods", "format_methods"]
+__all__ = ["MergeSpec", "Source", "RunOptions", "MergeContext", "merge", "run_plan", "METHODS", "Block", "Method", "Needs",
+           "Reads", "register", "get_method", "load_methods", "format_methods"]

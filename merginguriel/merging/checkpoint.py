@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -30,6 +31,15 @@ _DTYPES = {
 }
 DTYPE_CODES = {v: k for k, v in _DTYPES.items()}
 FLOAT_CODES = {"F64", "F32", "F16", "BF16"}
+
+
+class Item(NamedTuple):
+    """A block of a tensor: rows ``start`` to ``stop`` (excluded) of dim 0 of tensor ``name`` (``(0, 1)`` for a 0-d
+    tensor)."""
+
+    name: str
+    start: int
+    stop: int
 
 
 @dataclass(frozen=True)
@@ -117,20 +127,18 @@ class Checkpoint:
 
         return read_json(path, f"fix the file, or export the {self.role} again (save_pretrained writes a valid one)")
 
-    def read(
-        self, items: Iterable[tuple[str, int, int]], out: dict[tuple[str, int, int], torch.Tensor] | None = None
-    ) -> dict[tuple[str, int, int], torch.Tensor]:
-        """Read row ranges ``(name, start, stop)`` (rows of dim 0; a 0-d tensor is read whole), one file open at a time.
+    def read(self, items: Iterable[Item], out: dict[Item, torch.Tensor] | None = None) -> dict[Item, torch.Tensor]:
+        """Read row ranges (:class:`Item`: rows of dim 0; a 0-d tensor is read whole), one file open at a time.
 
         With ``out`` (item -> a CPU tensor of the block's shape), each block lands in its given tensor (read straight
         into it when the dtypes agree, converted otherwise) and that tensor is returned.
         """
-        by_file: dict[Path, list[tuple[str, int, int]]] = {}
-        for item in items:
-            by_file.setdefault(self.tensors[item[0]].file, []).append(item)
-        result: dict[tuple[str, int, int], torch.Tensor] = {}
+        by_file: dict[Path, list[Item]] = {}
+        for item in map(Item._make, items):
+            by_file.setdefault(self.tensors[item.name].file, []).append(item)
+        result: dict[Item, torch.Tensor] = {}
         for file, group in by_file.items():
-            spans = {item: self._span(*item) for item in group}
+            spans = {item: self._span(item) for item in group}
             lo = min(a for a, _ in spans.values()) // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
             hi = max(b for _, b in spans.values())
             if hi <= lo:
@@ -146,8 +154,8 @@ class Checkpoint:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)  # a read-only buffer: we only copy out of it
                     for item, (a, b) in spans.items():
-                        info = self.tensors[item[0]]
-                        shape = (item[2] - item[1], *info.shape[1:]) if info.shape else ()
+                        info = self.tensors[item.name]
+                        shape = (item.stop - item.start, *info.shape[1:]) if info.shape else ()
                         if b == a:
                             result[item] = self._empty(item, out)
                             continue
@@ -159,17 +167,17 @@ class Checkpoint:
                 mm.close()
         return result
 
-    def _span(self, name: str, start: int, stop: int) -> tuple[int, int]:
-        """Absolute byte range of rows [start, stop) of tensor ``name``."""
-        info = self.tensors[name]
+    def _span(self, item: Item) -> tuple[int, int]:
+        """Absolute byte range of the item's rows."""
+        info = self.tensors[item.name]
         size = torch.empty((), dtype=info.torch_dtype).element_size()
         if not info.shape:
             return info.offset, info.offset + size
         row = math.prod(info.shape[1:]) * size
-        return info.offset + start * row, info.offset + stop * row
+        return info.offset + item.start * row, info.offset + item.stop * row
 
-    def _empty(self, item: tuple[str, int, int], out) -> torch.Tensor:
-        info = self.tensors[item[0]]
+    def _empty(self, item: Item, out) -> torch.Tensor:
+        info = self.tensors[item.name]
         if out is not None and item in out:
             return out[item]
-        return torch.empty((item[2] - item[1], *info.shape[1:]) if info.shape else (), dtype=info.torch_dtype)
+        return torch.empty((item.stop - item.start, *info.shape[1:]) if info.shape else (), dtype=info.torch_dtype)

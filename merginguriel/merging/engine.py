@@ -1,4 +1,6 @@
-"""The one merge core: validate, plan blocks, run the method's pre-passes, merge block by block, write atomically.
+"""The one streaming merge core: plan blocks, run the pre-passes the method's ``Reads`` ask for, merge block by block,
+write atomically. It runs a checked plan (merginguriel.merging.validate) and checks nothing again but the values it
+reads (NaN/inf).
 
 Memory: a unit of blocks is read for the base and then for each source in turn (one file open at a time, closed after
 the unit), while the previous unit is merged, so the working set is about 2K + 6 blocks; the block size is the memory
@@ -7,7 +9,6 @@ budget divided by that, which keeps peak memory flat as K grows. The merged weig
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -22,15 +23,15 @@ import torch
 
 from merginguriel.errors import InputError
 from merginguriel.io import atomic_dir
-from merginguriel.merging.dare_mask import apply_dare, keep_mask
+from merginguriel.memory import PeakMemory
+from merginguriel.merging.checkpoint import Item
 from merginguriel.merging.manifest import write_merged_manifest
-from merginguriel.merging.registry import Block
-from merginguriel.merging.spec import MergeSpec
+from merginguriel.merging.registry import Block, Where
+from merginguriel.merging.spec import RunOptions
 from merginguriel.merging.threshold import RadixSelect, SampledSelect, kth_largest_abs
-from merginguriel.merging.validate import OUT_DTYPES, Plan, prepare
+from merginguriel.merging.validate import OUT_DTYPES, Plan
 from merginguriel.merging.writer import SafetensorsWriter
 
-Item = tuple[str, int, int]  # tensor name, first row, end row
 _SKIP_FILES = {"manifest.json", "README.md", "model.safetensors.index.json", "pytorch_model.bin.index.json"}
 _SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".ckpt", ".pth")
 _MAX_BLOCK_ELEMS = (30 << 20) // 4  # below glibc's largest mmap threshold (32 MB), see _keep_freed_memory
@@ -57,15 +58,15 @@ def _keep_freed_memory() -> None:
         return
 
 
-def plan_units(plan: Plan) -> tuple[list[list[Item]], dict[str, int]]:
+def plan_units(plan: Plan, memory_mb: float) -> tuple[list[list[Item]], dict[str, int]]:
     """Split tensors into row blocks no larger than the budget and group small ones; also count blocks per tensor."""
     k = len(plan.sources)
     # two units are in flight (one merged, the next read ahead): 2 x (K sources + base) + method temporaries
-    block_elems = max(1, min(int(plan.spec.memory_mb * 2**20 / 4 / (2 * k + 6)), _MAX_BLOCK_ELEMS))
+    block_elems = max(1, min(int(memory_mb * 2**20 / 4 / (2 * k + 6)), _MAX_BLOCK_ELEMS))
     units: list[list[Item]] = [[]]
     used = 0
     nblocks: dict[str, int] = {}
-    order = sorted(plan.base.tensors.values(), key=lambda t: (str(t.file), t.offset))
+    order = sorted(plan.base.checkpoint.tensors.values(), key=lambda t: (str(t.file), t.offset))
     for info in order:
         rows = info.shape[0] if info.shape else 1
         row_numel = math.prod(info.shape[1:]) if info.shape else 1
@@ -78,22 +79,23 @@ def plan_units(plan: Plan) -> tuple[list[list[Item]], dict[str, int]]:
             if units[-1] and used + size > block_elems:
                 units.append([])
                 used = 0
-            units[-1].append((info.name, a, b))
+            units[-1].append(Item(info.name, a, b))
             used += size
     return [u for u in units if u], nblocks
 
 
 class _Reader:
-    """Reads units of blocks for the base, the sources (as models or task vectors, DARE applied) and statistics."""
+    """Reads units of blocks for the base, the sources (as models or task vectors, transformed as the method reads
+    them) and statistics."""
 
     def __init__(self, plan: Plan):
         self.plan = plan
+        self.reads = plan.reads
+        self.tensors = plan.base.checkpoint.tensors
         self.merged = set(plan.merged)
         self.device = plan.device
-        p = plan.params
-        self.dare = (float(p.p), bool(p.rescale)) if plan.method.dare else None
         self.sources_checked = False  # set once a pre-pass has checked every merged source block for NaN/inf
-        self.mask_keys = mask_keys(plan)
+        self.keys = plan.source_keys
         self._read_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="merge-read")
 
     def close(self) -> None:
@@ -118,11 +120,11 @@ class _Reader:
 
     def base(self, unit: list[Item]) -> dict[Item, torch.Tensor]:
         """The base's blocks the unit needs: all of them, or only the unmerged ones for a method that ignores the base."""
-        items = unit if self.plan.method.uses_base else [it for it in unit if it[0] not in self.merged]
-        vals = self.plan.base.read(items)
+        items = unit if self.reads.base else [it for it in unit if it.name not in self.merged]
+        vals = self.plan.base.checkpoint.read(items)
         for item, t in vals.items():
-            if not (self.sources_checked and item[0] in self.merged):  # a pre-pass read and checked it already
-                self._finite(t, f"base {self.plan.base.folder}", item[0])
+            if not (self.sources_checked and item.name in self.merged):  # a pre-pass read and checked it already
+                self._finite(t, f"base {self.plan.base.path}", item.name)
         return vals
 
     def _float(self, t: torch.Tensor) -> torch.Tensor:
@@ -138,37 +140,35 @@ class _Reader:
         k = len(self.plan.sources)
         out = {}
         for it in unit:
-            if it[0] in self.merged:
-                shape = self.plan.base.tensors[it[0]].shape
-                out[it] = torch.empty((k, it[2] - it[1], *shape[1:]) if shape else (k,), dtype=torch.float32)
+            if it.name in self.merged:
+                shape = self.tensors[it.name].shape
+                out[it] = torch.empty((k, it.stop - it.start, *shape[1:]) if shape else (k,), dtype=torch.float32)
         return out
 
     def sources(
         self, unit: list[Item], base: dict[Item, torch.Tensor], stacked: dict[Item, torch.Tensor] | None = None
     ) -> Iterator[tuple[int, dict[Item, torch.Tensor]]]:
-        items = [it for it in unit if it[0] in self.merged]
-        task_vectors = self.plan.method.inputs == "task_vectors"
+        items = [it for it in unit if it.name in self.merged]
+        task_vectors = self.reads.inputs == "task_vectors"
+        transform = self.reads.transform
+        cks = [s.checkpoint for s in self.plan.sources]
         futures = None
         if stacked is not None:
             # reading is a memory copy out of the page cache that releases the GIL: two readers use both cores
-            futures = [
-                self._read_pool.submit(ck.read, items, {it: stacked[it][i] for it in items})
-                for i, ck in enumerate(self.plan.sources)
-            ]
-        for i, ck in enumerate(self.plan.sources):
+            futures = [self._read_pool.submit(ck.read, items, {it: stacked[it][i] for it in items}) for i, ck in enumerate(cks)]
+        for i, ck in enumerate(cks):
             vals = futures[i].result() if futures is not None else ck.read(items)
             out = {}
             for item in items:
                 t = vals.pop(item)
-                if not (self.plan.method.propagates_nonfinite or self.sources_checked):
-                    self._finite(t, f"source {ck.folder}", item[0])
+                if not (self.reads.carries_nonfinite or self.sources_checked):
+                    self._finite(t, f"source {ck.folder}", item.name)
                 t = self._float(t)
                 if task_vectors:
                     t.sub_(base[item].to(self.device, torch.float32))
-                    if self.dare is not None:
-                        info = self.plan.base.tensors[item[0]]
-                        mask = keep_mask(self.plan.spec.seed, self.mask_keys[i], item[0], info.shape, item[1:], self.dare[0])
-                        apply_dare(t, mask, *self.dare)
+                    if transform is not None:
+                        shape = self.tensors[item.name].shape
+                        transform(t, Where(item.name, shape, (item.start, item.stop), self.plan.seed, self.keys[i]))
                 out[item] = t
             del vals
             yield i, out
@@ -176,37 +176,37 @@ class _Reader:
     def check_output(self, result: torch.Tensor, item: Item) -> None:
         """For methods whose output carries any NaN/inf of their inputs: check the output, and name the source if not finite."""
         try:
-            self._finite(result, "merged", item[0])
+            self._finite(result, "merged", item.name)
         except InputError:
-            for ck in self.plan.sources:
-                self._finite(ck.read([item])[item], f"source {ck.folder}", item[0])
+            for s in self.plan.sources:
+                self._finite(s.checkpoint.read([item])[item], f"source {s.path}", item.name)
             raise InputError(
-                f"the merged values of tensor {item[0]} overflowed (inf) although every source is finite; "
+                f"the merged values of tensor {item.name} overflowed (inf) although every source is finite; "
                 "check the weights and the method's scaling (lam)"
             ) from None
 
     def base_block(self, base: dict[Item, torch.Tensor], item: Item, pop: bool = False) -> torch.Tensor | None:
-        if not self.plan.method.uses_base:
+        if not self.reads.base:
             return None
         t = base.pop(item) if pop else base[item]
         return self._float(t) if pop else t.to(self.device, torch.float32, copy=True)
 
     def statistics(self, unit: list[Item]) -> dict[str, list[dict[Item, torch.Tensor | None]]]:
         out: dict[str, list[dict[Item, torch.Tensor | None]]] = {}
-        items = [it for it in unit if it[0] in self.merged]
-        for kind, cks in self.plan.statistics.items():
+        items = [it for it in unit if it.name in self.merged]
+        for kind in self.reads.statistics:
             out[kind] = []
-            for ck in cks:
+            for ck in self.plan.statistics[kind]:
                 want, mapping = [], {}
                 for item in items:
-                    info = ck.tensors.get(item[0])
+                    info = ck.tensors.get(item.name)
                     if info is None:
                         mapping[item] = None
                         continue
-                    same = info.shape == self.plan.base.tensors[item[0]].shape
-                    rows = item[1:] if same else (0, info.shape[0] if info.shape else 1)
-                    mapping[item] = (item[0], *rows)
-                    want.append((item[0], *rows))
+                    same = info.shape == self.tensors[item.name].shape
+                    key = item if same else Item(item.name, 0, info.shape[0] if info.shape else 1)
+                    mapping[item] = key
+                    want.append(key)
                 vals = ck.read(dict.fromkeys(want))
                 per = {}
                 for item, key in mapping.items():
@@ -214,25 +214,18 @@ class _Reader:
                         per[item] = None
                         continue
                     t = vals[key]
-                    self._finite(t, ck.role, item[0])
+                    self._finite(t, ck.role, item.name)
                     per[item] = t.to(self.device, torch.float32)
                 out[kind].append(per)
         return out
 
 
-def mask_keys(plan: Plan) -> list[str]:
-    """Per source, the key its random streams (DARE's mask) are seeded by: the hash of its weights that validation
-    records, so a renamed or moved folder gives the same mask and two folders of one name in different places
-    (different weights) get different ones."""
-    return [str(r["hash"]) for r in plan.records]
-
-
 def _block(plan: Plan, item: Item, base: torch.Tensor, sources: list[torch.Tensor], w: torch.Tensor, raw: torch.Tensor) -> Block:
-    info = plan.base.tensors[item[0]]
-    rows = (item[1], item[2]) if info.shape else (0, 1)
+    shape = plan.base.checkpoint.tensors[item.name].shape
+    rows = (item.start, item.stop) if shape else (0, 1)
     return Block(
-        name=item[0], shape=info.shape, rows=rows, base=base, sources=sources, weights=w, raw_weights=raw,
-        seed=plan.spec.seed, source_keys=mask_keys(plan),
+        name=item.name, shape=shape, rows=rows, base=base, sources=sources, weights=w, raw_weights=raw,
+        seed=plan.seed, source_keys=plan.source_keys,
     )
 
 
@@ -240,7 +233,14 @@ SAMPLE_EVERY = 256  # the global threshold's sample: the first 1/256 of the rows
 
 
 def _sample_items(unit: list[Item], merged: set[str]) -> list[Item]:
-    return [(n, a, a + max(1, -(-(b - a) // SAMPLE_EVERY))) for n, a, b in unit if n in merged and b > a]
+    return [Item(it.name, it.start, it.start + max(1, -(-(it.stop - it.start) // SAMPLE_EVERY)))
+            for it in unit if it.name in merged and it.stop > it.start]
+
+
+def _weights(plan: Plan) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights normalised to sum 1 and as given, float32 on the merge device."""
+    raw = torch.tensor(plan.weights, dtype=torch.float32, device=plan.device)
+    return raw / raw.sum(), raw.clone()
 
 
 def _prepass(plan: Plan, units: list[list[Item]], nblocks: dict[str, int], reader: _Reader, bar) -> tuple[dict, dict, torch.Tensor | None]:
@@ -250,62 +250,57 @@ def _prepass(plan: Plan, units: list[list[Item]], nblocks: dict[str, int], reade
     makes it exact (SampledSelect); should a bracket miss, two radix passes (RadixSelect) follow. The full pass also
     checks every source block for NaN/inf, so the merge pass need not check them again.
     """
-    method, params = plan.method, plan.params
+    reads, tensors = plan.reads, plan.base.checkpoint.tensors
     k = len(plan.sources)
     merged = set(plan.merged)
     split = {n for n in plan.merged if nblocks[n] > 1}
-    sums: dict[str, dict[str, torch.Tensor]] = {}
-    scope = method.rank_scope(params) if method.ranks and method.rank_scope else None
+    thresholds = reads.thresholds
     global_ranks: list[int] = []
     tensor_ranks: dict[str, list[int]] = {}
-    if scope == "global":
-        total = sum(plan.base.tensors[n].numel for n in plan.merged)
-        global_ranks = method.ranks(params, total)
-    elif scope == "tensor":
-        tensor_ranks = {n: method.ranks(params, plan.base.tensors[n].numel) for n in split}
-        tensor_ranks = {n: r for n, r in tensor_ranks.items() if r}
+    if thresholds is not None and thresholds.scope == "global":
+        global_ranks = thresholds.ranks(sum(tensors[n].numel for n in plan.merged))
+    elif thresholds is not None:
+        tensor_ranks = {n: r for n in split if (r := thresholds.ranks(tensors[n].numel))}
     # the split tensors that need per-tensor sums (a method may ask for them on some tensors only)
-    sum_split = {n for n in split if method.sums_for is None or method.sums_for(params, n, plan.base.tensors[n].shape)}
-    want_sums = method.tensor_sums is not None and bool(sum_split)
-    if not (global_ranks or tensor_ranks or want_sums):
+    sum_split = {n for n in split if reads.sums is not None and reads.sums.applies(n, tensors[n].shape)}
+    sums: dict[str, dict[str, torch.Tensor]] = {}
+    if not (global_ranks or tensor_ranks or sum_split):
         return sums, {}, None
-    w = torch.tensor(plan.weights, dtype=torch.float32, device=plan.device)
-    raw = w.clone()
-    w = w / w.sum()
-    wanted = merged if global_ranks else (set(tensor_ranks) | (sum_split if want_sums else set()))
-    todo = [u for u in units if any(it[0] in wanted for it in u)]
-    late_sums = want_sums and method.sums_after_thresholds  # sums that read the thresholds: one more pass after them
+    w, raw = _weights(plan)
+    wanted = merged if global_ranks else (set(tensor_ranks) | sum_split)
+    todo = [u for u in units if any(it.name in wanted for it in u)]
+    late_sums = bool(sum_split) and reads.sums.after_thresholds  # sums that read the thresholds: a pass after them
     found: dict[str, Any] = {}  # the thresholds, once known (for late sums)
 
     def stream(select, label: str, sums_too: bool = False, sample: bool = False) -> None:
         nonlocal todo
         if select is None:  # a sums-only pass reads only the tensors that need sums
-            todo = [u for u in todo if any(it[0] in sum_split for it in u)]
+            todo = [u for u in todo if any(it.name in sum_split for it in u)]
         bar.reset(total=len(todo))
         bar.set_description(label)
         for unit in todo:
-            items = [it for it in unit if it[0] in wanted]
+            items = [it for it in unit if it.name in wanted]
             if sample:
                 items = _sample_items(items, merged)
             base = reader.base(items)
             blocks: dict[Item, list[torch.Tensor]] = {it: [] for it in items} if sums_too else {}
             if select is None:
-                items = [it for it in items if it[0] in sum_split]
+                items = [it for it in items if it.name in sum_split]
             for i, vals in reader.sources(items, base):
                 for it in items:
-                    group = i if global_ranks else (it[0], i)
-                    if select is not None and (global_ranks or it[0] in tensor_ranks):
+                    group = i if global_ranks else (it.name, i)
+                    if select is not None and (global_ranks or it.name in tensor_ranks):
                         (select.sample if sample else select.add)(group, vals[it])
                     if sums_too:
                         blocks[it].append(vals[it])
                 del vals
             if sums_too:
                 for it in items:
-                    if it[0] in sum_split:
+                    if it.name in sum_split:
                         b = _block(plan, it, reader.base_block(base, it), blocks[it], w, raw)
-                        b.thresholds = found["global"] if "global" in found else found.get("tensor", {}).get(it[0])
-                        for key, v in method.tensor_sums(b, params).items():
-                            acc = sums.setdefault(it[0], {})
+                        b.thresholds = found["global"] if "global" in found else found.get("tensor", {}).get(it.name)
+                        for key, v in reads.sums.sums(b).items():
+                            acc = sums.setdefault(it.name, {})
                             acc[key] = acc[key] + v if key in acc else v.clone()
             del blocks, base
             bar.update(1)
@@ -313,11 +308,11 @@ def _prepass(plan: Plan, units: list[list[Item]], nblocks: dict[str, int], reade
     global_thr = None
     tensor_thr: dict[str, torch.Tensor] = {}
     if global_ranks:
-        totals = {i: sum(plan.base.tensors[n].numel for n in plan.merged) for i in range(k)}
+        totals = {i: sum(tensors[n].numel for n in plan.merged) for i in range(k)}
         sampled = SampledSelect({i: global_ranks for i in range(k)}, totals)
         stream(sampled, "pre-pass: sample", sample=True)
         sampled.freeze()
-        stream(sampled, "pre-pass: thresholds", sums_too=want_sums and not late_sums)
+        stream(sampled, "pre-pass: thresholds", sums_too=bool(sum_split) and not late_sums)
         results = [sampled.result(i) for i in range(k)]
         del sampled
         if any(r is None for r in results):  # a bracket missed: fall back to the two-pass radix select
@@ -327,26 +322,26 @@ def _prepass(plan: Plan, units: list[list[Item]], nblocks: dict[str, int], reade
             stream(radix, "pre-pass: radix 2/2")
             results = [radix.result(i) for i in range(k)]
         global_thr = torch.stack(results).to(plan.device)
-        if not method.propagates_nonfinite:
+        if not reads.carries_nonfinite:
             reader.sources_checked = True
         found["global"] = global_thr
     elif tensor_ranks:
         radix = RadixSelect({(n, i): r for n, r in tensor_ranks.items() for i in range(k)})
-        stream(radix, "pre-pass 1/2", sums_too=want_sums and not late_sums)
+        stream(radix, "pre-pass 1/2", sums_too=bool(sum_split) and not late_sums)
         radix.next_pass()
         stream(radix, "pre-pass 2/2")
         tensor_thr = {n: torch.stack([radix.result((n, i)) for i in range(k)]).to(plan.device) for n in tensor_ranks}
         found["tensor"] = tensor_thr
-    if want_sums and (late_sums or not (global_ranks or tensor_ranks)):
+    if sum_split and (late_sums or not (global_ranks or tensor_ranks)):
         stream(None, "pre-pass: sums", sums_too=True)
     return sums, tensor_thr, global_thr
 
 
 def _out_dtype(plan: Plan, name: str) -> torch.dtype:
-    info = plan.base.tensors[name]
-    if not info.is_float or plan.spec.dtype == "base":
+    info = plan.base.checkpoint.tensors[name]
+    if not info.is_float or plan.dtype == "base":
         return info.torch_dtype
-    return OUT_DTYPES[plan.spec.dtype]
+    return OUT_DTYPES[plan.dtype]
 
 
 def _copy_side_files(base: Path, out: Path, dtype: str) -> None:
@@ -368,39 +363,37 @@ def _progress(enabled: bool, total: int):
     return tqdm(total=total, disable=not enabled, unit="tensor", dynamic_ncols=True, leave=False)
 
 
-def merge(spec: MergeSpec) -> Path:
-    """Merge ``spec.sources`` into ``spec.output`` (HF folder + manifest.json), validating every input first.
+def stream(plan: Plan, options: RunOptions = RunOptions()) -> Path:
+    """Run a checked plan of a streamed method into ``plan.output`` (HF folder + manifest.json), atomically: a failure
+    while streaming (e.g. NaN in a source) removes the half-written output."""
+    with PeakMemory(plan.device) as probe:
+        return _stream(plan, options, probe)
 
-    Nothing is written unless every check passes; a failure while streaming (e.g. NaN in a source) removes the
-    half-written output.
-    """
-    from merginguriel.memory import PeakMemory
 
+def _stream(plan: Plan, options: RunOptions, probe: PeakMemory) -> Path:
     t0 = time.perf_counter()
-    probe = PeakMemory(spec.device if spec.device != "auto" else None).__enter__()
-    plan = prepare(spec)
     _keep_freed_memory()
-    method, params = plan.method, plan.params
-    units, nblocks = plan_units(plan)
+    method, kernel, reads = plan.method, plan.kernel, plan.reads
+    tensors_info = plan.base.checkpoint.tensors
+    units, nblocks = plan_units(plan, options.memory_mb)
     reader = _Reader(plan)
-    w = torch.tensor(plan.weights, dtype=torch.float32, device=plan.device)
-    raw = w.clone()
-    w = w / w.sum()
-    scope = method.rank_scope(params) if method.ranks and method.rank_scope else None
+    w, raw = _weights(plan)
+    scope = reads.thresholds.scope if reads.thresholds is not None else None
     merged_set = set(plan.merged)
-    tensors = [(n, info.shape, _out_dtype(plan, n)) for n, info in plan.base.tensors.items()]
+    tensors = [(n, info.shape, _out_dtype(plan, n)) for n, info in tensors_info.items()]
     t_valid = time.perf_counter() - t0
 
-    with atomic_dir(spec.output, overwrite=spec.overwrite) as tmp, _progress(spec.progress, len(tensors)) as bar:
+    with atomic_dir(plan.output, overwrite=options.overwrite) as tmp, _progress(options.progress, len(tensors)) as bar:
         t1 = time.perf_counter()
         sums, tensor_thr, global_thr = _prepass(plan, units, nblocks, reader, bar)
         t_prepass = time.perf_counter() - t1
         bar.reset(total=len(tensors))
         bar.set_description(f"merge ({method.name})")
-        writer = SafetensorsWriter(tmp, tensors, shard_bytes=int(spec.shard_mb * 2**20))
+        writer = SafetensorsWriter(tmp, tensors, shard_bytes=int(options.shard_mb * 2**20))
+
         def load(unit: list[Item]):
             base = reader.base(unit)
-            items = [it for it in unit if it[0] in merged_set]
+            items = [it for it in unit if it.name in merged_set]
             blocks: dict[Item, list[torch.Tensor]] = {it: [] for it in items}
             stacked = reader.stacked(items)
             for _, vals in reader.sources(unit, base, stacked):
@@ -410,7 +403,7 @@ def merge(spec: MergeSpec) -> Path:
             if stacked is None:
                 stacked = {it: torch.stack(blocks[it]) for it in items}
                 blocks = {it: list(stacked[it].unbind(0)) for it in items}
-            stats = reader.statistics(unit) if plan.statistics else {}
+            stats = reader.statistics(unit) if reads.statistics else {}
             return base, blocks, stacked, stats
 
         # the next unit is read (file reads and torch ops release the GIL) while this one is merged
@@ -421,9 +414,9 @@ def merge(spec: MergeSpec) -> Path:
                 base, blocks, stacked, stats = pending.result()
                 pending = pool.submit(load, units[j + 1]) if j + 1 < len(units) else None
                 for it in unit:
-                    name = it[0]
-                    if name not in merged_set:
-                        writer.write(name, it[1], base.pop(it))
+                    info = tensors_info[it.name]
+                    if it.name not in merged_set:
+                        writer.write(it.name, it.start, base.pop(it))
                     else:
                         b = _block(plan, it, reader.base_block(base, it, pop=True), blocks.pop(it), w, raw)
                         b.stacked = stacked.pop(it)
@@ -431,23 +424,21 @@ def merge(spec: MergeSpec) -> Path:
                         if scope == "global":
                             b.thresholds = global_thr
                         elif scope == "tensor":
-                            if nblocks[name] > 1:
-                                b.thresholds = tensor_thr.get(name)
+                            if nblocks[it.name] > 1:
+                                b.thresholds = tensor_thr.get(it.name)
                             else:
-                                ranks = method.ranks(params, plan.base.tensors[name].numel)
+                                ranks = reads.thresholds.ranks(info.numel)
                                 if ranks:
                                     b.thresholds = torch.stack([kth_largest_abs(s, ranks) for s in b.sources]).to(plan.device)
-                        if method.tensor_sums is not None and (
-                            method.sums_for is None or method.sums_for(params, name, plan.base.tensors[name].shape)
-                        ):  # after the thresholds: sums may read them (sums_after_thresholds)
-                            b.sums = sums.get(name, {}) if nblocks[name] > 1 else method.tensor_sums(b, params)
-                        result = method.fn(b, params)
-                        if method.propagates_nonfinite:
+                        if reads.sums is not None and reads.sums.applies(it.name, info.shape):
+                            # after the thresholds: sums may read them (Sums.after_thresholds)
+                            b.sums = sums.get(it.name, {}) if nblocks[it.name] > 1 else reads.sums.sums(b)
+                        result = method.fn(b, kernel)
+                        if reads.carries_nonfinite:
                             reader.check_output(result, it)
-                        writer.write(name, it[1], result)
+                        writer.write(it.name, it.start, result)
                         del b, result
-                    last = plan.base.tensors[name].shape[0] if plan.base.tensors[name].shape else 1
-                    if it[2] >= last:
+                    if it.stop >= (info.shape[0] if info.shape else 1):
                         bar.update(1)
                 del blocks, base, stats, stacked
         except BaseException:
@@ -458,26 +449,14 @@ def merge(spec: MergeSpec) -> Path:
         pool.shutdown(wait=True)
         reader.close()
         writer.close()
-        _copy_side_files(spec.base, tmp, spec.dtype)
+        _copy_side_files(plan.base.path, tmp, plan.dtype)
         wall = time.perf_counter() - t0
         write_merged_manifest(
             tmp,
-            method=method.name,
-            params=dataclasses.asdict(params),
-            base={"path": str(spec.base), "hash": plan.base_hash},
-            sources=plan.records,
-            weights_normalised=w.tolist(),
-            seed=spec.seed,
-            target=spec.target,
-            include_target=spec.include_target,
-            selection=spec.selection,
-            exclude={"patterns": spec.exclude, "tensors": plan.excluded},
-            statistics={kind: [str(c.folder) for c in cks] for kind, cks in plan.statistics.items()},
-            dtype=spec.dtype,
+            **plan.manifest_fields(),
             device=str(plan.device),
-            timings={"total_s": round(wall, 3), "validate_s": round(t_valid, 3), "prepass_s": round(t_prepass, 3)},
+            timings={"total_s": round(wall, 3), "setup_s": round(t_valid, 3), "prepass_s": round(t_prepass, 3)},
             memory=probe.stop().record(),
-            job=spec.job,
-            blocks={"memory_mb": spec.memory_mb, "units": len(units), "split_tensors": sum(1 for v in nblocks.values() if v > 1)},
+            blocks={"memory_mb": options.memory_mb, "units": len(units), "split_tensors": sum(1 for v in nblocks.values() if v > 1)},
         )
-    return spec.output
+    return plan.output

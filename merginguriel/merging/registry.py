@@ -1,99 +1,90 @@
-"""The registry of merge methods: small functions over tensor blocks, each with a params dataclass.
+"""The registry of merge methods: one way to register every method, and one object that describes it.
 
-Writing a method
-----------------
-A method is a function ``fn(block: Block, params: P) -> torch.Tensor`` registered with :func:`register`::
+A method is a name, a typed parameters dataclass, what it needs besides the base, the sources and their weights, and
+the function that merges:
 
-    @dataclass
-    class FisherParams:
-        \"\"\"Fisher merging (methods.md).
+    @dataclass(frozen=True)
+    class FisherParams(StatisticsData):
+        \"\"\"Fisher merging.
 
         Args:
-            eps: floor added to every Fisher value.
+            eps: floor of every Fisher value.
         \"\"\"
         eps: float = 1e-6
 
-        def __post_init__(self):                 # validate; raise InputError naming problem and fix
-            if self.eps < 0: raise InputError("fisher: eps must be >= 0; pass --merge.params.eps 1e-6")
-
-    @register("fisher", FisherParams, inputs="models", needs=("fisher",))
+    @register("fisher", FisherParams, reads=lambda p: Reads(inputs="models", statistics=("fisher",)),
+              needs=Needs(statistics=(Statistic("fisher", compute=fisher_statistics),), rows=statistics_rows))
     def fisher(block: Block, p: FisherParams) -> torch.Tensor:
-        num = sum(c * (f + p.eps) * t for c, f, t in zip(block.weights, block.stats["fisher"], block.sources))
-        den = sum(c * (f + p.eps) for c, f in zip(block.weights, block.stats["fisher"]))
-        return num / den
+        ...
 
 Put the module in ``merginguriel/merging/methods/``: every module there is imported when the registry is first used,
-so registering is all it takes to appear in ``merginguriel merge --list`` and to be accepted by ``merge()``.
+so registering is all it takes to appear in ``merginguriel merge --list`` and to run as a merge job. A merge job never
+looks at a method's name: it reads ``Method.needs`` (statistics of every source; unlabelled target utterances and a
+Lightning Trainer; or nothing) and hands the checked inputs to the method.
 
-What the engine hands a method (:class:`Block`)
------------------------------------------------
-The engine streams every tensor of the base (large ones in row blocks along dim 0) and calls ``fn`` once per block:
-
-- ``block.name``: the tensor's name (e.g. ``roberta.encoder.layer.0.attention.self.query.weight``); ``block.shape`` the
-  FULL tensor's shape; ``block.rows = (start, stop)`` the rows of dim 0 this block covers (``(0, shape[0])`` for a whole
-  tensor, ``(0, 1)`` for a 0-d one); ``block.whole`` is True when the block is the whole tensor.
-- ``block.base``: the base's values for the block (float32, on the merge device); ``None`` for a method registered
-  with ``uses_base=False`` (e.g. linear, slerp), which then never reads the base's weights.
-- ``block.sources``: K tensors shaped like ``block.base``: the fine-tuned values θ_i (``inputs="models"``) or the task
-  vectors τ_i = θ_i − θ_b (``inputs="task_vectors"``; DARE, when the method is a ``dare_*`` variant, is already applied).
-  The engine owns these tensors; a method may modify them in place.
-- ``block.stacked``: in the merge pass, the same K source tensors as ONE ``[K, *block shape]`` tensor whose rows
-  ``block.sources`` are views of (weighted sums as one matrix-vector product: ``torch.tensordot(w, stacked, 1)``);
-  ``None`` in pre-passes.
-- ``block.weights``: the K source weights as a float32 tensor on the device, normalised to sum 1
-  (``block.raw_weights``: as given). Every source takes part with its weight; never drop one.
-- ``block.stats[kind]``: for each ``kind`` in the method's ``needs``, one entry per source: the statistics tensor of the
-  same name read from that source's statistics folder, float32 on the device; row-sliced like ``block.base`` when its
-  shape equals the model tensor's shape, otherwise whole (e.g. a RegMean Gram matrix ``[in, in]`` beside a weight
-  ``[out, in]``); ``None`` where that source's statistics have no tensor of this name (the method decides what then).
-- ``block.sums``: the per-TENSOR sums the method asked for with ``tensor_sums`` (below), summed over ALL blocks of the
-  tensor, so statistics such as norms are exact even when the tensor is split.
-- ``block.thresholds``: a ``[K, R]`` tensor: for each source, the exact R magnitude thresholds the method asked for with
-  ``ranks`` (below): the r-th largest |τ_i| over the tensor (scope ``tensor``) or over every merged tensor of the model
-  (scope ``global``).
-- ``block.seed``: the merge seed; ``block.source_keys``: a key per source derived from its weights (the checkpoint
-  hash validation records), so seeding follows the model, not its folder's name or place.
-- The return value: the merged values θ for the block (any float dtype, shape of ``block.base``); the engine casts it to
-  the output dtype and writes it.
-
-Statistics files (``needs``)
-----------------------------
-``needs=("fisher",)`` makes the engine read, for every source, the safetensors file(s) of the folders given in
-``MergeSpec.statistics["fisher"]`` (one per source, in source order). `merginguriel merge` fills them with
-:func:`merginguriel.statistics.cache.ensure_statistics`, which computes each source's statistics once and caches them
-in ``Layout.statistics("fisher", L)/<settings-key>/`` (the key hashes examples, data and seed); without them the engine
-falls back to ``Layout.statistics("fisher", L)`` itself.
-Tensor names are the model's. The engine checks before merging that each folder exists, holds readable safetensors and
-has no NaN/inf in the tensors it reads; statistics are streamed like weights (one file open at a time).
-
-Hooks for methods that need more than one block at a time
----------------------------------------------------------
-- ``tensor_sums(block, params) -> dict[str, Tensor]``: partial sums over a block (e.g. squared norms, dot products); the
-  engine adds them over the tensor's blocks in a pre-pass (only for tensors split into blocks) and passes the totals
-  in ``block.sums``. With ``sums_for(params, name, shape) -> bool`` only the tensors it accepts get sums (and only
-  they are read in the pre-pass); with ``sums_after_thresholds=True`` the sums are taken with ``block.thresholds``
-  already set (e.g. the L1 mass a magnitude mask removes), one extra pre-pass over the split tensors.
-- ``ranks(params, numel) -> list[int]`` with ``rank_scope(params) -> "tensor" | "global"``: the ranks r (1 = largest) of
-  |τ_i| whose values the method needs as thresholds; ``numel`` is the element count of the tensor (scope ``tensor``)
-  or of every merged tensor together (scope ``global``). The engine computes them exactly by a streamed radix select.
-- ``propagates_nonfinite=True`` (registration flag): the method's output is a sum of every input entry times a
-  finite factor (linear, task arithmetic), so a NaN/inf in any source shows up in the output; the engine then checks
-  only the output block (one pass instead of K) and, if it is not finite, finds the culprit source.
-- ``check(params, k) -> None``: validation that needs the number of sources K (raise InputError).
-- ``effective_weights(params, weights) -> list[float]``: the weights the method really uses (e.g. ``average``: 1/K);
-  the manifest records these.
-
-Parameter aliases (other tools' names)
---------------------------------------
+Parameters
+----------
+A params dataclass is frozen and parsed once (:meth:`Method.make_params`: names and types from YAML, JSON or the
+command line, other tools' names through ``ALIASES``); its ``__post_init__`` refuses values out of range with an
+InputError naming the fix. Subclassing :class:`Params` gives two more checks with defaults:
+``check_sources(sources)`` (what depends on the sources: their number, where their weights came from) and
+``effective_weights(weights)`` (the weights the method really uses, e.g. ``average``: 1/K; the manifest records them).
 A params dataclass may declare ``ALIASES = {"lambda": Alias("lam"), "density": Alias("p", lambda d: 1 - d, ...)}``
-(a plain class attribute; inherited through the dataclass's bases). ``make_params`` accepts an alias in place of its
-parameter (converted), refuses it together with a disagreeing value of the parameter itself, and ignores an alias
-whose name is a real parameter of the class (e.g. ``dare_ties``'s own ``density``). ``merge --list`` shows them.
-The manifest records the canonical names only.
+(inherited through its bases): :meth:`Method.make_params` accepts an alias in place of its parameter (converted),
+refuses it beside a disagreeing value of the parameter itself, and ignores an alias whose name is a real parameter of
+the class (``dare_ties``'s own ``density``). The manifest records the canonical names only.
+
+What a streamed method reads (:class:`Reads`)
+---------------------------------------------
+``reads(params)`` tells the engine what to hand the merge function for these parameters:
+
+- ``inputs``: the fine-tuned values θ_i (``models``) or the task vectors τ_i = θ_i − θ_b (``task_vectors``);
+- ``base``: whether the base's values are read (``linear`` and ``slerp`` never read them);
+- ``transform``: applied to each source's task vector as it is read, before any threshold or sum sees it (DARE's
+  seeded random drop, merging/dare_mask.py);
+- ``thresholds``: the exact r-th largest |τ_i| per source for the ranks r a function of the element count gives,
+  over each tensor (scope ``tensor``) or over every merged tensor of the model (scope ``global``); the engine computes
+  them by a streamed select, so they are exact whatever the block size;
+- ``sums``: per-tensor sums of blocks (norms, Gram matrices), added over a split tensor's blocks in a pre-pass, for
+  the tensors ``applies`` accepts; ``after_thresholds`` when the sums read the thresholds;
+- ``statistics``: the kinds of per-source statistics tensors streamed beside the weights;
+- ``carries_nonfinite``: the output is a sum of every input entry times a finite factor, so a NaN/inf in a source
+  shows in the output; the engine then checks the output block only (one pass instead of K).
+
+What the engine hands a merge function (:class:`Block`)
+-------------------------------------------------------
+The engine streams every tensor of the base (large ones in row blocks along dim 0) and calls the function once per
+block with the kernel parameters (``Method.to_kernel(params)``; the params themselves unless the method is a preset):
+
+- ``block.name``, ``block.shape`` (of the FULL tensor), ``block.rows = (start, stop)`` (``(0, 1)`` for a 0-d tensor),
+  ``block.whole`` (the block is the whole tensor);
+- ``block.base``: the base's values (float32, on the merge device; None when ``reads.base`` is False);
+- ``block.sources``: K tensors shaped like the block (models or task vectors, transformed); the engine owns them and
+  a method may modify them in place; ``block.stacked``: in the merge pass the same K tensors as one ``[K, *block]``
+  tensor whose rows ``block.sources`` are views of (None in pre-passes);
+- ``block.weights``: the K effective weights normalised to sum 1 (float32); ``block.raw_weights``: as given. Every
+  source takes part with its weight;
+- ``block.stats[kind]``: per source, the statistics tensor of the block's name (row-sliced like the block when shaped
+  like the weight, whole otherwise, e.g. a RegMean Gram matrix), None where a source has none;
+- ``block.sums``: the per-tensor sums over ALL of the tensor's blocks; ``block.thresholds``: a ``[K, R]`` tensor;
+- ``block.seed`` and ``block.source_keys`` (one key per source: its weights' hash, so seeding follows the model).
+
+The function returns the merged values of the block (any float dtype); the engine casts them and writes them.
+
+Methods that are not streamed
+-----------------------------
+A method registered with ``streamed=False`` (AdaMerging) is a function ``run(plan, options, context) -> Path`` over
+the checked merge plan (merginguriel.merging.validate.Plan): it writes the output folder itself, atomically, through
+:func:`merginguriel.merging.manifest.write_merged_manifest`.
+
+Presets
+-------
+``preset_of`` names the method whose merge function a preset shares, and ``to_kernel`` maps the preset's parameters
+to that method's: the task-vector family (merging/methods/task_vectors.py) has today's task-vector methods as presets.
 
 What ``merge --list`` shows
 ---------------------------
-The first paragraph of the method function's docstring is its summary; every further paragraph (conventions that
+The first paragraph of the merge function's docstring is its summary; every further paragraph (conventions that
 differ from the papers or from mergekit, variants) is printed below it, then the parameters with their help.
 """
 
@@ -109,7 +100,7 @@ import textwrap
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import torch
 
@@ -137,6 +128,36 @@ def param_aliases(params: type) -> dict[str, Alias]:
     return {name: a for name, a in out.items() if name not in fields and a.to in fields}
 
 
+WeightsFrom = Literal["given", "equal", "similarity"]
+
+
+@dataclass(frozen=True)
+class SourceSet:
+    """What a method's parameters may be checked against before any model is read: how many sources there are and
+    where their weights come from (``given`` by the user, ``equal``, or a selection's ``similarity`` scores)."""
+
+    count: int
+    weights_from: WeightsFrom = "given"
+
+
+@dataclass(frozen=True)
+class Params:
+    """Base of the params dataclasses: the checks and the weights a method's parameters imply (see the module doc).
+    A dataclass without fields, so that every params class is a dataclass all the way up (parsers read it so)."""
+
+    def check_sources(self, sources: SourceSet) -> None:
+        """Refuse (InputError) parameters that do not fit the sources."""
+
+    def effective_weights(self, weights: list[float]) -> list[float]:
+        """The weights the method really uses, given the sources' weights."""
+        return weights
+
+
+def set_default(params: Any, name: str, value: Any) -> None:
+    """Fill a field of a frozen params dataclass in its ``__post_init__`` (a default that depends on another field)."""
+    object.__setattr__(params, name, value)
+
+
 @dataclass
 class Block:
     """One block (a whole tensor or a range of its rows) of every checkpoint, as a method sees it (see module docstring)."""
@@ -162,30 +183,119 @@ class Block:
 
 
 @dataclass(frozen=True)
-class Method:
-    """A registered merge method."""
+class Where:
+    """Where a block of a source's task vector lies, for a ``Reads.transform``: the tensor, its full shape, the rows,
+    the merge seed and the source's key (its weights' hash)."""
 
     name: str
-    fn: Callable[[Block, Any], torch.Tensor]
-    params: type
+    shape: tuple[int, ...]
+    rows: tuple[int, int]
+    seed: int
+    key: str
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Exact magnitude thresholds: ``ranks(numel)`` gives the ranks (1 = largest |τ|) over ``numel`` entries of a
+    tensor (scope ``tensor``) or of every merged tensor together (scope ``global``)."""
+
+    scope: Literal["tensor", "global"]
+    ranks: Callable[[int], list[int]]
+
+
+def _every_tensor(name: str, shape: tuple[int, ...]) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Sums:
+    """Per-tensor sums: ``sums(block)`` gives partial sums of a block, added over the blocks of a split tensor."""
+
+    sums: Callable[[Block], dict[str, torch.Tensor]]
+    applies: Callable[[str, tuple[int, ...]], bool] = _every_tensor
+    after_thresholds: bool = False
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What the engine streams to a method's merge function for one set of parameters (see the module docstring)."""
+
     inputs: Literal["models", "task_vectors"] = "task_vectors"
-    needs: tuple[str, ...] = ()
-    dare: bool = False
-    uses_base: bool = True
-    propagates_nonfinite: bool = False
-    tensor_sums: Callable[[Block, Any], dict[str, torch.Tensor]] | None = None
-    ranks: Callable[[Any, int], list[int]] | None = None
-    rank_scope: Callable[[Any], str] | None = None
-    check: Callable[[Any, int], None] | None = None
-    effective_weights: Callable[[Any, list[float]], list[float]] | None = None
-    sums_for: Callable[[Any, str, tuple[int, ...]], bool] | None = None
-    sums_after_thresholds: bool = False
+    base: bool = True
+    transform: Optional[Callable[[torch.Tensor, Where], None]] = None
+    thresholds: Optional[Thresholds] = None
+    sums: Optional[Sums] = None
+    statistics: tuple[str, ...] = ()
+    carries_nonfinite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.inputs not in ("models", "task_vectors"):
+            raise ValueError(f"inputs must be 'models' or 'task_vectors', not {self.inputs!r}")
+        if self.inputs == "task_vectors" and not self.base:
+            raise ValueError("task vectors are taken against the base: a task-vector method reads the base")
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """Per-source statistics a method needs: ``compute(model, rows, params, seed, device, tokenizer)`` returns
+    ``{tensor name: tensor}`` for one source model over its example token rows; ``settings(params)`` adds what else
+    decides the numbers to the cache key (the data, examples and seed are always in it)."""
+
+    kind: str
+    compute: Callable[..., dict[str, torch.Tensor]]
+    settings: Callable[[Any], dict] = lambda params: {}
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a merge job gathers for a method before it runs: per-source ``statistics``; the target's unlabelled
+    utterances (``target_data``) and a Lightning Trainer (``trainer``, from the job's ``trainer`` options); nothing.
+    ``rows(params, target, source_locales)`` lists the ``(locale, split)`` whose rows the method reads, so the job's
+    check refuses a missing split before any work."""
+
+    statistics: tuple[Statistic, ...] = ()
+    target_data: bool = False
+    trainer: bool = False
+    rows: Optional[Callable[[Any, Optional[str], list[Optional[str]]], list[tuple[str, str]]]] = None
+
+    @property
+    def data(self) -> bool:
+        """Whether the method reads data (a target needs to be known, the data source must be readable)."""
+        return bool(self.statistics) or self.target_data
+
+
+def _no_reads(params: Any) -> Reads:
+    return Reads()
+
+
+def _same(params: Any) -> Any:
+    return params
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered merge method (see the module docstring)."""
+
+    name: str
+    params: type
+    fn: Callable
+    streamed: bool = True
+    reads: Callable[[Any], Reads] = _no_reads
+    needs: Needs = Needs()
+    to_kernel: Callable[[Any], Any] = _same
+    preset_of: Optional[str] = None
+    section: Optional[str] = None
     summary: str = ""
     notes: tuple[str, ...] = ()
 
-    def make_params(self, given: dict[str, Any] | None) -> Any:
-        """Build the params dataclass from a dict, refusing unknown names and wrong types with a clear message;
-        other tools' names (``ALIASES``) are converted to the project's."""
+    def make_params(self, given: Any) -> Any:
+        """The typed parameters from a mapping (YAML / JSON / the command line: names checked, values coerced, other
+        tools' names converted), or ``given`` itself when it already is this method's params dataclass (another
+        dataclass, e.g. the options class the method's params extend, is read as the mapping of its fields)."""
+        if isinstance(given, self.params):
+            return given
+        if dataclasses.is_dataclass(given) and not isinstance(given, type):
+            given = dataclasses.asdict(given)
         given = dict(given or {})
         known = {f.name: f for f in dataclasses.fields(self.params)}
         aliases = param_aliases(self.params)
@@ -222,6 +332,14 @@ class Method:
         except (TypeError, ValueError) as err:
             raise InputError(f"method {self.name!r}: bad parameters {given}: {err}") from err
 
+    def canonical(self, given: dict[str, Any], params: Any) -> dict[str, Any]:
+        """The parameters a job gave, under their canonical names and with the values as the method reads them (``"0.2"``
+        from a command line is 0.2, mergekit's ``lambda`` is ``lam``, DARE's ``density`` is 1 - p): equal jobs give
+        equal mappings, so they have equal keys."""
+        aliases = param_aliases(self.params)
+        names = dict.fromkeys(aliases[k].to if k in aliases else k for k in given)
+        return {name: getattr(params, name) for name in names}
+
     def describe(self) -> list[tuple[str, str, Any, str]]:
         """(name, type, default, help) of every parameter, help taken from the params docstring's Args section."""
         docs = _arg_docs(self.params.__doc__ or "")
@@ -231,6 +349,11 @@ class Method:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             rows.append((f.name, _type_name(hints[f.name]), default, docs.get(f.name, "")))
         return rows
+
+
+def params_dict(params: Any) -> dict[str, Any]:
+    """A params dataclass as the manifest records it."""
+    return dataclasses.asdict(params)
 
 
 def _type_name(tp: Any) -> str:
@@ -312,37 +435,27 @@ def register(
     name: str,
     params: type,
     *,
-    inputs: Literal["models", "task_vectors"] = "task_vectors",
-    needs: Sequence[str] = (),
-    dare: bool = False,
-    uses_base: bool = True,
-    propagates_nonfinite: bool = False,
-    tensor_sums: Callable[[Block, Any], dict[str, torch.Tensor]] | None = None,
-    ranks: Callable[[Any, int], list[int]] | None = None,
-    rank_scope: Callable[[Any], str] | None = None,
-    check: Callable[[Any, int], None] | None = None,
-    effective_weights: Callable[[Any, list[float]], list[float]] | None = None,
-    sums_for: Callable[[Any, str, tuple[int, ...]], bool] | None = None,
-    sums_after_thresholds: bool = False,
+    reads: Callable[[Any], Reads] = _no_reads,
+    needs: Needs = Needs(),
+    streamed: bool = True,
+    to_kernel: Callable[[Any], Any] = _same,
+    preset_of: Optional[str] = None,
+    section: Optional[str] = None,
+    doc: Optional[str] = None,
 ) -> Callable:
-    """Decorator: register ``fn`` as merge method ``name`` with params dataclass ``params`` (see module docstring)."""
-    if not dataclasses.is_dataclass(params):
-        raise TypeError(f"params of method {name!r} must be a dataclass")
-    if inputs not in ("models", "task_vectors"):
-        raise ValueError(f"inputs must be 'models' or 'task_vectors', not {inputs!r}")
-    if inputs == "task_vectors" and not uses_base:
-        raise ValueError("task vectors are taken against the base: a task-vector method uses the base")
+    """Decorator: register ``fn`` as merge method ``name`` with the frozen params dataclass ``params`` (module doc);
+    ``doc`` replaces the function's docstring in ``merge --list`` (presets share their family's function)."""
+    if not (dataclasses.is_dataclass(params) and params.__dataclass_params__.frozen):
+        raise TypeError(f"params of method {name!r} must be a frozen dataclass (parsed once, never changed)")
 
     def deco(fn: Callable) -> Callable:
         if name in METHODS and METHODS[name].fn is not fn:
             raise ValueError(f"merge method {name!r} is registered twice")
-        paragraphs = [" ".join(p.split()) for p in (inspect.getdoc(fn) or "").split("\n\n") if p.strip()]
+        text = inspect.cleandoc(doc) if doc is not None else inspect.getdoc(fn) or ""
+        paragraphs = [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
         METHODS[name] = Method(
-            name=name, fn=fn, params=params, inputs=inputs, needs=tuple(needs), dare=dare, uses_base=uses_base,
-            propagates_nonfinite=propagates_nonfinite,
-            tensor_sums=tensor_sums, ranks=ranks, rank_scope=rank_scope, check=check,
-            effective_weights=effective_weights, sums_for=sums_for, sums_after_thresholds=sums_after_thresholds,
-            summary=paragraphs[0] if paragraphs else "", notes=tuple(paragraphs[1:]),
+            name=name, params=params, fn=fn, streamed=streamed, reads=reads, needs=needs, to_kernel=to_kernel,
+            preset_of=preset_of, section=section, summary=paragraphs[0] if paragraphs else "", notes=tuple(paragraphs[1:]),
         )
         return fn
 
@@ -353,7 +466,7 @@ def load_methods() -> dict[str, Method]:
     """Import every module of ``merginguriel.merging.methods`` (registering its methods) and return the registry."""
     global _LOADED
     if not _LOADED:
-        from merginguriel.merging import methods as pkg
+        import merginguriel.merging.methods as pkg
 
         for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
             importlib.import_module(f"{pkg.__name__}.{info.name}")
@@ -372,18 +485,45 @@ def get_method(name: str) -> Method:
     return methods[name]
 
 
-def format_methods() -> str:
-    """The text of ``merginguriel merge --list``: every method, its summary and its parameters with defaults and help."""
+def method_sections() -> dict[str, Method]:
+    """Methods whose parameters may also be given as a job section of their own (``adamerging: {steps: 3}``)."""
+    return {m.section: m for m in load_methods().values() if m.section}
+
+
+def _needs_text(needs: Needs) -> str:
+    wants = []
+    if needs.statistics:
+        wants.append(f"statistics of every source: {', '.join(s.kind for s in needs.statistics)}")
+    if needs.target_data:
+        wants.append("the target's unlabelled utterances")
+    if needs.trainer:
+        wants.append("a Lightning Trainer (--trainer.*)")
+    return f" [needs {'; '.join(wants)}]" if wants else ""
+
+
+def format_methods(names: Sequence[str] | None = None) -> str:
+    """The text of ``merginguriel merge --list``: every method, its summary and its parameters with defaults and help;
+    presets under the method whose merge function they share."""
+    methods = load_methods()
+    order = sorted(n for n in (names or methods) if not methods[n].preset_of)
+    presets = {n: sorted(p for p in (names or methods) if methods[p].preset_of == n) for n in order}
     lines = []
-    for name in sorted(load_methods()):
-        m = METHODS[name]
-        extra = f" [needs statistics: {', '.join(m.needs)}]" if m.needs else ""
-        lines.append(f"{name}: {m.summary}{extra}")
-        for note in m.notes:
-            lines.extend(textwrap.wrap(note, width=118, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False))
-        for pname, ptype, default, help_ in m.describe():
-            lines.append(f"    {pname} ({ptype}, default {default!r}): {help_}")
-        for alias, a in param_aliases(m.params).items():
-            lines.append(f"    {alias}: accepted for {a.to}" + (f" ({a.help})" if a.help else ""))
-        lines.append("")
+    for name in order:
+        lines += _method_text(methods[name])
+        for preset in presets[name]:
+            lines += _method_text(methods[preset], f"  (preset of {name})")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _method_text(m: Method, tag: str = "") -> list[str]:
+    lines = [f"{m.name}: {m.summary}{tag}{_needs_text(m.needs)}"]
+    for note in m.notes:
+        lines.extend(textwrap.wrap(note, width=118, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False))
+    for pname, ptype, default, help_ in m.describe():
+        lines.append(f"    {pname} ({ptype}, default {default!r}): {help_}")
+    for alias, a in param_aliases(m.params).items():
+        lines.append(f"    {alias}: accepted for {a.to}" + (f" ({a.help})" if a.help else ""))
+    if m.section:
+        lines.append(f"    (its parameters may also be given as the job section `{m.section}`: --{m.section}.<name>)")
+    lines.append("")
+    return lines

@@ -1,6 +1,9 @@
-"""Everything checked before a merge reads a single weight: paths, headers, shared base, architecture, labels,
-vocabulary, duplicates, IncTar/ExcTar, weights, method parameters, exclude patterns, statistics folders.
+"""Everything checked before a merge reads a single weight, once: the base and each source (paths, headers, shared base,
+architecture, labels, vocabulary), then the merge itself (duplicates, IncTar/ExcTar, weights, method parameters,
+exclude patterns, statistics folders, device, dtype).
 
+A merge job checks its base and its model pool once (:func:`check_base`, :func:`check_source`) and builds the plan from
+those checked models (:func:`plan_merge`); a library merge (:func:`prepare`, a MergeSpec) does the same in one call.
 Each failure is an InputError that names the problem and the fix; nothing is written before all of them pass.
 """
 
@@ -12,14 +15,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from merginguriel.errors import InputError
 from merginguriel.io import checkpoint_ref, file_sha256, read_manifest
 from merginguriel.merging.checkpoint import Checkpoint
-from merginguriel.merging.registry import Method, get_method
+from merginguriel.merging.registry import Method, Reads, SourceSet, WeightsFrom, get_method, params_dict
 from merginguriel.merging.spec import MergeSpec
 from merginguriel.models.export import check_intent_labels
 
@@ -31,23 +34,75 @@ _VOCAB_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt", "vocab
 OUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-@dataclass
-class Plan:
-    """A validated merge, ready for the engine."""
+@dataclass(frozen=True)
+class CheckedModel:
+    """A checkpoint that passed its checks: its folder, its indexed weights, the hash of its weights as they are now,
+    its locale (None for an outside checkpoint without one) and how it relates to the base (``base``, ``finetuned``
+    from it, or an ``outside`` checkpoint of the same architecture)."""
 
-    spec: MergeSpec
+    path: Path
+    checkpoint: Checkpoint
+    hash: str
+    locale: Optional[str] = None
+    origin: str = "base"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked merge, ready to run: the method with its typed parameters, the checked base and sources, the weights
+    the method uses (as given, not normalised), the tensors it merges, and what the manifest records."""
+
     method: Method
     params: Any
-    base: Checkpoint
-    base_hash: str
-    sources: list[Checkpoint]
-    records: list[dict]  # manifest entries of the sources
-    weights: list[float]  # effective, as given (not normalised)
-    source_keys: list[str]
-    merged: list[str]  # tensor names the method merges (float tensors not excluded), in base order
-    excluded: list[str]  # tensor names that keep the base's values
-    statistics: dict[str, list[Checkpoint]] = field(default_factory=dict)
-    device: torch.device = torch.device("cpu")
+    base: CheckedModel
+    sources: tuple[CheckedModel, ...]
+    weights: tuple[float, ...]
+    merged: tuple[str, ...]  # tensor names the method merges (float tensors not excluded), in base order
+    excluded: tuple[str, ...]  # tensor names that keep the base's values
+    output: Path
+    device: torch.device
+    seed: int = 42
+    dtype: str = "float32"
+    exclude: tuple[str, ...] = ()
+    target: Optional[str] = None
+    include_target: Optional[bool] = None
+    selection: Optional[dict] = None
+    job: Optional[dict] = None
+    statistics: dict[str, tuple[Checkpoint, ...]] = field(default_factory=dict)
+
+    @property
+    def kernel(self) -> Any:
+        """The parameters the merge function reads (a preset's parts; the params themselves otherwise)."""
+        return self.method.to_kernel(self.params)
+
+    @property
+    def reads(self) -> Reads:
+        return self.method.reads(self.kernel)
+
+    @property
+    def records(self) -> list[dict]:
+        """The manifest's entries of the sources."""
+        return [{"locale": s.locale, "path": str(s.path), "hash": s.hash, "weight": w, "origin": s.origin}
+                for s, w in zip(self.sources, self.weights)]
+
+    @property
+    def source_keys(self) -> list[str]:
+        """Per source, the key its random streams (DARE's mask) are seeded by: the hash of its weights, so a renamed
+        or moved folder gives the same mask and two folders of one name in different places get different ones."""
+        return [s.hash for s in self.sources]
+
+    def manifest_fields(self) -> dict:
+        """What every merged folder's manifest records about the plan (merging.manifest.write_merged_manifest)."""
+        total = sum(self.weights)
+        return dict(
+            method=self.method.name, params=params_dict(self.params),
+            base={"path": str(self.base.path), "hash": self.base.hash}, sources=self.records,
+            weights_normalised=[w / total for w in self.weights], seed=self.seed, target=self.target,
+            include_target=self.include_target, selection=self.selection,
+            exclude={"patterns": list(self.exclude), "tensors": list(self.excluded)},
+            statistics={kind: [str(c.folder) for c in cks] for kind, cks in self.statistics.items()},
+            dtype=self.dtype, job=self.job,
+        )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -61,13 +116,6 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} asked for but no CUDA GPU is available; use --device cpu (or auto)")
     return dev
-
-
-def _manifest_or_none(folder: Path) -> dict | None:
-    try:
-        return read_manifest(folder)
-    except FileNotFoundError:
-        return None
 
 
 def _check_same_tensors(base: Checkpoint, other: Checkpoint) -> None:
@@ -133,147 +181,149 @@ def exclude_matches(patterns: list[str], names: list[str]) -> set[str]:
     return out
 
 
-@dataclass
-class Inputs:
-    """The checked inputs of any merge, whatever its method: base, sources, their records, weights, tensors."""
-
-    base: Checkpoint
-    base_hash: str
-    sources: list[Checkpoint]
-    records: list[dict]
-    weights: list[float]
-    source_keys: list[str]
-    merged: list[str]
-    excluded: list[str]
-    device: torch.device
+def _manifest_or_none(folder: Path) -> dict | None:
+    try:
+        return read_manifest(folder)
+    except FileNotFoundError:
+        return None
 
 
-def check_inputs(spec: MergeSpec, weights: list[float] | None = None) -> Inputs:
-    """Every method-independent check of a merge (the engine's methods and AdaMerging alike): sources, weights,
-    output, duplicates, IncTar/ExcTar, shared base, architecture, labels, vocabulary, exclude patterns, device.
-    ``weights`` are the weights the method will use (default: the sources' weights)."""
-    if not spec.sources:
+def check_base(folder: str | Path) -> CheckedModel:
+    """The shared base: safetensors weights, a config with MASSIVE's labels, and its hash."""
+    folder = Path(folder)
+    ck = Checkpoint(folder, "base")
+    check_intent_labels(SimpleNamespace(id2label=ck.config().get("id2label")), folder)
+    return CheckedModel(folder, ck, checkpoint_ref(folder)["hash"], None, "base")
+
+
+def check_source(base: CheckedModel, folder: str | Path, locale: Optional[str] = None, role: Optional[str] = None) -> CheckedModel:
+    """A source: MASSIVE's labels, the base's tensors (names, shapes, dtypes), fine-tuned from this base (its manifest
+    records the base's hash) or, without such a record, an outside checkpoint of the base's architecture and vocabulary."""
+    folder = Path(folder)
+    ck = Checkpoint(folder, role or f"source {locale or folder.name}")
+    check_intent_labels(SimpleNamespace(id2label=ck.config().get("id2label")), folder)
+    _check_same_tensors(base.checkpoint, ck)
+    recorded = (_manifest_or_none(folder) or {}).get("base")
+    if isinstance(recorded, dict) and recorded.get("hash"):
+        if recorded["hash"] != base.hash:
+            raise InputError(
+                f"source {folder} was fine-tuned from base {recorded.get('path')} (hash {recorded['hash'][:12]}), "
+                f"not from {base.path} (hash {base.hash[:12]}); task vectors must be taken against the base a source "
+                "was fine-tuned from: pass that base, or drop the source"
+            )
+        origin = "finetuned"
+    else:
+        _check_outside(base.checkpoint, ck)
+        origin = "outside"
+    # the bytes as they are now, not a stale recorded hash
+    return CheckedModel(folder, ck, checkpoint_ref(folder)["hash"], locale, origin)
+
+
+def check_request(method: Method, params: Any, sources: list[tuple[Path, Optional[str], float]], *, weights_from: WeightsFrom,
+                  dtype: str, device: str, output: Path, base: Path, target: Optional[str],
+                  include_target: Optional[bool]) -> tuple[list[float], torch.device]:
+    """The checks of a merge that read no model: the sources against the method's parameters, weights, dtype, device,
+    output, duplicates and IncTar/ExcTar; returns the weights the method uses and the device."""
+    if not sources:
         raise InputError("no sources to merge; give at least one source checkpoint (selection.sources or selection.similarity)")
-    if spec.dtype not in (*OUT_DTYPES, "base"):
-        raise InputError(f"unknown output dtype {spec.dtype!r}; use one of {', '.join([*OUT_DTYPES, 'base'])}")
-    device = resolve_device(spec.device)
-    given = [float(s.weight) for s in spec.sources]
-    for s, w in zip(spec.sources, given):
+    if method.needs.target_data and not target:
+        raise InputError(f"method {method.name} adapts on the target locale's unlabelled utterances, but no target was "
+                         "given; set the target (--target LOCALE)")
+    params.check_sources(SourceSet(len(sources), weights_from))
+    if dtype not in (*OUT_DTYPES, "base"):
+        raise InputError(f"unknown output dtype {dtype!r}; use one of {', '.join([*OUT_DTYPES, 'base'])}")
+    dev = resolve_device(device)
+    given = [float(w) for _, _, w in sources]
+    for (path, _, _), w in zip(sources, given):
         if not math.isfinite(w) or w < 0:
-            raise InputError(f"source {s.path} has weight {w}; weights must be finite and >= 0: fix selection.weights")
-    weights = given if weights is None else [float(w) for w in weights]
+            raise InputError(f"source {path} has weight {w}; weights must be finite and >= 0: fix selection.weights")
+    weights = [float(w) for w in params.effective_weights(given)]
     if sum(weights) <= 0:
         raise InputError(f"the source weights {weights} sum to zero; give at least one positive weight")
-
-    if spec.output.exists() and not spec.overwrite:
-        raise InputError(f"output {spec.output} already exists; choose another --run or --output, or pass --overwrite true")
-    for s in spec.sources:
-        if spec.output.resolve() == s.path.resolve() or spec.output.resolve() == spec.base.resolve():
-            raise InputError(f"output {spec.output} is one of the inputs; write the merge to a new folder")
-
-    resolved = [s.path.resolve() for s in spec.sources]
+    for path, _, _ in sources:
+        if output.resolve() == Path(path).resolve() or output.resolve() == Path(base).resolve():
+            raise InputError(f"output {output} is one of the inputs; write the merge to a new folder")
     seen: dict[Any, Path] = {}
-    for s, r in zip(spec.sources, resolved):
+    for path, _, _ in sources:
+        r = Path(path).resolve()
         if r in seen:
-            raise InputError(f"source {s.path} is given twice; list each source once (weights add no repeats)")
-        seen[r] = s.path
-    locales = [s.locale for s in spec.sources if s.locale]
+            raise InputError(f"source {path} is given twice; list each source once (weights add no repeats)")
+        seen[r] = path
+    locales = [loc for _, loc, _ in sources if loc]
     dup = sorted({loc for loc in locales if locales.count(loc) > 1})
     if dup:
         raise InputError(f"locale(s) {dup} appear among the sources more than once; keep one model per locale")
-
-    if spec.include_target is not None:
-        if not spec.target:
+    if include_target is not None:
+        if not target:
             raise InputError("include_target is set but no target locale is given; pass --target")
-        has_target = spec.target in locales
-        if spec.include_target and not has_target:
+        has_target = target in locales
+        if include_target and not has_target:
             raise InputError(
-                f"IncTar asks for the target {spec.target}'s own model among the sources, but none of them is {spec.target}; "
-                f"fine-tune {spec.target} first (merginguriel fit) and add it, or use --selection.include_target false (ExcTar)"
+                f"IncTar asks for the target {target}'s own model among the sources, but none of them is {target}; "
+                f"fine-tune {target} first (merginguriel fit) and add it, or use --selection.include_target false (ExcTar)"
             )
-        if not spec.include_target and has_target:
+        if not include_target and has_target:
             raise InputError(
-                f"ExcTar leaves the target's own model out, but {spec.target} is among the sources; "
+                f"ExcTar leaves the target's own model out, but {target} is among the sources; "
                 "remove it, or use --selection.include_target true (IncTar)"
             )
+    return weights, dev
 
-    base = Checkpoint(spec.base, "base")
-    base_cfg = base.config()
-    check_intent_labels(SimpleNamespace(id2label=base_cfg.get("id2label")), spec.base)
-    base_hash = checkpoint_ref(spec.base)["hash"]
 
-    sources, records, keys = [], [], []
-    for i, (s, w) in enumerate(zip(spec.sources, weights)):
-        ck = Checkpoint(s.path, f"source {s.locale or i}")
-        cfg = ck.config()
-        check_intent_labels(SimpleNamespace(id2label=cfg.get("id2label")), s.path)
-        _check_same_tensors(base, ck)
-        manifest = _manifest_or_none(s.path)
-        recorded = (manifest or {}).get("base")
-        if isinstance(recorded, dict) and recorded.get("hash"):
-            if recorded["hash"] != base_hash:
-                raise InputError(
-                    f"source {s.path} was fine-tuned from base {recorded.get('path')} (hash {recorded['hash'][:12]}), "
-                    f"not from {spec.base} (hash {base_hash[:12]}); task vectors must be taken against the base a source "
-                    "was fine-tuned from: pass that base, or drop the source"
-                )
-            origin = "finetuned"
-        else:
-            _check_outside(base, ck)
-            origin = "outside"
-        source_hash = checkpoint_ref(s.path)["hash"]  # the bytes as they are now, not a stale recorded hash
-        sources.append(ck)
-        records.append(
-            {"locale": s.locale, "path": str(s.path), "hash": source_hash, "weight": w, "origin": origin}
-        )
-        keys.append(s.locale or s.path.name)
-    hashes = [r["hash"] for r in records]
+def plan_merge(method: Method, params: Any, base: CheckedModel, sources: list[CheckedModel], weights: list[float],
+               device: torch.device, output: Path, *, exclude: list[str] | tuple[str, ...] = (), seed: int = 42,
+               dtype: str = "float32", target: Optional[str] = None, include_target: Optional[bool] = None,
+               selection: Optional[dict] = None, job: Optional[dict] = None,
+               statistics: Optional[dict[str, list[Path]]] = None) -> Plan:
+    """The plan of a merge from checked models and the weights :func:`check_request` returned: no two sources with the
+    same weights, exclude patterns that match, statistics folders one per source."""
+    hashes = [s.hash for s in sources]
     for h in set(hashes):
         if hashes.count(h) > 1:
-            twins = [r["path"] for r in records if r["hash"] == h]
+            twins = [str(s.path) for s in sources if s.hash == h]
             raise InputError(f"sources {twins} hold identical weights; list each model once")
-
-    names = list(base.tensors)
-    excluded = exclude_matches(spec.exclude, names)
-    merged = [n for n in names if n not in excluded and base.tensors[n].is_float]
+    names = list(base.checkpoint.tensors)
+    excluded = exclude_matches(list(exclude), names)
+    merged = [n for n in names if n not in excluded and base.checkpoint.tensors[n].is_float]
     if not merged:
         raise InputError("the exclude patterns leave no tensor to merge; narrow them")
-    return Inputs(base, base_hash, sources, records, weights, keys, merged, sorted(excluded), device)
+    return Plan(
+        method=method, params=params, base=base, sources=tuple(sources), weights=tuple(weights), merged=tuple(merged),
+        excluded=tuple(sorted(excluded)), output=Path(output), device=device, seed=seed, dtype=dtype,
+        exclude=tuple(exclude), target=target, include_target=include_target, selection=selection, job=job,
+        statistics=statistics_checkpoints(sources, statistics or {}),
+    )
+
+
+def statistics_checkpoints(sources: list[CheckedModel], statistics: dict[str, list[Path]]) -> dict[str, tuple[Checkpoint, ...]]:
+    """Per statistics kind, the folders (one per source, in source order) opened for streaming."""
+    out: dict[str, tuple[Checkpoint, ...]] = {}
+    for kind, folders in statistics.items():
+        if len(folders) != len(sources):
+            raise InputError(f"statistics[{kind!r}] lists {len(folders)} folders for {len(sources)} sources; give one per source")
+        cks = []
+        for s, folder in zip(sources, folders):
+            key = s.locale or s.path.name
+            if not Path(folder).is_dir():
+                raise InputError(f"{kind} statistics of source {key}: {folder} does not exist; recompute them (merginguriel merge does)")
+            cks.append(Checkpoint(Path(folder), f"{kind} statistics of {key}"))
+        out[kind] = tuple(cks)
+    return out
 
 
 def prepare(spec: MergeSpec) -> Plan:
-    """Validate ``spec`` completely and return the plan; raise InputError on the first problem found."""
+    """Check a library merge (``spec``) completely and return its plan; an InputError on the first problem found."""
     method = get_method(spec.method)
     params = method.make_params(spec.params)
-    if not spec.sources:
-        raise InputError("no sources to merge; give at least one source checkpoint (selection.sources or selection.similarity)")
-    if method.check:
-        method.check(params, len(spec.sources))
-    if spec.memory_mb <= 0 or spec.shard_mb <= 0:
-        raise InputError(f"memory_mb and shard_mb must be positive (got {spec.memory_mb}, {spec.shard_mb})")
-    weights = [float(s.weight) for s in spec.sources]
-    if method.effective_weights and all(math.isfinite(w) and w >= 0 for w in weights):
-        weights = [float(w) for w in method.effective_weights(params, weights)]
-    inputs = check_inputs(spec, weights)
-
-    statistics: dict[str, list[Checkpoint]] = {}
-    for kind in method.needs:
-        folders = (spec.statistics or {}).get(kind)
-        if folders is None:
-            raise InputError(
-                f"method {method.name} needs {kind} statistics of every source; `merginguriel merge` computes and caches "
-                f"them (library: pass MergeSpec.statistics={{'{kind}': [one folder per source]}})"
-            )
-        if len(folders) != len(spec.sources):
-            raise InputError(f"statistics[{kind!r}] lists {len(folders)} folders for {len(spec.sources)} sources; give one per source")
-        statistics[kind] = []
-        for key, folder in zip(inputs.source_keys, folders):
-            if not Path(folder).is_dir():
-                raise InputError(f"{kind} statistics of source {key}: {folder} does not exist; recompute them (merginguriel merge does)")
-            statistics[kind].append(Checkpoint(Path(folder), f"{kind} statistics of {key}"))
-
-    return Plan(
-        spec=spec, method=method, params=params, base=inputs.base, base_hash=inputs.base_hash, sources=inputs.sources,
-        records=inputs.records, weights=inputs.weights, source_keys=inputs.source_keys, merged=inputs.merged,
-        excluded=inputs.excluded, statistics=statistics, device=inputs.device,
+    weights, device = check_request(
+        method, params, [(s.path, s.locale, s.weight) for s in spec.sources], weights_from=spec.weights_from,
+        dtype=spec.dtype, device=spec.device, output=spec.output, base=spec.base, target=spec.target,
+        include_target=spec.include_target,
     )
+    if spec.output.exists() and not spec.overwrite:
+        raise InputError(f"output {spec.output} already exists; choose another --run or --output, or pass --overwrite true")
+    base = check_base(spec.base)
+    sources = [check_source(base, s.path, s.locale, f"source {s.locale or i}") for i, s in enumerate(spec.sources)]
+    return plan_merge(method, params, base, sources, weights, device, spec.output, exclude=spec.exclude, seed=spec.seed,
+                      dtype=spec.dtype, target=spec.target, include_target=spec.include_target, selection=spec.selection,
+                      job=spec.job, statistics=spec.statistics)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from merginguriel.io import atomic_write_text, read_manifest
+from merginguriel.units import points
 
 CARD_NAME = "README.md"
 MASSIVE_ID = "AmazonScience/massive"
@@ -161,10 +162,6 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def _pts(x: float) -> str:
-    return f"{100 * x:+.1f}"
-
-
 def _summary(manifest: dict, backbone: Optional[str]) -> list[str]:
     kind = manifest.get("kind")
     if kind == "merged":
@@ -207,7 +204,7 @@ def _merge_section(manifest: dict) -> list[str]:
     if excluded:
         lines.append(f"- Tensors kept from the base: {len(excluded)}")
     lines.append(f"- Output dtype: {manifest.get('dtype')}; seed {manifest.get('seed')}")
-    coefficients = manifest.get("coefficients") if manifest.get("method") == "adamerging" else None
+    coefficients = manifest.get("coefficients")  # a method that learns them records them (AdaMerging)
     per_layer = params.get("granularity") not in (None, "task")
     learned = f"learned coefficient{' (mean over tensors)' if per_layer else ''} | "
     lines += ["", "| source | weight | " + (learned if coefficients else "") + "kind | sha256 |",
@@ -264,8 +261,8 @@ def _evaluation_section(manifest: dict) -> list[str]:
         lines.append(
             f"| {split} | {rec['n']} | {_pct(rec['accuracy'])} [{_pct(lo)}, {_pct(hi)}] | {_pct(rec.get('macro_f1', float('nan')))} | "
             f"{rec.get('best_source')} {_pct(rec.get('best_source_accuracy', float('nan')))} | "
-            f"{_pts(rec.get('gain', float('nan')))} [{_pts(glo)}, {_pts(ghi)}] | {rec.get('gain_p', float('nan')):.2g} | "
-            f"{_pts(rec.get('merging_effect', float('nan')))} | {own} |"
+            f"{points(rec.get('gain', float('nan')))} [{points(glo)}, {points(ghi)}] | {rec.get('gain_p', float('nan')):.2g} | "
+            f"{points(rec.get('merging_effect', float('nan')))} | {own} |"
         )
     lines += ["", "Accuracies in %, gains and effects in points.", ""]
     return lines

@@ -11,14 +11,7 @@ import torch
 
 from merginguriel.errors import InputError
 from merginguriel.io import atomic_dir, checkpoint_hash, weights_stat, write_manifest
-from merginguriel.locales import ID2LABEL, INTENTS, LABEL2ID, NUM_INTENTS
-
-
-def set_intent_labels(config) -> None:
-    """Give a transformers config the 60 intents in the hub's ClassLabel order."""
-    config.num_labels = NUM_INTENTS
-    config.id2label = dict(ID2LABEL)
-    config.label2id = dict(LABEL2ID)
+from merginguriel.locales import INTENTS, NUM_INTENTS
 
 
 def check_intent_labels(config, where: str | os.PathLike) -> None:

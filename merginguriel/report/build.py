@@ -18,13 +18,14 @@ import pandas as pd
 from merginguriel.errors import InputError
 from merginguriel.report.rows import ENSEMBLES, as_float
 from merginguriel.report.verdict import Verdict, merge_label, rank, verdicts
+from merginguriel.units import points
 
 MIN_LOTO_TARGETS = 4  # leave-one-target-out needs several targets to train on and both outcomes to mean anything
 
 
 def _pts(x) -> str:
     x = as_float(x)
-    return "" if math.isnan(x) else f"{100 * x:+.1f}"
+    return "" if math.isnan(x) else points(x)
 
 
 def _acc(x) -> str:
@@ -34,7 +35,7 @@ def _acc(x) -> str:
 
 def _ci(lo, hi) -> str:
     lo, hi = as_float(lo), as_float(hi)
-    return "" if math.isnan(lo) else f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    return "" if math.isnan(lo) else f"[{points(lo)}, {points(hi)}]"
 
 
 def _p(x) -> str:

@@ -136,19 +136,23 @@ def rows_from_manifests(patterns: list[str], splits: tuple[str, ...] = ("validat
 
 
 def _judge_now(folder: Path, job, manifest: dict, splits: list[str]) -> dict:
+    """Judge a merged model the report finds without a judgement on ``splits``: the job it records, checked, with the
+    sources its manifest records."""
     from merginguriel.checkpoints import is_finished
     from merginguriel.io import write_json_atomic
-    from merginguriel.jobs.judge import judge
+    from merginguriel.jobs.judge import judge, judged_rows, plan_judgement
+    from merginguriel.jobs.run import check_rows
     from merginguriel.jobs.select import Chosen
 
     if not is_finished(folder):
         raise InputError(f"{folder} has no {', '.join(splits)} judgement and no weights to evaluate; merge it again")
-    job.evaluate.splits = list(splits)
+    checked = job.check()
+    check_rows(checked, judged_rows(checked.target, list(splits)))
     srcs = manifest.get("sources") or []
     chosen = Chosen([s.get("locale") for s in srcs], [Path(s["path"]) for s in srcs],
                     [float(w) for w in manifest.get("weights_normalised") or [s["weight"] for s in srcs]],
                     manifest.get("selection") or {})
-    result = judge(job, folder, chosen, list(splits))
+    result = judge(plan_judgement(checked, list(splits)), folder, chosen)
     manifest["evaluation"] = {**(manifest.get("evaluation") or {}), **result}
     write_json_atomic(folder / "manifest.json", manifest)
     return result

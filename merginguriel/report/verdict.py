@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from merginguriel.report.rows import ENSEMBLES, as_float
+from merginguriel.units import points
 
 
 @dataclass
@@ -25,10 +26,6 @@ class Verdict:
     merge: bool
     line: str
     row: dict
-
-
-def _pts(x: float) -> str:
-    return f"{100 * x:+.1f}"
 
 
 def rank(group: pd.DataFrame) -> pd.DataFrame:
@@ -74,7 +71,7 @@ def verdict(target: str, group: pd.DataFrame) -> Verdict:
     name = "test" if split == "test" else "validation"
     acc = as_float(row[f"{split}_accuracy"])
     best, best_acc, (gain, lo, hi, p), called = comparator(row, split)
-    sure = f"gain {_pts(gain)} pts [95% CI {_pts(lo)}, {_pts(hi)}], p = {p:.2g}"
+    sure = f"gain {points(gain)} pts [95% CI {points(lo)}, {points(hi)}], p = {p:.2g}"
     where = "" if split == "test" else " (validation only: no test judgement)"
     if lo > 0:
         line = f"{target}: merge ({describe(row)}): {acc:.3f} vs {called} {best} {best_acc:.3f}, {sure}{where}"

@@ -8,7 +8,7 @@ import pandas as pd
 
 from merginguriel.checkpoints import DEFAULT_ROOT
 from merginguriel.errors import InputError
-from merginguriel.locales import LOCALES, check_locale, check_locales
+from merginguriel.locales import LOCALES, as_locale, check_locales
 from merginguriel.similarity.real import read_nxn, real_scores, real_similarity
 from merginguriel.similarity.selection import DEFAULT_TEMPERATURE, Selection, Weighting, select_sources
 from merginguriel.similarity.uriel import DEFAULT_FEATURE_SET, URIEL_KINDS, uriel_similarity
@@ -68,7 +68,7 @@ def select_for_target(
         root: checkpoints root for the URIEL cache.
         temperature: the softmax temperature (``weighting="softmax"``).
     """
-    check_locale(target)
+    target = as_locale(target)
     if similarity not in SIMILARITY_KINDS:
         raise InputError(f"unknown similarity {similarity!r}; choose one of: {', '.join(SIMILARITY_KINDS)}")
     options: dict = {}

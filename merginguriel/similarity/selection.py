@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from merginguriel.errors import InputError
-from merginguriel.locales import check_locale, check_locales
+from merginguriel.locales import as_locale, check_locales
 
 Weighting = Literal["scores", "softmax", "sinkhorn"]
 WEIGHTINGS: tuple[str, ...] = ("scores", "softmax", "sinkhorn")
@@ -153,7 +153,7 @@ def select_sources(
         name: the similarity's name recorded in the Selection.
         temperature: the softmax temperature (``weighting="softmax"``).
     """
-    check_locale(target)
+    target = as_locale(target)
     if weighting not in WEIGHTINGS:
         raise InputError(f"unknown weighting {weighting!r}; choose one of: {', '.join(WEIGHTINGS)}")
     if not isinstance(num_sources, (int, np.integer)) or isinstance(num_sources, bool) or num_sources < 1:

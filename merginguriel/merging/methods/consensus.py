@@ -21,11 +21,11 @@ from typing import Literal
 import torch
 
 from merginguriel.merging.methods._common import LAMBDA_ALIAS, gram_matrix
-from merginguriel.merging.registry import Block, register
+from merginguriel.merging.registry import Block, Params, Reads, Sums, register
 
 
-@dataclass
-class DirectionalConsensusParams:
+@dataclass(frozen=True)
+class DirectionalConsensusParams(Params):
     """Directional consensus (see the module docstring).
 
     Args:
@@ -47,7 +47,7 @@ def _per_tensor(p: DirectionalConsensusParams, shape: tuple[int, ...]) -> bool:
     return p.variant == "research_log" or p.scope == "tensor" or len(shape) < 2
 
 
-def _sums(block: Block, p) -> dict[str, torch.Tensor]:
+def _sums(block: Block) -> dict[str, torch.Tensor]:
     """The K × K Gram matrix τ_i·τ_j of the block (float64): every per-tensor quantity follows from it."""
     return {"gram": gram_matrix(block.sources)}
 
@@ -63,10 +63,11 @@ def gated(weights: torch.Tensor, dots: torch.Tensor, norms: torch.Tensor, snorm:
     return torch.where(total > 0, g / total.clamp_min(1e-300), w.expand_as(g))
 
 
-@register(
-    "directional_consensus", DirectionalConsensusParams, tensor_sums=_sums,
-    sums_for=lambda p, name, shape: _per_tensor(p, shape),
-)
+def _reads(p: DirectionalConsensusParams) -> Reads:
+    return Reads(sums=Sums(_sums, applies=lambda name, shape: _per_tensor(p, shape)))
+
+
+@register("directional_consensus", DirectionalConsensusParams, reads=_reads)
 def directional_consensus(block: Block, p: DirectionalConsensusParams) -> torch.Tensor:
     """Task vectors judged against their unweighted consensus direction d = Σ τ_i / ‖Σ τ_i‖; θ = θ_b + λ Σ c_i τ_i.
 

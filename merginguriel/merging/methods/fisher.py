@@ -1,7 +1,7 @@
 """Fisher merging: θ = Σ_i c_i F_i ⊙ θ_i / Σ_i c_i F_i with F_i the diagonal empirical Fisher of source i.
 
-The Fisher tensors are statistics (``needs=("fisher",)``): computed once per source and settings by
-``merginguriel.statistics.ensure_statistics`` (which the merge command runs first) and streamed by the engine.
+The Fisher tensors are per-source statistics (``Needs.statistics``): a merge job computes them once per source and
+settings (merginguriel.statistics.cache) and the engine streams them beside the weights.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from typing import Literal
 import torch
 
 from merginguriel.errors import InputError
-from merginguriel.merging.registry import Block, register
+from merginguriel.merging.registry import Block, Needs, Params, Reads, Statistic, register
+from merginguriel.statistics.examples import StatisticsData, statistics_rows
 
 
-@dataclass
-class FisherParams:
+@dataclass(frozen=True)
+class FisherParams(StatisticsData, Params):
     """Fisher merging (methods.md).
 
     Args:
@@ -28,20 +29,26 @@ class FisherParams:
         eps: floor of every Fisher value (where all sources have Fisher 0 the merge is the weighted average).
     """
 
-    examples: int = 256
-    data: Literal["target", "sources", "both"] = "target"
-    split: Literal["train", "validation"] = "validation"
     label: Literal["sample", "argmax"] = "sample"
     eps: float = 1e-6
 
     def __post_init__(self) -> None:
+        StatisticsData.__post_init__(self)
         if self.eps <= 0:
             raise InputError(f"fisher: eps must be > 0 (got {self.eps}); pass e.g. --merge.params.eps 1e-6")
-        if self.examples < 1:
-            raise InputError(f"fisher: examples must be at least 1 (got {self.examples}); e.g. --merge.params.examples 256")
 
 
-@register("fisher", FisherParams, inputs="models", needs=("fisher",))
+def fisher_statistics(model, rows, params: FisherParams, seed: int, device, tokenizer) -> dict[str, torch.Tensor]:
+    from merginguriel.statistics.fisher import fisher_diagonal
+
+    return fisher_diagonal(model, rows, label=params.label, seed=seed, device=device)
+
+
+FISHER = Statistic("fisher", compute=fisher_statistics, settings=lambda p: {"label": p.label})
+
+
+@register("fisher", FisherParams, reads=lambda p: Reads(inputs="models", statistics=("fisher",)),
+          needs=Needs(statistics=(FISHER,), rows=statistics_rows))
 def fisher(block: Block, p: FisherParams) -> torch.Tensor:
     """θ = Σ c_i max(F_i, eps) θ_i / Σ c_i max(F_i, eps), F_i each source's diagonal Fisher, c_i the source weights."""
     stats = block.stats["fisher"]

@@ -1,8 +1,8 @@
 """RegMean: for every linear layer W = (Σ_i c_i G̃_i)^-1 Σ_i c_i G̃_i W_i, G̃_i the Gram matrix of that layer's inputs
 on model i with its off-diagonal entries scaled by α; every other tensor is the weighted average.
 
-The Gram matrices are statistics (``needs=("regmean",)``), computed once per source and settings by
-``merginguriel.statistics.ensure_statistics`` and stored under the layer's weight name with shape ``[1, in, in]``.
+The Gram matrices are per-source statistics (``Needs.statistics``), computed once per source and settings by
+merginguriel.statistics.cache and stored under the layer's weight name with shape ``[1, in, in]``.
 In PyTorch's ``[out, in]`` layout the closed form reads W = (Σ c_i W_i G̃_i)(Σ c_i G̃_i)^-1, so any block of rows of W
 needs only those rows of each W_i and the whole Gram matrices: the engine's row blocks merge exactly.
 With equal weights c_i this is the paper's formula (a common factor cancels).
@@ -11,37 +11,44 @@ With equal weights c_i this is the paper's formula (a common factor cancels).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from merginguriel.errors import InputError
-from merginguriel.merging.registry import Block, register
+from merginguriel.merging.registry import Block, Needs, Params, Reads, Statistic, register
+from merginguriel.statistics.examples import StatisticsData, statistics_rows
 
 
-@dataclass
-class RegMeanParams:
+@dataclass(frozen=True)
+class RegMeanParams(StatisticsData, Params):
     """RegMean (methods.md).
 
     Args:
-        alpha: scale of the Gram matrices' off-diagonal entries (1: plain RegMean, 0: a diagonal-weighted average).
         examples: utterances per source the Gram matrices are gathered on.
         data: whose utterances: ``target``, ``sources`` (each source's own locale) or ``both`` (half each).
         split: ``validation`` or ``train`` (the test split is never used).
+        alpha: scale of the Gram matrices' off-diagonal entries (1: plain RegMean, 0: a diagonal-weighted average).
         batch_size: utterances per forward pass while gathering.
     """
 
     alpha: float = 0.6
-    examples: int = 256
-    data: Literal["target", "sources", "both"] = "target"
-    split: Literal["train", "validation"] = "validation"
     batch_size: int = 16
 
     def __post_init__(self) -> None:
+        StatisticsData.__post_init__(self)
         if not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"regmean: alpha must be in [0, 1] (got {self.alpha}); the paper's default is 0.6")
-        if self.examples < 1 or self.batch_size < 1:
-            raise InputError("regmean: examples and batch_size must be at least 1; e.g. --merge.params.examples 256")
+        if self.batch_size < 1:
+            raise InputError("regmean: batch_size must be at least 1; e.g. --merge.params.batch_size 16")
+
+
+def regmean_statistics(model, rows, params: RegMeanParams, seed: int, device, tokenizer) -> dict[str, torch.Tensor]:
+    from merginguriel.statistics.regmean import gram_matrices
+
+    return gram_matrices(model, rows, pad_id=tokenizer.pad_token_id, batch_size=params.batch_size, device=device)
+
+
+GRAMS = Statistic("regmean", compute=regmean_statistics)
 
 
 def scaled_gram(gram: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -50,7 +57,8 @@ def scaled_gram(gram: torch.Tensor, alpha: float) -> torch.Tensor:
     return g * alpha + torch.diag_embed(torch.diagonal(g)) * (1.0 - alpha)
 
 
-@register("regmean", RegMeanParams, inputs="models", needs=("regmean",))
+@register("regmean", RegMeanParams, reads=lambda p: Reads(inputs="models", statistics=("regmean",)),
+          needs=Needs(statistics=(GRAMS,), rows=statistics_rows))
 def regmean(block: Block, p: RegMeanParams) -> torch.Tensor:
     """Linear layers: the regression-mean closed form over their input Gram matrices; other tensors: weighted average."""
     grams = block.stats["regmean"]

@@ -10,11 +10,11 @@ import torch
 
 from merginguriel.errors import InputError
 from merginguriel.merging.methods._common import gram_matrix
-from merginguriel.merging.registry import Block, register
+from merginguriel.merging.registry import Block, Params, Reads, SourceSet, Sums, register
 
 
-@dataclass
-class SlerpParams:
+@dataclass(frozen=True)
+class SlerpParams(Params):
     """SLERP.
 
     Args:
@@ -26,20 +26,21 @@ class SlerpParams:
     t: Optional[float] = None
     dot_threshold: float = 0.9995
 
+    def __post_init__(self) -> None:
+        if self.t is not None and not 0.0 <= self.t <= 1.0:
+            raise InputError(f"slerp: t={self.t} must be in [0, 1]")
 
-def _check(p: SlerpParams, k: int) -> None:
-    if p.t is not None:
-        if k != 2:
-            raise InputError(f"slerp: t is for exactly two sources, got {k}; drop t to interpolate K sources by their weights")
-        if not 0.0 <= p.t <= 1.0:
-            raise InputError(f"slerp: t={p.t} must be in [0, 1]")
+    def check_sources(self, sources: SourceSet) -> None:
+        if self.t is not None and sources.count != 2:
+            raise InputError(
+                f"slerp: t is for exactly two sources, got {sources.count}; drop t to interpolate K sources by their weights"
+            )
+
+    def effective_weights(self, weights: list[float]) -> list[float]:
+        return [1.0 - self.t, self.t] if self.t is not None else weights
 
 
-def _weights(p: SlerpParams, weights: list[float]) -> list[float]:
-    return [1.0 - p.t, p.t] if p.t is not None else weights
-
-
-def _sums(block: Block, p) -> dict[str, torch.Tensor]:
+def _sums(block: Block) -> dict[str, torch.Tensor]:
     """Gram matrix θ_i·θ_j of the block."""
     return {"gram": gram_matrix(block.sources)}
 
@@ -73,7 +74,7 @@ def slerp_coefficients(gram: torch.Tensor, weights: list[float], dot_threshold: 
     return c.tolist()
 
 
-@register("slerp", SlerpParams, inputs="models", uses_base=False, tensor_sums=_sums, check=_check, effective_weights=_weights)
+@register("slerp", SlerpParams, reads=lambda p: Reads(inputs="models", base=False, sums=Sums(_sums)))
 def slerp(block: Block, p: SlerpParams) -> torch.Tensor:
     """Spherical interpolation per tensor: two sources at t, or K sources folded pairwise at cumulative weights.
 

@@ -1,19 +1,19 @@
-"""Task arithmetic: θ = θ_b + λ Σ c_i τ_i, with c_i = w_i (weighted) or 1 (unweighted, as in the paper); and its DARE variant."""
+"""Task arithmetic, θ = θ_b + λ Σ c_i τ_i (c_i = w_i weighted, 1 unweighted as in the paper), and its DARE variant:
+presets of the task-vector family (task_vectors.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
+from merginguriel.merging.methods._common import LAMBDA_ALIAS
+from merginguriel.merging.methods.dare import DareParams, check_drop
+from merginguriel.merging.methods.task_vectors import TaskVectorParams, preset
+from merginguriel.merging.registry import Params, set_default
 
-from merginguriel.merging.methods._common import LAMBDA_ALIAS, weighted_sum
-from merginguriel.merging.methods.dare import DareParams, check_dare
-from merginguriel.merging.registry import Block, register
 
-
-@dataclass
-class TaskArithmeticParams:
+@dataclass(frozen=True)
+class TaskArithmeticParams(Params):
     """Task arithmetic.
 
     Args:
@@ -28,26 +28,23 @@ class TaskArithmeticParams:
 
     def __post_init__(self) -> None:
         if self.lam is None:
-            self.lam = 1.0 if self.weighted else 0.3
+            set_default(self, "lam", 1.0 if self.weighted else 0.3)
 
 
-def task_sum(block: Block, weighted: bool, lam: float) -> torch.Tensor:
-    ws = block.weights.tolist() if weighted else [1.0] * len(block.sources)
-    return block.base.add_(weighted_sum(block, [lam * w for w in ws]))
+def _task_arithmetic(p: TaskArithmeticParams) -> TaskVectorParams:
+    return TaskVectorParams(combine="mean" if p.weighted else "sum", weighted=p.weighted, lam=p.lam)
 
 
-@register("task_arithmetic", TaskArithmeticParams, propagates_nonfinite=True)
-def task_arithmetic(block: Block, p: TaskArithmeticParams) -> torch.Tensor:
-    """θ = θ_b + λ Σ w_i τ_i (weighted) or θ_b + λ Σ τ_i (unweighted).
+preset("task_arithmetic", TaskArithmeticParams, _task_arithmetic, """
+    θ = θ_b + λ Σ w_i τ_i (weighted) or θ_b + λ Σ τ_i (unweighted): no sparsification, no consensus, mean or sum.
 
     vs mergekit: the weights are normalised to sum 1 by default (weighted: true), so λ = 0.3 over K equal sources
     applies 1/K of what mergekit's task_arithmetic (λ times the sum of the weighted task vectors, normalize: false)
     applies; weighted: false with λ is mergekit's unweighted sum. mergekit's ``lambda`` is accepted for ``lam``.
-    """
-    return task_sum(block, p.weighted, p.lam)
+""")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DareTaskArithmeticParams(TaskArithmeticParams, DareParams):
     """DARE, then task arithmetic.
 
@@ -58,8 +55,16 @@ class DareTaskArithmeticParams(TaskArithmeticParams, DareParams):
         rescale: rescale surviving entries by 1 / (1 - p).
     """
 
+    def __post_init__(self) -> None:
+        TaskArithmeticParams.__post_init__(self)
+        check_drop(self.p)
 
-@register("dare_task_arithmetic", DareTaskArithmeticParams, dare=True, propagates_nonfinite=True, check=check_dare)
-def dare_task_arithmetic(block: Block, p: DareTaskArithmeticParams) -> torch.Tensor:
-    """DARE-preprocessed task vectors, then θ = θ_b + λ Σ c_i τ̃_i."""
-    return task_sum(block, p.weighted, p.lam)
+
+def _dare_task_arithmetic(p: DareTaskArithmeticParams) -> TaskVectorParams:
+    return TaskVectorParams(sparsify="dare", combine="mean" if p.weighted else "sum", weighted=p.weighted, lam=p.lam,
+                            p=p.p, rescale=p.rescale)
+
+
+preset("dare_task_arithmetic", DareTaskArithmeticParams, _dare_task_arithmetic, """
+    DARE-preprocessed task vectors, then θ = θ_b + λ Σ c_i τ̃_i: dare + no consensus + mean (or sum).
+""")

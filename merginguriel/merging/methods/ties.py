@@ -1,4 +1,5 @@
-"""TIES merging (trim, elect sign, disjoint merge) with global (paper) or per-tensor (mergekit) trimming; and DARE-TIES.
+"""TIES merging (trim, elect sign, disjoint merge) with global (paper) or per-tensor (mergekit) trimming, and DARE-TIES:
+presets of the task-vector family (task_vectors.py).
 
 Per-tensor trimming with ``rounding: floor`` (the default in tensor scope) keeps ``int(density * n)`` entries of each
 tensor, exactly as mergekit's ``ties`` (its ``magnitude`` sparsification), and the elect + disjoint mean equals
@@ -12,15 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-import torch
+from merginguriel.merging.methods._common import LAMBDA_ALIAS, check_fraction
+from merginguriel.merging.methods.dare import DareParams, check_drop
+from merginguriel.merging.methods.task_vectors import TaskVectorParams, preset
+from merginguriel.merging.registry import Params, set_default
 
-from merginguriel.merging.methods._common import LAMBDA_ALIAS, check_fraction, elect_merge, keep_count, trim
-from merginguriel.merging.methods.dare import DareParams, check_dare
-from merginguriel.merging.registry import Block, register
 
-
-@dataclass
-class TiesParams:
+@dataclass(frozen=True)
+class TiesParams(Params):
     """TIES merging.
 
     Args:
@@ -43,48 +43,26 @@ class TiesParams:
 
     def __post_init__(self) -> None:
         if self.lam is None:
-            self.lam = 1.0 if self.merge == "dis-mean" else 0.3
+            set_default(self, "lam", 1.0 if self.merge == "dis-mean" else 0.3)
+        check_fraction("ties", "density", self.density)
 
 
-def _check(p, k: int) -> None:
-    check_fraction("ties", "density", p.density)
+def _ties(params: TiesParams, sparsify: str = "magnitude", **dare) -> TaskVectorParams:
+    return TaskVectorParams(sparsify=sparsify, consensus="ties", combine="mean" if params.merge == "dis-mean" else "sum",
+                            lam=params.lam, density=params.density, scope=params.scope, rounding=params.rounding, **dare)
 
 
-def rounding(p) -> str:
-    """The rounding rule in force: ``auto`` is mergekit's floor per tensor and the paper's ceil globally."""
-    if p.rounding != "auto":
-        return p.rounding
-    return "floor" if p.scope == "tensor" else "ceil"
-
-
-def _ranks(p, numel: int) -> list[int]:
-    return [] if p.density >= 1.0 else [keep_count(p.density, numel, rounding(p))]
-
-
-def _scope(p) -> str:
-    return p.scope
-
-
-def ties_block(block: Block, p) -> torch.Tensor:
-    if block.thresholds is not None:
-        block.sources = [trim(t, block.thresholds[i, 0]) for i, t in enumerate(block.sources)]
-        block.stacked = None  # the trimmed tensors are new ones
-    merged = elect_merge(block.sources, block.weights, p.merge)
-    return block.base.add_(merged, alpha=p.lam)
-
-
-@register("ties", TiesParams, ranks=_ranks, rank_scope=_scope, check=_check)
-def ties(block: Block, p: TiesParams) -> torch.Tensor:
-    """Trim each τ_i to its top-k magnitudes, elect signs by weighted mass, merge agreeing entries: θ = θ_b + λ·merged.
+preset("ties", TiesParams, _ties, """
+    Trim each τ_i to its top-k magnitudes, elect signs by weighted mass, merge agreeing entries: θ = θ_b + λ·merged
+    (magnitude + ties + mean, or sum with merge dis-sum).
 
     vs mergekit: scope ``tensor`` with the default rounding is mergekit's ``ties`` (normalize: true; its ``lambda``
     is accepted for ``lam``); scope ``global`` (the default, as the paper) trims over the whole model instead.
     Weights are normalised to sum 1 (a common factor: dis-mean does not depend on it; dis-sum multiplies by K).
-    """
-    return ties_block(block, p)
+""")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DareTiesParams(TiesParams, DareParams):
     """DARE, then TIES (by default without magnitude trimming, as mergekit's dare_ties: density 1.0).
 
@@ -101,18 +79,19 @@ class DareTiesParams(TiesParams, DareParams):
 
     density: float = 1.0
 
+    def __post_init__(self) -> None:
+        TiesParams.__post_init__(self)
+        check_drop(self.p)
 
-def _check_dare_ties(p, k: int) -> None:
-    _check(p, k)
-    check_dare(p, k)
+
+def _dare_ties(params: DareTiesParams) -> TaskVectorParams:
+    return _ties(params, "dare+magnitude", p=params.p, rescale=params.rescale)
 
 
-@register("dare_ties", DareTiesParams, dare=True, ranks=_ranks, rank_scope=_scope, check=_check_dare_ties)
-def dare_ties(block: Block, p: DareTiesParams) -> torch.Tensor:
-    """DARE-preprocessed task vectors, then TIES trim (if density < 1), sign election and disjoint merge.
+preset("dare_ties", DareTiesParams, _dare_ties, """
+    DARE-preprocessed task vectors, then TIES trim (if density < 1), sign election and disjoint merge
+    (dare+magnitude + ties + mean).
 
     vs mergekit's dare_ties: its ``density`` is DARE's keep rate (here ``p`` = 1 − density, since ``density`` names the
     optional TIES trim) and its rescale keeps each tensor's L1 norm (here 1/(1 − p): the same in expectation).
-    """
-    return ties_block(block, p)
-
+""")
