@@ -180,7 +180,7 @@ def test_calibration_script_on_six_locales(tmp_path):
     subprocess.run([sys.executable, "-m", "merginguriel.cli.main", "embedded", "--root", "checkpoints", "--train_per_intent",
                     "8", "--dev_per_intent", "4", "--test_per_intent", "5"], cwd=tmp_path, env=env, check=True,
                    capture_output=True, timeout=600)
-    shipped = yaml.safe_load((REPO / "merginguriel" / "configs" / "study-calibration.yaml").read_text())
+    shipped = yaml.safe_load((REPO / "configs" / "study-calibration.yaml").read_text())
     config = {**shipped, "name": "cal-ci", "locales": CI_LOCALES, "root": "checkpoints",
               "fit_overrides": {"trainer": {"max_epochs": 3}}}
     config["sweep"]["grid"]["target"] = CI_TARGETS
