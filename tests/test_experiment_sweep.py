@@ -324,12 +324,13 @@ def test_report_over_the_database(scenario, tmp_path):
             row = report[report["key"] == r["key"]].iloc[0]
             assert row["val_accuracy"] == pytest.approx(r["metrics"]["splits"]["validation"]["accuracy"])
             assert row["test_accuracy"] == pytest.approx(r["metrics"]["splits"]["test"]["accuracy"])
+            assert len(r["metrics"]["hash"]) == 64 and row["hash"] == r["metrics"]["hash"]  # the merged weights' hash
     summary = (out / "summary.md").read_text()
     assert summary.startswith("# Verdicts")
     verdict = next(line for line in summary.splitlines() if line.startswith(f"{TARGET}:"))
     # the merge for sw-KE chosen on validation clearly beats its best source (constructed case)
     assert verdict.startswith(f"{TARGET}: merge (") and "[95% CI +" in verdict
-    assert "hold 4 merge-vs-best-source comparison(s)" in summary
+    assert "chosen from 4 merge(s) tried on validation, 4 distinct model(s)" in summary
     assert "synergy predictor not shown" in summary  # two targets cannot support a leave-one-target-out predictor
     for name in [f"{TARGET}.png", "th-TH.png", "report.csv", "summary.md", "manifest.json"]:
         assert (out / name).is_file(), name

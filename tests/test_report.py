@@ -35,7 +35,9 @@ def test_mcnemar_and_bootstrap_against_scipy():
     assert result.delta == 1.0 and result.p_value < 1e-10 and result.ci_low == result.ci_high == 1.0
 
 
-def _row(target, method, val, test, gain_ci, sim="real", k=3, ens_val=0.0, best_val=0.5):
+def _row(target, method, val, test, gain_ci, sim="real", k=3, ens_val=0.0, best_val=0.5, weights_hash=None, tried=None,
+         self_test=None):
+    """A report row; ``tried`` = (chosen values, [candidate hashes]) for a job with a parameter list."""
     rec = {
         "validation": {"accuracy": val, "n": 100, "best_source": "fr-FR", "best_source_accuracy": best_val, "gain": val - best_val,
                        "gain_ci": [val - best_val - 0.05, val - best_val + 0.05], "gain_p": 0.5, "source_mean": 0.4,
@@ -44,9 +46,14 @@ def _row(target, method, val, test, gain_ci, sim="real", k=3, ens_val=0.0, best_
                  "gain_ci": list(gain_ci), "gain_p": 0.01 if gain_ci[0] > 0 else 0.4, "source_mean": 0.4,
                  "oracle_source": "de-DE", "ensembles": {"soft_vote": 0.66}},
     }
+    if self_test is not None:
+        rec["test"]["self_accuracy"] = self_test
+    hashes = tried[1] if tried else [weights_hash or f"{target}-{method}"]
     meta = {"target": target, "method": method, "similarity": sim, "num_sources": k, "include_target": False,
-            "weighting": "scores", "params": "{}", "sources": ["fr-FR", "de-DE", "it-IT"], "weights": [0.4, 0.3, 0.3],
-            "run": method, "key": method, "manifest": None}
+            "weighting": "scores", "params": json.dumps({"lam": [0.3, 1.0]} if tried else {}),
+            "chosen": json.dumps(tried[0]) if tried else "", "candidates": len(hashes),
+            "hash": weights_hash or hashes[0], "candidate_hashes": " ".join(hashes), "sources": ["fr-FR", "de-DE", "it-IT"],
+            "weights": [0.4, 0.3, 0.3], "run": method, "key": method, "manifest": None}
     return flatten(meta, rec)
 
 
@@ -63,12 +70,46 @@ def test_verdict_chooses_on_validation_and_needs_a_confident_gain():
     ])
     found = {v.target: v for v in verdicts(table)}
     assert found["sw-KE"].merge and found["sw-KE"].row["method"] == "ties"
-    assert found["sw-KE"].line == ("sw-KE: merge (ties, REAL, K=3): 0.550 vs best source fr-FR 0.500, "
-                                   "gain +5.0 pts [95% CI +1.0, +9.0], p = 0.01")
+    assert found["sw-KE"].line == ("sw-KE: merge (ties, REAL, K=3; best of 2 merges (2 distinct models), chosen on "
+                                   "validation): 0.550 vs best source fr-FR 0.500, gain +5.0 pts [95% CI +1.0, +9.0], p = 0.01")
+    # th-TH's chosen merge scores higher than its best source (0.52 vs 0.50), but the interval reaches zero
     assert not found["th-TH"].merge and found["th-TH"].row["method"] == "similarity"
-    assert found["th-TH"].line.startswith("th-TH: no merge beats the best source: use fr-FR (0.500 test), or the soft vote "
-                                          "ensemble of the same sources (0.660 test, 3x the inference cost)")
+    assert found["th-TH"].line.startswith(
+        "th-TH: not significantly better than fr-FR (best source): the merge (similarity, REAL, K=3; best of 2 merges (2 "
+        "distinct models), chosen on validation) scores 0.520 vs 0.500, gain +2.0 pts [95% CI -2.0, +6.0], p = 0.4; use "
+        "fr-FR (0.500 test), or the soft vote ensemble of the same sources (0.660 test, 3x the inference cost)")
     assert not found["vi-VN"].merge and "ensemble" not in found["vi-VN"].line
+    assert "the only merge tried" in found["vi-VN"].line
+    # lower than the best source: no merge beats it
+    (worse,) = verdicts(pd.DataFrame([_row("fi-FI", "ties", 0.60, 0.45, (-0.09, -0.01))]))
+    assert worse.line.startswith("fi-FI: no merge beats the best source: use fr-FR (0.500 test); the merge (ties, REAL, K=3; "
+                                 "the only merge tried) scores 0.450, gain -5.0 pts")
+
+
+def test_the_verdict_counts_merges_and_distinct_models_and_shows_the_targets_own_model(tmp_path):
+    """Two merges with the same weights' hash are one model (shown and counted once); every value of a parameter list
+    is a merge tried; the target's own model stands beside the verdict."""
+    from merginguriel.report.build import build_report
+
+    table = pd.DataFrame([
+        _row("sw-KE", "task_arithmetic", 0.61, 0.56, (0.01, 0.11), self_test=0.83,
+             tried=({"lam": 0.3}, ["h-lam0.3", "h-lam1.0", "h-sim"])),  # lam 1.0 = similarity's weights
+        _row("sw-KE", "similarity", 0.60, 0.55, (0.01, 0.09), weights_hash="h-sim"),
+        _row("sw-KE", "average", 0.59, 0.55, (0.01, 0.09), weights_hash="h-sim"),
+        _row("sw-KE", "ties", 0.58, 0.50, (-0.05, 0.05), weights_hash="h-ties"),
+    ])
+    (found,) = verdicts(table)
+    assert found.line == ("sw-KE: merge (task_arithmetic, REAL, K=3 {\"lam\": 0.3} (chosen on validation from 3); best of "
+                          "6 merges (4 distinct models), chosen on validation): 0.560 vs best source fr-FR 0.500, gain "
+                          "+6.0 pts [95% CI +1.0, +11.0], p = 0.01; the target's own model scores 0.830 test")
+    _, _ = build_report(table, str(tmp_path / "rep"))
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    rows = [line for line in summary.splitlines() if line.startswith("| task_arithmetic") or line.startswith("| similarity")
+            or line.startswith("| average") or line.startswith("| ties")]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| task_arithmetic, REAL, K=3 {\"lam\": 0.3} (chosen on validation from 3)",
+        "| similarity, REAL, K=3 (= average, REAL, K=3: the same weights)", "| ties, REAL, K=3"]
+    assert "4 distinct model(s)" in summary and "6 merge(s) tried" in summary and "about 0.2 would look" in summary
 
 
 def test_the_verdict_must_beat_the_best_single_model_even_when_it_was_not_merged():
@@ -82,7 +123,8 @@ def test_the_verdict_must_beat_the_best_single_model_even_when_it_was_not_merged
     (found,) = verdicts(pd.DataFrame([good]))
     assert not found.merge
     assert found.line.startswith("sw-KE: no merge beats the best single model (not merged): use pt-PT (0.580 test); "
-                                 "the merge chosen on validation (ties, REAL, K=3) scores 0.550, gain -3.0 pts")
+                                 "the merge (ties, REAL, K=3; the only merge tried) scores 0.550, margin over the best "
+                                 "single model -3.0 pts")
     good["test_best_overall"] = good["val_best_overall"] = "fr-FR"  # the best model is a merged source: gain decides
     assert verdicts(pd.DataFrame([good]))[0].merge
 
@@ -104,8 +146,11 @@ def test_report_over_merged_models_from_the_command_line(tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", "models", "--merged", str(layout.home / "merged"), "--output", str(tmp_path / "rep")]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
-    assert printed[-1].startswith("sw-KE: merge (ties, URIEL, K=3)")
+    assert printed[-1].startswith("sw-KE: merge (ties, URIEL, K=3; the only merge tried)")
     manifest = json.loads((out / "manifest.json").read_text())
+    from merginguriel.io import checkpoint_hash
+
+    assert manifest["hash"] == checkpoint_hash(out)  # the merged weights' hash: equal merges are one model
     dc = DataConfig(source="release", data_path=str(data), root=str(tmp_path))
     for split in ("validation", "test"):
         rec = manifest["evaluation"][split]

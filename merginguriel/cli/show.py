@@ -96,7 +96,7 @@ def nxn(folder: Path, options: dict) -> int:
 
 
 def merge(done, options: dict) -> int:
-    from merginguriel.jobs.run import evaluation_line
+    from merginguriel.jobs.run import choice_line, evaluation_line
 
     if done.listing is not None:
         print(done.listing, end="")
@@ -114,6 +114,8 @@ def merge(done, options: dict) -> int:
         return 0
     result = done.result
     print(f"merged model: {result.output}{' (reused: same job, same inputs)' if result.reused else ''}")
+    if result.manifest.get("choice"):
+        print(choice_line(result.manifest["choice"]))
     for record in result.evaluation.values():
         print(evaluation_line(done.plan.checked.target, record))
     return 0

@@ -61,6 +61,7 @@ def run_point(job: MergeJob, keep_models: bool = False, manifests_dir: Optional[
         features = point_features(result.plan.checked, result.plan.chosen)
     timings["features_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    metrics = {"splits": result.evaluation}
+    # the merged weights' hash (equal merges are one model) and, when a parameter list was tried, the choice
+    metrics = {"splits": result.evaluation, "hash": result.manifest.get("hash"), "choice": result.manifest.get("choice")}
     return PointResult(metrics=metrics, manifest=manifest_path, selection=result.plan.chosen.record, timings=timings,
                        features=features)

@@ -36,22 +36,29 @@ class JobPlan:
     merge: Any
     judging: Optional[Judging] = None
     derived: bool = True  # the output path is the job's own (not one the user gave)
+    options: tuple[Any, ...] = ()  # one merge plan per candidate setting (checked.options) when merge.params lists values
+
+    def describe(self) -> str:
+        return _describe(self)
 
     @property
     def output(self) -> Path:
         return self.merge.output
 
-    def describe(self) -> str:
-        checked = self.checked
-        lines = [f"merge job {checked.key()[:12]}: {checked.describe()}",
-                 f"  method: {checked.method.name} {checked.method.canonical(checked.merge.params or {}, checked.params)}"]
-        total = sum(self.merge.weights)
-        for name, w in zip(self.chosen.names, self.merge.weights):
-            lines.append(f"  source {name:<8} weight {w / total:.4f}")
-        for warning in self.chosen.warnings:
-            lines.append(f"  warning: {warning}")
-        lines.append(f"  output: {self.output}")
-        return "\n".join(lines)
+
+def _describe(plan: JobPlan) -> str:
+    checked = plan.checked
+    lines = [f"merge job {checked.key()[:12]}: {checked.describe()}", f"  method: {checked.method.name} {checked.canonical}"]
+    if len(plan.options) > 1:
+        lines.append(f"  {len(plan.options)} candidate settings, each merged and tried on {checked.target}'s validation "
+                     "split; the best is kept")
+    total = sum(plan.merge.weights)
+    for name, w in zip(plan.chosen.names, plan.merge.weights):
+        lines.append(f"  source {name:<8} weight {w / total:.4f}")
+    for warning in plan.chosen.warnings:
+        lines.append(f"  warning: {warning}")
+    lines.append(f"  output: {plan.output}")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -79,27 +86,31 @@ def plan_job(job: Union[MergeJob, CheckedJob], output: Optional[str | Path] = No
     from merginguriel.merging.validate import check_request, plan_merge
 
     checked = job if isinstance(job, CheckedJob) else job.check()
-    layout, target, method, params = checked.layout, checked.target, checked.method, checked.params
+    layout, target, method = checked.layout, checked.target, checked.method
     pool = check_pool(checked)
     chosen = choose_sources(checked, pool)
     models = [pool.models[token] for token in (checked.selection.sources or chosen.locales)]
     splits = list(checked.evaluate.splits) if evaluate and target else []
-    reads = method.needs.rows(params, target, [m.locale for m in models]) if method.needs.rows else []
-    check_rows(checked, judged_rows(target, splits) + reads)
+    tried = len(checked.options) > 1  # candidate settings are tried on validation, whether or not the job is judged
+    reads = [pair for option in checked.options for pair in
+             (method.needs.rows(option.params, target, [m.locale for m in models]) if method.needs.rows else [])]
+    check_rows(checked, judged_rows(target, splits) + ([(target, "validation")] if tried else []) + reads)
     judging = plan_judgement(checked, splits) if splits else None
     out = Path(output) if output is not None else layout.merged(target or "untargeted", run or checked.run_name())
     include = checked.selection.include_target
     if checked.selection.similarity:
         include = bool(include)
-    weights, device = check_request(
-        method, params, [(m.path, m.locale, w) for m, w in zip(models, chosen.weights)], weights_from=checked.weights_from,
-        dtype=checked.merge.dtype, device=checked.job.device, output=out, base=pool.base.path, target=target,
-        include_target=include,
-    )
-    merge = plan_merge(method, params, pool.base, models, weights, device, out, exclude=list(checked.merge.exclude or []),
-                       seed=checked.merge.seed, dtype=checked.merge.dtype, target=target, include_target=include,
-                       selection=chosen.record)
-    return JobPlan(checked, pool, chosen, merge, judging, derived=output is None)
+    merges = []
+    for option in checked.options:
+        weights, device = check_request(
+            method, option.params, [(m.path, m.locale, w) for m, w in zip(models, chosen.weights)],
+            weights_from=checked.weights_from, dtype=checked.merge.dtype, device=checked.job.device, output=out,
+            base=pool.base.path, target=target, include_target=include,
+        )
+        merges.append(plan_merge(method, option.params, pool.base, models, weights, device, out,
+                                 exclude=list(checked.merge.exclude or []), seed=checked.merge.seed, dtype=checked.merge.dtype,
+                                 target=target, include_target=include, selection=chosen.record))
+    return JobPlan(checked, pool, chosen, merges[0], judging, derived=output is None, options=tuple(merges))
 
 
 def check_rows(checked: CheckedJob, pairs: list[tuple[str, str]]) -> None:
@@ -197,7 +208,12 @@ def run_job(
             checked = plan.checked
             context = MergeContext(data=checked.data, layout=checked.layout, trainer=checked.trainer)
             options = RunOptions(memory_mb=memory_mb, shard_mb=shard_mb, progress=progress, overwrite=overwrite or out.exists())
-            run_plan(dataclasses.replace(plan.merge, job=_job_record(plan, origin)), options, context)
+            if len(plan.options) > 1:
+                from merginguriel.jobs.choose import merge_best_on_validation
+
+                merge_best_on_validation(plan, _job_record(plan, origin), options, context)
+            else:
+                run_plan(dataclasses.replace(plan.merge, job=_job_record(plan, origin)), options, context)
         timings["merge_s"] = time.perf_counter() - t
         evaluation: dict[str, dict] = {}
         manifest = read_manifest(out)
@@ -214,6 +230,17 @@ def run_job(
             write_card(out, manifest)  # the card shows the judgement too
     timings["total_s"] = time.perf_counter() - t0
     return JobResult(plan, reused, evaluation, timings, manifest)
+
+
+def choice_line(choice: dict) -> str:
+    """What a job with parameter lists chose: every candidate's validation accuracy, the one kept."""
+    tried = ", ".join(f"{_values(c['values'])} {c['validation_accuracy']:.4f}" for c in choice["candidates"])
+    return (f"chosen on {choice['split']}: {_values(choice['chosen'])}, the best of {choice['count']} candidates "
+            f"({tried})")
+
+
+def _values(values: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in values.items())
 
 
 PROCESS_MB = 400.0  # Python, torch and the libraries, measured before any model is read
@@ -246,7 +273,7 @@ def evaluation_line(target: str, record: dict[str, Any]) -> str:
             f"merging effect {points(record['merging_effect'])} pts over the sources' mean {record['source_mean']:.4f}")
     if record.get("best_overall") not in (None, record["best_source"]):
         vs = record["vs_best_overall"]
-        line += (f"; vs the best of all {record['candidates']} candidates, {record['best_overall']} "
+        line += (f"; margin over the best single model of all {record['candidates']} candidates, {record['best_overall']} "
                  f"{record['best_overall_accuracy']:.4f} (chosen on validation, not merged): {points(vs['delta'])} pts "
                  f"[95% CI {points(vs['ci_low'])}, {points(vs['ci_high'])}]")
     if "self_accuracy" in record:

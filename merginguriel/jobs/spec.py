@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -169,16 +170,17 @@ class MergeJob:
 
     def key(self) -> str:
         """The job's identity: SHA-256 of its canonical JSON (a sweep row's key); the same as its checked job's."""
-        method, params = _parse(self)
-        return _sha(identity(self, method, params))
+        method, _, canonical = _parse(self)
+        return _sha(identity(self, method, canonical))
 
     def model_key(self) -> str:
-        method, params = _parse(self)
-        return _sha(identity(self, method, params, with_evaluation=False))
+        method, _, canonical = _parse(self)
+        return _sha(identity(self, method, canonical, with_evaluation=False))
 
     def check(self) -> "CheckedJob":
         """Everything that can be checked without reading a model: names, ranges, combinations, locales and the
-        method's parameters (parsed once, typed). A new, frozen job; this one is left as it is."""
+        method's parameters (parsed once, typed; a list of values makes one candidate per value, or per combination of
+        several lists, each checked here). A new, frozen job; this one is left as it is."""
         from merginguriel.locales import check_locale, check_locales
         from merginguriel.merging.registry import SourceSet
         from merginguriel.similarity import SIMILARITY_KINDS
@@ -218,8 +220,12 @@ class MergeJob:
                 raise InputError(f"evaluate.splits: unknown split {split!r}; use validation and/or test")
         if self.evaluate.batch_size < 1:
             raise InputError(f"evaluate.batch_size must be positive, got {self.evaluate.batch_size}")
-        method, params = _parse(self)
-        params.check_sources(SourceSet(count, weights_from))
+        method, options, canonical = _parse(self)
+        for option in options:
+            option.params.check_sources(SourceSet(count, weights_from))
+        if len(options) > 1 and not target:
+            raise InputError(f"merge.params lists {', '.join(options[0].values)}: each value is tried on the target's "
+                             "validation split and the best kept; set target (e.g. --target sw-KE)")
         if method.needs.target_data and not target:
             raise InputError(f"method {method.name} adapts on the target's unlabelled utterances: set target")
         layout = self.layout
@@ -232,8 +238,17 @@ class MergeJob:
                     f"selection.num_sources={sel.num_sources} but {target} has only {len(usable)} candidate source(s) "
                     f"({', '.join(usable) or 'none'}); lower K or fine-tune more locales"
                 )
-        return CheckedJob(job=copy.deepcopy(self), method=method, params=params, target=target, candidates=pool,
-                          weights_from=weights_from)
+        return CheckedJob(job=copy.deepcopy(self), method=method, params=options[0].params, target=target,
+                          candidates=pool, weights_from=weights_from, options=options, canonical=canonical)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One candidate setting of a job's method parameters: the values its parameter lists take (canonical names;
+    empty for a job without lists) and the typed parameters."""
+
+    values: dict
+    params: Any
 
 
 @dataclass(frozen=True)
@@ -241,7 +256,12 @@ class CheckedJob:
     """A merge job after its check: the job as given (a private copy), the method with its typed parameters, the
     checked target, the locales a selection may choose from (``selection.candidates``, else every finished
     fine-tune), and where the weights come from. Frozen: selection, merge and judgement run on it and check nothing
-    of the job again (merginguriel.jobs.run.plan_job checks the models and data they read, once)."""
+    of the job again (merginguriel.jobs.run.plan_job checks the models and data they read, once).
+
+    ``options`` holds one :class:`Option` per candidate setting of the method's parameters: one for a plain job, one
+    per value (or per combination of values) when ``merge.params`` gives lists; the job then tries each on the
+    target's validation split and keeps the best (merginguriel.jobs.choose). ``params`` is the first option's;
+    ``canonical`` the parameters as the job's identity records them (lists as lists)."""
 
     job: MergeJob
     method: Any
@@ -249,6 +269,8 @@ class CheckedJob:
     target: Optional[str]
     candidates: tuple[str, ...]
     weights_from: str
+    options: tuple[Option, ...] = ()
+    canonical: dict = field(default_factory=dict)
 
     @property
     def selection(self) -> SelectionConfig:
@@ -283,11 +305,11 @@ class CheckedJob:
         """The job's settings with the method's parameters under their canonical names (what a recipe, a sweep row
         and a manifest record)."""
         d = self.job.to_dict()
-        d["merge"]["params"] = _plain(self.method.canonical(self.job.merge.params or {}, self.params))
+        d["merge"]["params"] = copy.deepcopy(self.canonical)
         return d
 
     def identity(self, with_evaluation: bool = True) -> dict:
-        return identity(self.job, self.method, self.params, with_evaluation)
+        return identity(self.job, self.method, self.canonical, with_evaluation)
 
     def key(self) -> str:
         return _sha(self.identity())
@@ -303,7 +325,7 @@ class CheckedJob:
 
     def describe(self) -> str:
         sel, m = self.job.selection, self.job.merge
-        params = ",".join(f"{k}={v}" for k, v in sorted(self.method.canonical(m.params or {}, self.params).items()))
+        params = ",".join(f"{k}={v}" for k, v in sorted(self.canonical.items()))
         if sel.similarity:
             inc = "IncTar" if sel.include_target else "ExcTar"
             how = f"{sel.similarity} K={sel.num_sources} {inc} {sel.weighting}"
@@ -312,20 +334,59 @@ class CheckedJob:
         return f"{self.target or '-'} {m.method}{'(' + params + ')' if params else ''} {how}"
 
 
-def _parse(job: MergeJob) -> tuple[Any, Any]:
-    """The job's method and its typed parameters (merge.params parsed: names checked, values coerced)."""
+def _parse(job: MergeJob) -> tuple[Any, tuple[Option, ...], dict]:
+    """The job's method, its candidate settings (merge.params parsed: names checked, values coerced; a list of values
+    gives one candidate per value, several lists their product) and the canonical mapping of its parameters."""
     from merginguriel.merging.registry import get_method
 
     method = get_method(job.merge.method)
-    return method, method.make_params(job.merge.params or {})
+    return (method, *parse_options(method, job.merge.params or {}))
 
 
-def identity(job: MergeJob, method: Any, params: Any, with_evaluation: bool = True) -> dict:
+def parse_options(method: Any, given: dict) -> tuple[tuple[Option, ...], dict]:
+    """The candidate settings of ``given`` (see :func:`_parse`). An empty list, a bad value in a list and a value
+    listed twice are refused, naming the parameter and the value."""
+    given = dict(given)
+    lists = {}
+    for name, value in given.items():
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise InputError(f"merge.params.{name} is an empty list; give the values to try on validation "
+                                 f"(e.g. {name}: [0.3, 0.5, 1.0]) or a single value")
+            if len(value) == 1:
+                given[name] = value[0]  # one value: the same job as the value itself
+            else:
+                lists[name] = list(value)
+    if not lists:
+        params = method.make_params(given)
+        return (Option({}, params),), _plain(method.canonical(given, params))
+    options, seen = [], {}
+    for combo in itertools.product(*lists.values()):
+        assignment = dict(zip(lists, combo))
+        try:
+            params = method.make_params({**given, **assignment})
+        except InputError as err:
+            where = ", ".join(f"{k}={v!r}" for k, v in assignment.items())
+            raise InputError(f"merge.params list value(s) {where}: {err}") from None
+        values = _plain(method.canonical(assignment, params))
+        tag = json.dumps(values, sort_keys=True)
+        if tag in seen:
+            raise InputError(f"merge.params lists the same setting twice: {assignment} and {seen[tag]} are both "
+                             f"{values}; give each value once")
+        seen[tag] = assignment
+        options.append(Option(values, params))
+    canonical = _plain(method.canonical(given, options[0].params))
+    for name in options[0].values:
+        canonical[name] = list(dict.fromkeys(o.values[name] for o in options))
+    return tuple(options), canonical
+
+
+def identity(job: MergeJob, method: Any, canonical: dict, with_evaluation: bool = True) -> dict:
     """What decides the job's result: everything but the device and the settings that do not apply (the selection's
     options of other kinds, the Trainer's speed settings, and the Trainer unless the method trains), with the method's
     parameters under their canonical names and values, so equal jobs have equal keys whatever spelling they used."""
     d = job.to_dict()
-    d["merge"]["params"] = _plain(method.canonical(job.merge.params or {}, params))
+    d["merge"]["params"] = copy.deepcopy(canonical)
     d.pop("device")
     sel = d["selection"]  # settings that do not apply to this job's selection do not change its result
     if sel["weighting"] != "softmax":

@@ -4,7 +4,8 @@ Every merged folder records the same fields, so the report, the sweep and a read
 which path made it: ``method`` and ``params``, the shared ``base`` and the ``sources`` (locale, path, hash, weight,
 origin) with the normalised weights, the ``target``, IncTar/ExcTar, the ``selection`` (how the sources were chosen:
 similarity, scores, NxN file/split/hash), ``exclude``, ``statistics``, ``seed``, ``dtype``, ``device``, ``timings``
-and ``memory`` (the job's own peak, see merginguriel.memory), plus the ``job`` that asked for it when a merge job did.
+and ``memory`` (the job's own peak, see merginguriel.memory), plus the ``job`` that asked for it when a merge job did,
+and the ``hash`` of the merged weights (merges with equal hashes are one model: the report shows and counts it once).
 Method-specific records (AdaMerging's coefficients and adaptation log) go under ``extra`` keys. The model card
 (README.md) is written from the manifest right after it, inside the caller's atomic write.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from merginguriel.io import write_manifest
+from merginguriel.io import checkpoint_hash, write_manifest
 
 KIND = "merged"
 
@@ -59,6 +60,7 @@ def write_merged_manifest(
         timings=timings,
         memory=memory,
         job=job,
+        hash=checkpoint_hash(folder),
         **extra,
     )
     from merginguriel.models.card import write_card

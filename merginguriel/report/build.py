@@ -17,7 +17,7 @@ import pandas as pd
 
 from merginguriel.errors import InputError
 from merginguriel.report.rows import ENSEMBLES, as_float
-from merginguriel.report.verdict import Verdict, merge_label, rank, verdicts
+from merginguriel.report.verdict import Verdict, distinct, merge_label, rank, tried, verdicts
 from merginguriel.units import points
 
 MIN_LOTO_TARGETS = 4  # leave-one-target-out needs several targets to train on and both outcomes to mean anything
@@ -61,16 +61,21 @@ def baseline_rows(first: pd.Series) -> list[tuple[str, float, float]]:
     return [(label, as_float(v), as_float(t)) for label, v, t in rows if not (math.isnan(as_float(v)) and math.isnan(as_float(t)))]
 
 
+def _label(r: pd.Series) -> str:
+    same = r.get("same_as")
+    return merge_label(r.to_dict()) + (f" (= {same}: the same weights)" if isinstance(same, str) and same else "")
+
+
 def target_table(ranked: pd.DataFrame) -> str:
-    """Merges ranked on validation (``verdict.rank``), then the baselines of the first on the same rows (test numbers
-    beside validation ones)."""
+    """Merges ranked on validation (``verdict.rank``), each model once (``verdict.distinct``), then the baselines of the
+    first on the same rows (test numbers beside validation ones)."""
     head = ("| merge | sources (weights) | val acc | test acc | test gain vs best source, pts [95% CI] | p | "
             "merging effect (test) | vs self, pts [95% CI] |")
     lines = [head, "|" + "---|" * 8]
     for _, r in ranked.iterrows():
         srcs = ", ".join(f"{s} {w:.2f}" for s, w in zip(r["sources"], r["weights"]))
         lines.append(
-            f"| {merge_label(r.to_dict())} | {srcs} | {_acc(r['val_accuracy'])} | "
+            f"| {_label(r)} | {srcs} | {_acc(r['val_accuracy'])} | "
             f"{_acc(r['test_accuracy'])} | {_pts(r['test_gain'])} {_ci(r['test_gain_ci_low'], r['test_gain_ci_high'])} | "
             f"{_p(r['test_gain_p'])} | {_pts(r['test_merging_effect'])} | "
             f"{_pts(r['test_self_delta'])} {_ci(r['test_self_ci_low'], r['test_self_ci_high'])} |"
@@ -118,22 +123,26 @@ def build_report(table: pd.DataFrame, output: str, overwrite: bool = False, feat
     found = verdicts(table)
     notes: list[str] = []
     loto = _loto(features, notes)
-    n_cmp = int(pd.to_numeric(table["test_gain_p"], errors="coerce").notna().sum())
+    counts = [tried(g) for _, g in table.groupby("target", sort=True)]
+    merges, n_cmp = sum(c[0] for c in counts), sum(c[1] for c in counts)
     summary = ["# Verdicts (merge chosen on validation, judged on test)", ""]
     summary += [v.line for v in found]
-    summary += ["", f"The tables below hold {n_cmp} merge-vs-best-source comparison(s) on test; at 95%, about "
-                f"{0.05 * n_cmp:.1f} of them would look significant by chance alone. Merging effect = merged accuracy - "
-                "unweighted mean of the selected sources; gain = merged - the best selected source chosen on validation.", ""]
+    summary += ["", f"The verdicts were chosen from {merges} merge(s) tried on validation, {n_cmp} distinct model(s) (each "
+                "value of a parameter list counts; merges with the same weights count once): "
+                f"{n_cmp} comparison(s), of which at 95% about {0.05 * n_cmp:.1f} would look significant by chance alone. "
+                "Merging effect = merged accuracy - unweighted mean of the selected sources; gain = merged - the best "
+                "selected source chosen on validation; margin over the best single model = merged - the best of all "
+                "candidate models chosen on validation.", ""]
     with atomic_dir(out, overwrite=overwrite) as tmp:
         plots: list[Path] = []
         for target, group in table.groupby("target", sort=True):
-            ranked = rank(group)  # one order and one set of baselines for the table, the chart and the verdict
+            ranked = distinct(rank(group))  # one order, each model once, one set of baselines for table, chart, verdict
             summary += [f"## {target}", "", target_table(ranked), ""]
-            merges = [(merge_label(r.to_dict()), as_float(r["test_accuracy"]), int(as_float(r["test_n"]) or 0))
+            shown = [(_label(r), as_float(r["test_accuracy"]), int(as_float(r["test_n"]) or 0))
                       for _, r in ranked.iterrows()]
             baselines = [(label, t) for label, _, t in baseline_rows(ranked.iloc[0])]
             first = ranked.iloc[0]
-            plots += target_chart(merges, baselines, tmp / target, f"{target}: merges ranked on validation, judged on test",
+            plots += target_chart(shown, baselines, tmp / target, f"{target}: merges ranked on validation, judged on test",
                                   "test", reference=as_float(first["test_best_source_accuracy"]))
         if loto is not None:
             loto.to_csv(tmp / "loto.csv", index=False, float_format="%.6f")

@@ -4,8 +4,10 @@ Both sources hold the same records (merginguriel.jobs.judge): per split, the mer
 baseline on the same rows. A row flattens them: ``val_*`` columns come from the validation split (where choices are
 made), ``test_*`` from the test split (the final number).
 
-Columns: target, method, similarity, num_sources, include_target, weighting, params, sources, weights, run, key,
-manifest; per split prefix (``val_``, ``test_``): accuracy, macro_f1, n, source_mean, source_mean_weighted,
+Columns: target, method, similarity, num_sources, include_target, weighting, params (as the job gave them: a list of
+values is a list), chosen (the values chosen on validation from those lists, JSON; empty without lists), candidates
+(how many settings the job merged and tried on validation: 1 without lists), hash (the merged weights' hash) and
+candidate_hashes (one per candidate, space-separated), sources, weights, run, key, manifest; per split prefix (``val_``, ``test_``): accuracy, macro_f1, n, source_mean, source_mean_weighted,
 merging_effect, best_source, best_source_accuracy, gain, gain_ci_low, gain_ci_high, gain_p, oracle_source,
 oracle_source_accuracy, best_overall, best_overall_accuracy, overall_delta, overall_ci_low, overall_ci_high,
 overall_p, self_accuracy, self_delta, self_ci_low, self_ci_high, self_p, base_accuracy and ensemble_<name> for the
@@ -52,10 +54,14 @@ def flatten(meta: dict, evaluation: dict[str, dict]) -> dict:
     return row
 
 
-def _meta(config: dict, selection: dict, key: str, manifest: Optional[str]) -> dict:
+def _meta(config: dict, selection: dict, key: str, manifest: Optional[str], record: dict) -> dict:
+    """A row's identity from the job's config, the selection, and the merge ``record`` (its manifest, or a sweep
+    row's metrics: both hold ``hash`` and, for a job with parameter lists, ``choice``)."""
     sel_cfg = config.get("selection") or {}
     merge = config.get("merge") or {}
     sources = list(selection.get("sources") or [])
+    choice = record.get("choice") or {}
+    tried = choice.get("candidates") or [{"hash": record.get("hash")}]
     return {
         "target": config.get("target"),
         "method": merge.get("method"),
@@ -64,6 +70,10 @@ def _meta(config: dict, selection: dict, key: str, manifest: Optional[str]) -> d
         "include_target": bool(sel_cfg.get("include_target")),
         "weighting": selection.get("weighting", selection.get("origin")),
         "params": json.dumps(merge.get("params") or {}, sort_keys=True),
+        "chosen": json.dumps(choice["chosen"], sort_keys=True) if choice else "",
+        "candidates": len(tried),
+        "hash": record.get("hash") or "",
+        "candidate_hashes": " ".join(t.get("hash") or "" for t in tried),
         "sources": sources,
         "weights": [float(w) for w in selection.get("weights") or []],
         "run": key[:12],
@@ -79,10 +89,10 @@ def rows_from_db(db_path: str, sweep: Optional[str] = None) -> pd.DataFrame:
     with ResultsDB(db_path, readonly=True) as db:
         rows = []
         for r in db.rows(sweep=sweep, status="done"):
-            evaluation = (r["metrics"] or {}).get("splits") or {}
+            metrics = r["metrics"] or {}
             manifest = db.resolve(r["manifest"])
-            rows.append({**flatten(_meta(r["config"], r["selection"] or {}, r["key"], str(manifest) if manifest else None),
-                                   evaluation), "sweep": r["sweep"]})
+            meta = _meta(r["config"], r["selection"] or {}, r["key"], str(manifest) if manifest else None, metrics)
+            rows.append({**flatten(meta, metrics.get("splits") or {}), "sweep": r["sweep"]})
     return pd.DataFrame(rows)
 
 
@@ -130,8 +140,8 @@ def rows_from_manifests(patterns: list[str], splits: tuple[str, ...] = ("validat
         missing = [s for s in splits if s not in evaluation]
         if missing:
             evaluation.update(_judge_now(path.parent, job, manifest, missing))
-        rows.append(flatten(_meta(job_record["config"], manifest.get("selection") or {}, job_record.get("key", ""), str(path)),
-                            evaluation))
+        rows.append(flatten(_meta(job_record["config"], manifest.get("selection") or {}, job_record.get("key", ""), str(path),
+                                  manifest), evaluation))
     return pd.DataFrame(rows)
 
 
