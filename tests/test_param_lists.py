@@ -127,3 +127,61 @@ def test_a_density_list_names_its_bad_value_in_a_sweep():
     fixed["merge"]["params"] = {"density": [0.1, 0.2, 0.4], "lam": [0.5, 1.0]}
     (point,) = expand(fixed, {})  # several lists: their product, one point
     assert [o.values for o in point.options] == [{"density": d, "lam": lam} for d in (0.1, 0.2, 0.4) for lam in (0.5, 1.0)]
+
+
+def test_a_sweep_records_the_choice_and_the_report_counts_every_merge_and_each_model_once(world, tmp_path):
+    """Three points for one target: TIES, the same merge spelt as task_vectors parts (identical weights: one model),
+    and the paper's task arithmetic with lam chosen from two values. The report shows four merges, three models."""
+    from merginguriel.cli.main import main
+    from merginguriel.experiments.db import ResultsDB
+    from merginguriel.experiments.runner import Sweep, run_sweep
+
+    from transformers import AutoModelForSequenceClassification
+
+    from conftest import save_finetuned
+    from merginguriel.evaluation.outputs import checkpoint_outputs
+
+    # the target gets a model of its own (fr-FR's weights under sw-KE's name)
+    save_finetuned(world.layout, AutoModelForSequenceClassification.from_pretrained(world.layout.finetuned("fr-FR")), TARGET)
+    own_test = float(checkpoint_outputs(world.layout.finetuned(TARGET), TARGET, "test", world.data, 64, "cpu", cache=False)
+                     .correct.float().mean())
+    fixed = {k: v for k, v in config(world, world.data.data_path, 0.5, None).items() if k not in ("output", "progress")}
+    fixed.pop("merge")
+    db = tmp_path / "r.sqlite"
+    sweep = Sweep(name="lists", db=str(db), fixed=fixed, zip=[{
+        "merge.method": ["ties", "task_vectors", "task_arithmetic"],
+        "merge.params": [{}, {"sparsify": "magnitude", "consensus": "ties"}, {"weighted": False, "lam": [0.5, 1.0]}]}])
+    run_sweep(sweep)
+    with ResultsDB(db, readonly=True) as rdb:
+        metrics = {r["method"]: r["metrics"] for r in rdb.rows()}
+    assert metrics["ties"]["hash"] == metrics["task_vectors"]["hash"]  # the same model under two names
+    choice = metrics["task_arithmetic"]["choice"]
+    best = max(choice["candidates"], key=lambda c: c["validation_accuracy"])
+    assert choice["count"] == 2 and choice["chosen"] == best["values"] and metrics["task_arithmetic"]["hash"] == best["hash"]
+    hashes = {metrics["ties"]["hash"], *(c["hash"] for c in choice["candidates"])}
+    assert len(hashes) == 3
+    assert main(["report", "sweep", "--db", str(db), "--output", str(tmp_path / "rep")]) == 0
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    verdict = next(line for line in summary.splitlines() if line.startswith(f"{TARGET}:"))
+    assert "best of 4 merges (3 distinct models), chosen on validation" in verdict
+    assert "chosen from 4 merge(s) tried on validation, 3 distinct model(s)" in summary
+    table = [line for line in summary.splitlines() if line.startswith("| ties") or line.startswith("| task_")]
+    assert len(table) == 2 and any("the same weights" in line for line in table)
+    assert f'"lam": {choice["chosen"]["lam"]}' in summary and "(chosen on validation from 2)" in summary
+    assert verdict.endswith(f"the target's own model scores {own_test:.3f} test")  # beside the verdict
+
+
+def test_the_demo_and_the_shipped_ablations_run_the_papers_task_arithmetic_with_lam_chosen_on_validation():
+    import yaml
+
+    from merginguriel.configs import config_path
+    from merginguriel.experiments.runner import Sweep
+
+    for name in ("quickstart_sweep", "ablations/dare", "ablations/dare_embedded", "ablations/consensus_neuromerging",
+                 "ablations/consensus_neuromerging_embedded"):
+        spec = yaml.safe_load(config_path(name).read_text(encoding="utf-8"))
+        spec.setdefault("grid", {}).setdefault("target", ["sw-KE"])
+        points = [p for p in Sweep.from_dict(spec).points() if p.merge.method.endswith("task_arithmetic")]
+        assert points, name
+        for p in points:
+            assert p.canonical["weighted"] is False and len(p.options) >= 4, (name, p.canonical)
