@@ -114,6 +114,10 @@ def test_a_bad_list_is_refused_before_any_merge_naming_the_value(world, tmp_path
                              if k not in ("output", "progress")})
         with pytest.raises(InputError, match=needle):
             job.check()
+    untargeted = job_from_dict({"root": str(world.root), "backbone": world.layout.backbone, "selection": {"sources": SOURCES},
+                                "merge": {"method": "ties", "params": {"density": [0.2, 0.4]}}})
+    with pytest.raises(InputError, match="each value is tried on the target's validation split"):
+        untargeted.check()
 
 
 def test_a_density_list_names_its_bad_value_in_a_sweep():

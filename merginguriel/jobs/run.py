@@ -28,7 +28,8 @@ from merginguriel.jobs.spec import CheckedJob, MergeJob
 class JobPlan:
     """A job ready to run: the checked job, its checked models, the sources chosen, the checked merge plan
     (merginguriel.merging.validate.Plan: method, typed parameters, base, sources, weights, output) and what its
-    judgement reads (None when it is not judged)."""
+    judgement reads (None when it is not judged). A job that lists parameter values has one merge plan per candidate
+    setting in ``options`` (``merge`` is the first's); run_job merges each and keeps the best on validation."""
 
     checked: CheckedJob
     pool: Pool
@@ -38,27 +39,23 @@ class JobPlan:
     derived: bool = True  # the output path is the job's own (not one the user gave)
     options: tuple[Any, ...] = ()  # one merge plan per candidate setting (checked.options) when merge.params lists values
 
-    def describe(self) -> str:
-        return _describe(self)
-
     @property
     def output(self) -> Path:
         return self.merge.output
 
-
-def _describe(plan: JobPlan) -> str:
-    checked = plan.checked
-    lines = [f"merge job {checked.key()[:12]}: {checked.describe()}", f"  method: {checked.method.name} {checked.canonical}"]
-    if len(plan.options) > 1:
-        lines.append(f"  {len(plan.options)} candidate settings, each merged and tried on {checked.target}'s validation "
-                     "split; the best is kept")
-    total = sum(plan.merge.weights)
-    for name, w in zip(plan.chosen.names, plan.merge.weights):
-        lines.append(f"  source {name:<8} weight {w / total:.4f}")
-    for warning in plan.chosen.warnings:
-        lines.append(f"  warning: {warning}")
-    lines.append(f"  output: {plan.output}")
-    return "\n".join(lines)
+    def describe(self) -> str:
+        checked = self.checked
+        lines = [f"merge job {checked.key()[:12]}: {checked.describe()}", f"  method: {checked.method.name} {checked.canonical}"]
+        if len(self.options) > 1:
+            lines.append(f"  {len(self.options)} candidate settings, each merged and scored on {checked.target}'s "
+                         "validation split; the best is kept")
+        total = sum(self.merge.weights)
+        for name, w in zip(self.chosen.names, self.merge.weights):
+            lines.append(f"  source {name:<8} weight {w / total:.4f}")
+        for warning in self.chosen.warnings:
+            lines.append(f"  warning: {warning}")
+        lines.append(f"  output: {self.output}")
+        return "\n".join(lines)
 
 
 @dataclass
