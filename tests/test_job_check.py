@@ -151,3 +151,19 @@ def test_a_test_split_nxn_allowed_is_recorded(world, test_nxn, tmp_path):
     assert result.manifest["job"]["config"]["selection"]["allow_test_nxn"] is True
     assert TEST_NXN_WARNING in (tmp_path / "leaky" / "README.md").read_text()
     assert allowed.key() != job(world, **{"selection": real, "evaluate": {"splits": []}}).key()
+
+
+def test_a_job_with_a_parameter_list_checks_each_input_once_and_parses_each_value_once(world, tmp_path):
+    """The same job with density [0.5, 0.7]: one key, the inputs checked once as for one value, each value parsed once,
+    both merged and scored on validation, the better kept."""
+    listed = job(world, **{"merge.params": {"density": [0.5, 0.7]}})
+    with Calls() as calls:
+        result = run_job(plan_job(listed, output=tmp_path / "listed"), progress=False)
+    base = str(world.layout.base.resolve())
+    candidates = {str(world.layout.finetuned(loc).resolve()) for loc in [TARGET, *SOURCES]}
+    assert calls.of("check_base") == {base: 1} and calls.of("check_source") == {c: 1 for c in candidates}
+    assert calls.of("make_params") == {repr({"density": 0.5}): 1, repr({"density": 0.7}): 1}
+    choice = result.manifest["choice"]
+    assert [c["values"] for c in choice["candidates"]] == [{"density": 0.5}, {"density": 0.7}]
+    assert result.manifest["params"]["density"] == choice["chosen"]["density"]
+    assert result.plan.checked.key() == listed.key() and result.manifest["job"]["key"] == listed.key()
