@@ -39,7 +39,8 @@ def test_advice_merge_when_merging_clearly_helps(tmp_path):
     assert max(val, key=val.get) != max(test, key=test.get)  # so choosing on test would name another source
     assert advice.choice["best_single_source"] == max(val, key=val.get)
     assert advice.choice["best_single"] == pytest.approx(max(val.values()))
-    assert "[95% CI +" in advice.summary() and "validation split" in advice.summary()
+    assert "margin over the best single model +" in advice.summary() and "[95% CI +" in advice.summary()
+    assert "validation split" in advice.summary()
     ev = advice.evidence
     merges = ev[ev["kind"] == "merge"]
     assert set(merges["method"]) == {"similarity", "fisher"}  # the data-dependent method ran as a pilot too

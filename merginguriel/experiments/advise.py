@@ -3,8 +3,8 @@
 The research log's lesson: no source-level feature reliably predicts whether merging helps a target (LOTO accuracy near
 chance on 21 targets), so the advice measures instead. It runs the chosen merges (methods x K x similarity) as a small
 sweep judged on the VALIDATION split only (the test split stays for the final number), and compares the best of them
-with the best single source model chosen on validation among all candidates -- the report's ``gain`` uses the same
-comparator, restricted to a merge's own sources. It recommends the merge only when it beats that source by ``margin``;
+with the best single source model chosen on validation among all candidates (the margin over the best single model,
+as the report's verdicts call it; the report's ``gain`` is the same comparison restricted to a merge's own sources). It recommends the merge only when it beats that source by ``margin``;
 otherwise it recommends using that source model as is. It says how sure it is: a paired bootstrap 95% interval and
 an exact McNemar p-value on the validation rows (optimistic, since the best of several pilots was picked on the same
 rows). With ``--db`` the pilot's rows and merging-effect features are kept in a results database.
@@ -38,7 +38,7 @@ class Advice:
 
     def summary(self) -> str:
         c = self.choice
-        sure = (f"gain {points(c['delta'])} pts [95% CI {points(c['ci'][0])}, {points(c['ci'][1])}], "
+        sure = (f"margin over the best single model {points(c['delta'])} pts [95% CI {points(c['ci'][0])}, {points(c['ci'][1])}], "
                 f"McNemar p = {c['p_value']:.3g} on the {c['split']} split (best of {c['pilots']} pilots, picked on the "
                 "same rows: optimistic)")
         if self.recommendation == "merge":
