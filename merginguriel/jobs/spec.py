@@ -29,7 +29,7 @@ from typing import Any, Literal, Optional
 
 from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, Layout
 from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig, DataSource
-from merginguriel.errors import InputError
+from merginguriel.errors import InputError, did_you_mean
 from merginguriel.training import TrainerOptions
 
 Split = Literal["validation", "test"]
@@ -181,7 +181,7 @@ class MergeJob:
         method's parameters (parsed once, typed). A new, frozen job; this one is left as it is."""
         from merginguriel.locales import check_locale, check_locales
         from merginguriel.merging.registry import SourceSet
-        from merginguriel.similarity import SIMILARITY_KINDS
+        from merginguriel.similarity import check_similarity_kind
 
         sel = self.selection
         target = check_locale(self.target) if self.target is not None else None
@@ -192,8 +192,7 @@ class MergeJob:
         checked_already = {target: target} if target else {}  # the target is checked once, wherever it appears again
         candidates = check_locales([checked_already.get(c, c) for c in sel.candidates]) if sel.candidates else None
         if sel.similarity:
-            if sel.similarity not in SIMILARITY_KINDS:
-                raise InputError(f"unknown selection.similarity {sel.similarity!r}; choose one of {', '.join(SIMILARITY_KINDS)}")
+            check_similarity_kind(sel.similarity, "selection.similarity")
             if not target:
                 raise InputError("a similarity selection chooses sources for a target: set target (e.g. --target sw-KE)")
             if sel.weights:
@@ -355,7 +354,8 @@ def _section(cls, name: str, value: dict):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(value) - known)
     if unknown:
-        raise InputError(f"unknown {name} option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        hints = "".join(did_you_mean(u, known) for u in unknown)
+        raise InputError(f"unknown {name} option(s) {', '.join(unknown)}.{hints} Known: {', '.join(sorted(known))}")
     return cls(**copy.deepcopy(value))
 
 
@@ -410,5 +410,6 @@ def job_from_dict(config: dict[str, Any]) -> MergeJob:
     config = fold_method_sections(config)
     unknown = sorted(set(config) - set(JOB_FIELDS))
     if unknown:
-        raise InputError(f"unknown merge job key(s) {', '.join(unknown)}; known: {', '.join(JOB_FIELDS)}")
+        hints = "".join(did_you_mean(u, JOB_FIELDS) for u in unknown)
+        raise InputError(f"unknown merge job key(s) {', '.join(unknown)}.{hints} Known: {', '.join(JOB_FIELDS)}")
     return MergeJob(**copy.deepcopy(config))
