@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -85,6 +86,9 @@ class MethodConfig:
         exclude: tensor-name patterns (globs, or ``re:<regex>``) that keep the base's values, e.g. ``'*embeddings*'``.
         seed: seed of random methods (DARE) and of data-dependent statistics.
         dtype: output dtype (``base``: each tensor keeps the base's dtype).
+        base: the base task vectors are taken against, a folder or a hub model id, as mergekit's ``base_model``
+            (default: the backbone's shared base under the root). It must have the sources' architecture, labels
+            and tensor shapes; sources fine-tuned from another base are then checked as outside checkpoints.
     """
 
     method: str = "similarity"
@@ -92,6 +96,7 @@ class MethodConfig:
     exclude: list[str] = field(default_factory=list)
     seed: int = 42
     dtype: Literal["float32", "float16", "bfloat16", "base"] = "float32"
+    base: Optional[str] = None
 
 
 @dataclass
@@ -217,6 +222,8 @@ class MergeJob:
                 raise InputError(f"evaluate.splits: unknown split {split!r}; use validation and/or test")
         if self.evaluate.batch_size < 1:
             raise InputError(f"evaluate.batch_size must be positive, got {self.evaluate.batch_size}")
+        if self.merge.base is not None:
+            _check_named_base(self.merge.base)
         method, params = _parse(self)
         params.check_sources(SourceSet(count, weights_from))
         if method.needs.target_data and not target:
@@ -265,10 +272,23 @@ class CheckedJob:
     def layout(self) -> Layout:
         return self.job.layout
 
-    @property
+    @functools.cached_property
     def base(self) -> Path:
-        """The shared base every task vector is taken against (the one place a job names it)."""
-        return self.job.layout.base
+        """The base every task vector is taken against (the one place a job names it): ``merge.base`` when given (a
+        hub id resolved into the Hugging Face cache), else the backbone's shared base under the root."""
+        named = self.job.merge.base
+        if named is None:
+            return self.job.layout.base
+        if Path(named).is_dir():
+            return Path(named)
+        from merginguriel.models.hub import resolve_hub_model
+
+        return resolve_hub_model(named)
+
+    @property
+    def named_base(self) -> bool:
+        """Whether the user named the base (``merge.base``) rather than taking the backbone's shared base."""
+        return self.job.merge.base is not None
 
     @property
     def data(self) -> DataConfig:
@@ -309,6 +329,14 @@ class CheckedJob:
         else:
             how = f"sources {','.join(sel.sources or [])}"
         return f"{self.target or '-'} {m.method}{'(' + params + ')' if params else ''} {how}"
+
+
+def _check_named_base(base: str) -> None:
+    from merginguriel.models.hub import is_hub_id
+
+    if not (Path(base).is_dir() or is_hub_id(base)):
+        raise InputError(f"merge.base {base!r} is neither a model folder nor a hub model id (namespace/name); give the "
+                         "base the sources' task vectors are taken against, or leave merge.base unset for the shared base")
 
 
 def _parse(job: MergeJob) -> tuple[Any, Any]:
