@@ -91,6 +91,24 @@ def test_a_cached_hub_source_merges_offline_like_its_local_twin(world):
     assert f"Merged hub models (`base_model`): `{HUB_SOURCE}`" in card
 
 
+def test_a_hub_id_as_merge_base(world):
+    """--merge.base someorg/tiny-base: the base comes from the hub cache, and the sources fine-tuned from the same
+    weights are recognised as fine-tunes of it (the hashes agree)."""
+    root, layout, cache = world
+    out = root / "hub-base"
+    res = cli(["merge", "--root", str(layout.root), "--backbone", layout.backbone, "--progress", "false", "--evaluate.splits",
+               "[]", "--merge.method", "task_arithmetic", "--merge.base", HUB_BASE, "--selection.sources", "de-DE", "fr-FR",
+               "--output", str(out)], cache, root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert Path(manifest["base"]["path"]).parent.parent == cache / "models--someorg--tiny-base"
+    assert [s["origin"] for s in manifest["sources"]] == ["finetuned", "finetuned"]
+    want = ref.task_arithmetic(ref.load(layout.base), [ref.load(layout.finetuned(l)) for l in ("de-DE", "fr-FR")], [0.5, 0.5], 1.0)
+    got = ref.load(out)
+    for name, tensor in want.items():
+        torch.testing.assert_close(got[name], tensor, atol=2e-6, rtol=1e-5)
+
+
 def test_an_uncached_hub_source_offline_is_a_clear_error(world):
     root, layout, cache = world
     out = root / "never"

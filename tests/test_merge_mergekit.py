@@ -6,6 +6,7 @@ with the real mergekit."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -268,7 +269,12 @@ def test_merge_base_on_the_command_line(family, tmp_path, capsys):
     want = ref.task_arithmetic(models["sw-KE"], [models["de-DE"], models["fr-FR"]], [0.5, 0.5], 0.6)
     _close(ref.load(out), want)
     other = make_base(tmp_path / "other", "tiny", seed=0, hidden=48)
-    for base, needle in ((other, "the base [48]"), (tmp_path / "nowhere", "merge.base '")):
+    swapped = tmp_path / "swapped"  # the sw-KE fine-tune with two labels swapped
+    shutil.copytree(layout.finetuned("sw-KE"), swapped)
+    config = json.loads((swapped / "config.json").read_text())
+    config["id2label"]["0"], config["id2label"]["1"] = config["id2label"]["1"], config["id2label"]["0"]
+    (swapped / "config.json").write_text(json.dumps(config))
+    for base, needle in ((other, "the base [48]"), (swapped, "label order differs"), (tmp_path / "nowhere", "merge.base '")):
         bad = tmp_path / "bad"
         assert main([*cli[3:], "--merge.base", str(base), "--output", str(bad)]) == 2
         assert needle in capsys.readouterr().err
