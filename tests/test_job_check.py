@@ -151,3 +151,14 @@ def test_a_test_split_nxn_allowed_is_recorded(world, test_nxn, tmp_path):
     assert result.manifest["job"]["config"]["selection"]["allow_test_nxn"] is True
     assert TEST_NXN_WARNING in (tmp_path / "leaky" / "README.md").read_text()
     assert allowed.key() != job(world, **{"selection": real, "evaluate": {"splits": []}}).key()
+
+
+def test_merge_base_changes_the_key_only_when_given():
+    """A job that names no base keeps the identity it had before merge.base existed (no `base` in it, so sweeps and
+    finished merges made earlier are still recognised); naming one makes it another job."""
+    from merginguriel.jobs.spec import MergeJob
+
+    job = MergeJob(selection={"sources": ["de-DE", "fr-FR"]}, merge={"method": "ties"})
+    named = MergeJob(selection={"sources": ["de-DE", "fr-FR"]}, merge={"method": "ties", "base": "someorg/base"})
+    assert "base" not in job.check().identity()["merge"]
+    assert named.key() != job.key() and named.check().identity()["merge"]["base"] == "someorg/base"

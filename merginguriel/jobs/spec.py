@@ -354,6 +354,8 @@ def identity(job: MergeJob, method: Any, params: Any, with_evaluation: bool = Tr
     d = job.to_dict()
     d["merge"]["params"] = _plain(method.canonical(job.merge.params or {}, params))
     d.pop("device")
+    if d["merge"].get("base") is None:  # the default base: keys stay those of jobs written before merge.base existed
+        d["merge"].pop("base", None)
     sel = d["selection"]  # settings that do not apply to this job's selection do not change its result
     if sel["weighting"] != "softmax":
         sel.pop("temperature")
