@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from merginguriel.errors import InputError
+from merginguriel.errors import InputError, did_you_mean
 
 HERE = Path(__file__).parent
 
@@ -28,4 +28,5 @@ def config_path(name: str | os.PathLike) -> Path:
     shipped_file = HERE / f"{stem}.yaml"
     if shipped_file.is_file():
         return shipped_file
-    raise InputError(f"config {str(name)!r} is neither a file nor a shipped config; shipped: {', '.join(shipped())}")
+    raise InputError(f"config {str(name)!r} is neither a file nor a shipped config.{did_you_mean(stem, shipped())} "
+                     f"Shipped: {', '.join(shipped())}")

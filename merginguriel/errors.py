@@ -14,3 +14,27 @@ class DiskFullError(InputError):
             f"{reason} while writing {path}; nothing partial was left there: free some space (or write elsewhere: "
             "--root / --output) and run again"
         )
+
+
+def close_matches(word: str, choices, n: int = 3) -> list[str]:
+    """The choices closest to a mistyped ``word``: those equal to it but for case and ``_``/``-`` (``tr_TR`` is
+    ``tr-TR``) first, then difflib's close matches."""
+    import difflib
+
+    def norm(s: str) -> str:
+        return str(s).lower().replace("_", "-")
+
+    choices = [str(c) for c in choices]
+    same = [c for c in choices if norm(c) == norm(word) and c != str(word)]
+    if same:
+        return same[:n]
+    by_norm: dict[str, str] = {}
+    for c in choices:
+        by_norm.setdefault(norm(c), c)
+    return [by_norm[m] for m in difflib.get_close_matches(norm(word), list(by_norm), n=n, cutoff=0.6)]
+
+
+def did_you_mean(word: str, choices, n: int = 1) -> str:
+    """`` Did you mean 'x'?`` (to append to an error about ``word``) when a choice is close to it, else ``""``."""
+    close = close_matches(word, choices, n)
+    return f" Did you mean {' or '.join(map(repr, close))}?" if close else ""

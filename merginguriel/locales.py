@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from merginguriel.errors import InputError
+from merginguriel.errors import InputError, close_matches
 
 # 52 locales: the 51 of MASSIVE 1.0 plus ca-ES, added in 1.1.
 LOCALES: tuple[str, ...] = (
@@ -96,12 +96,16 @@ _yaml_as_str()
 def check_locale(locale: str) -> Locale:
     """``locale`` as a checked :class:`Locale` if it is a MASSIVE locale, else an error that lists the valid ones."""
     if locale not in ISO639_3:
-        close = [loc for loc in LOCALES if loc.split("-")[0] == str(locale).split("-")[0].lower()]
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UnknownLocaleError(
-            f"unknown locale {locale!r}.{hint} Valid MASSIVE locales ({len(LOCALES)}): {' '.join(LOCALES)}"
-        )
+        close = _close(locale)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise UnknownLocaleError(f"unknown locale {locale!r}.{hint} Valid MASSIVE locales ({len(LOCALES)}): {' '.join(LOCALES)}")
     return Locale(locale)
+
+
+def _close(locale: str) -> list[str]:
+    """The locales a mistyped one may mean: close spellings (``tr_TR``: tr-TR), else the same language's (``de``: de-DE)."""
+    language = str(locale).replace("_", "-").split("-")[0].lower()
+    return close_matches(locale, LOCALES) or [loc for loc in LOCALES if loc.split("-")[0] == language]
 
 
 def as_locale(locale: str) -> Locale:
@@ -114,8 +118,9 @@ def check_locales(locales: Iterable[str]) -> list[Locale]:
     locales = list(locales)
     unknown = [loc for loc in locales if loc not in ISO639_3]
     if unknown:
+        named = [f"{loc!r} (did you mean {' or '.join(_close(loc))}?)" if _close(loc) else repr(loc) for loc in unknown]
         raise UnknownLocaleError(
-            f"unknown locale(s) {', '.join(map(repr, unknown))}. Valid MASSIVE locales ({len(LOCALES)}): {' '.join(LOCALES)}"
+            f"unknown locale(s) {', '.join(named)}. Valid MASSIVE locales ({len(LOCALES)}): {' '.join(LOCALES)}"
         )
     dupes = sorted({loc for loc in locales if locales.count(loc) > 1})
     if dupes:

@@ -150,3 +150,19 @@ def test_push_uploads_the_folder_with_its_card(judged):
         assert f'model="{repo_id}"' in card.text
     finally:
         api.delete_repo(repo_id, missing_ok=True)
+
+
+def test_the_hub_library_parses_every_card(judged):
+    """Every card the flow writes (the shared base, each fine-tune, the merge) is read by huggingface_hub as written."""
+    from huggingface_hub import ModelCard
+
+    _, _, out = judged
+    kinds = set()
+    for card in sorted(out.parent.rglob("README.md")):
+        meta = front_matter(card)
+        assert ModelCard.load(card).data.to_dict() == meta, card
+        kinds.add(json.loads((card.parent / "manifest.json").read_text())["kind"])
+        if "base_model_relation" in meta:  # the hub refuses a relation without the models it relates to
+            assert meta["base_model_relation"] == "merge" and meta["base_model"]
+    assert kinds == {"base", "finetuned", "merged"}
+    assert "Merged models not on the hub (so not in `base_model`): `de-DE`, `fr-FR`" in (out / "README.md").read_text()

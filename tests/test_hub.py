@@ -81,6 +81,32 @@ def test_a_cached_hub_source_merges_offline_like_its_local_twin(world):
         torch.testing.assert_close(got[name], tensor, atol=2e-6, rtol=1e-5)
     card = (out / "README.md").read_text()
     assert f"| {HUB_SOURCE} | 0.5000 |" in card
+    # the hub's convention for a merge: the merged hub models are its base_model, the local one is named in the body
+    from huggingface_hub import ModelCard
+
+    meta = front_matter(out / "README.md")
+    assert meta["base_model"] == [HUB_SOURCE] and meta["base_model_relation"] == "merge"
+    assert ModelCard.load(out / "README.md").data.to_dict() == meta
+    assert "Merged models not on the hub (so not in `base_model`): `fr-FR`" in card
+    assert f"Merged hub models (`base_model`): `{HUB_SOURCE}`" in card
+
+
+def test_a_hub_id_as_merge_base(world):
+    """--merge.base someorg/tiny-base: the base comes from the hub cache, and the sources fine-tuned from the same
+    weights are recognised as fine-tunes of it (the hashes agree)."""
+    root, layout, cache = world
+    out = root / "hub-base"
+    res = cli(["merge", "--root", str(layout.root), "--backbone", layout.backbone, "--progress", "false", "--evaluate.splits",
+               "[]", "--merge.method", "task_arithmetic", "--merge.base", HUB_BASE, "--selection.sources", "de-DE", "fr-FR",
+               "--output", str(out)], cache, root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert Path(manifest["base"]["path"]).parent.parent == cache / "models--someorg--tiny-base"
+    assert [s["origin"] for s in manifest["sources"]] == ["finetuned", "finetuned"]
+    want = ref.task_arithmetic(ref.load(layout.base), [ref.load(layout.finetuned(l)) for l in ("de-DE", "fr-FR")], [0.5, 0.5], 1.0)
+    got = ref.load(out)
+    for name, tensor in want.items():
+        torch.testing.assert_close(got[name], tensor, atol=2e-6, rtol=1e-5)
 
 
 def test_an_uncached_hub_source_offline_is_a_clear_error(world):
@@ -116,14 +142,17 @@ def test_a_backbone_by_hub_id_from_the_cache_offline(world):
         torch.testing.assert_close(got[name], want[name])
     meta = front_matter(base / "README.md")
     assert meta["base_model"] == HUB_BASE and meta["library_name"] == "transformers"
-    # fine-tunes of that base, and their merge, name the hub backbone as their base_model too
+    # fine-tunes of that base name the hub backbone as their base_model; their merge lists its merged hub models
+    # (none here: both are local), so it has no base_model and names its sources in the body
     for i, loc in enumerate(("de-DE", "fr-FR")):
         make_finetuned(root / "r1", loc, "someorg--tiny-base", seed=7 + i)
     assert front_matter(base.parent / "finetuned" / "de-DE" / "README.md")["base_model"] == HUB_BASE
     assert run("merge", ["--root", str(root / "r1"), "--backbone", HUB_BASE, "--target", "sw-KE", "--evaluate.splits", "[]",
                          "--merge.method", "average", "--selection.sources", "de-DE", "fr-FR", "--progress", "false",
                          "--output", str(root / "r1" / "merged")]) == 0
-    assert front_matter(root / "r1" / "merged" / "README.md")["base_model"] == HUB_BASE
+    merged = front_matter(root / "r1" / "merged" / "README.md")
+    assert "base_model" not in merged and "base_model_relation" not in merged
+    assert "(so not in `base_model`): `de-DE`, `fr-FR`" in (root / "r1" / "merged" / "README.md").read_text()
 
 
 def test_an_uncached_backbone_offline_is_a_clear_error(world):

@@ -167,3 +167,14 @@ def test_a_job_with_a_parameter_list_checks_each_input_once_and_parses_each_valu
     assert [c["values"] for c in choice["candidates"]] == [{"density": 0.5}, {"density": 0.7}]
     assert result.manifest["params"]["density"] == choice["chosen"]["density"]
     assert result.plan.checked.key() == listed.key() and result.manifest["job"]["key"] == listed.key()
+
+
+def test_merge_base_changes_the_key_only_when_given():
+    """A job that names no base keeps the identity it had before merge.base existed (no `base` in it, so sweeps and
+    finished merges made earlier are still recognised); naming one makes it another job."""
+    from merginguriel.jobs.spec import MergeJob
+
+    job = MergeJob(selection={"sources": ["de-DE", "fr-FR"]}, merge={"method": "ties"})
+    named = MergeJob(selection={"sources": ["de-DE", "fr-FR"]}, merge={"method": "ties", "base": "someorg/base"})
+    assert "base" not in job.check().identity()["merge"]
+    assert named.key() != job.key() and named.check().identity()["merge"]["base"] == "someorg/base"

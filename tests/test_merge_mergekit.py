@@ -6,6 +6,7 @@ with the real mergekit."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -203,11 +204,6 @@ def test_refusals_name_the_fix(family, tmp_path, capsys):
     path.write_text(yaml.safe_dump(per_model))
     with pytest.raises(InputError, match="different density values"):
         run("merge", ["--mergekit", str(path)])
-    not_base = _config(layout, "ties", [("de-DE", {"weight": 1.0})])
-    not_base["base_model"] = str(layout.finetuned("sw-KE"))
-    path.write_text(yaml.safe_dump(not_base))
-    with pytest.raises(InputError, match="not a merginguriel shared base"):
-        run("merge", ["--mergekit", str(path)])
     path.write_text(yaml.safe_dump(_config(layout, "linear", [("de-DE", {"weight": 1.0})])))
     with pytest.raises(InputError, match="set by the mergekit config .* and on the command line"):
         run("merge", ["--mergekit", str(path), "--selection.sources", "de-DE", "fr-FR"])
@@ -216,3 +212,127 @@ def test_refusals_name_the_fix(family, tmp_path, capsys):
     assert main(["merge", "--mergekit", str(path)]) == 2
     err = capsys.readouterr().err
     assert "slices" in err and "Traceback" not in err
+
+
+# --- a base the user names, and the import kept with the output -------------------------------------------------------
+def test_a_named_base_model_takes_the_task_vectors_and_the_import_is_kept(family, tmp_path, capsys):
+    """base_model a folder that is no shared base (here sw-KE's fine-tune): the task vectors are taken against it, as
+    mergekit takes them; its hash is the manifest's base; the YAML is copied into the output and recorded, with the
+    ignored int8_mask named."""
+    from merginguriel.io import checkpoint_ref
+
+    layout, _, models = family
+    cfg = _config(layout, "ties", [("de-DE", {"weight": 0.7}), ("fr-FR", {"weight": 0.3})],
+                  parameters={"density": 0.5, "int8_mask": True})
+    cfg["base_model"] = str(layout.finetuned("sw-KE"))
+    path = tmp_path / "named.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert run("merge", ["--mergekit", str(path), "--output", str(out), "--evaluate.splits", "[]", "--progress", "false",
+                         "--root", str(layout.root), "--backbone", layout.backbone]) == 0
+    printed = capsys.readouterr().out
+    assert "ignored int8_mask" in printed and "merge.base" in printed
+    swke = models["sw-KE"]
+    want = ref.mergekit_gta(swke, [models["de-DE"], models["fr-FR"]], [0.7, 0.3], sparsify="magnitude", density=0.5,
+                            consensus="sum", normalize=True)
+    _close(ref.load(out), want)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["base"]["hash"] == checkpoint_ref(layout.finetuned("sw-KE"))["hash"]
+    assert manifest["job"]["config"]["merge"]["base"] == str(layout.finetuned("sw-KE"))
+    kept = out / "mergekit_config.yml"
+    assert kept.read_text() == path.read_text()
+    record = manifest["mergekit"]
+    assert record["file"] == "mergekit_config.yml" and record["from"] == str(path.resolve())
+    import hashlib
+
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record["ignored"] == ["int8_mask"] and any("int8_mask" in n for n in record["notes"])
+
+
+def test_merge_base_on_the_command_line(family, tmp_path, capsys):
+    """--merge.base: task arithmetic against the base named, through the real command line; a base of another shape,
+    or a name that is neither a folder nor a hub id, is refused naming it, and nothing is written."""
+    import subprocess
+    import sys
+
+    from conftest import make_base
+    from merginguriel.cli.main import main
+
+    layout, _, models = family
+    cli = [sys.executable, "-m", "merginguriel.cli.main", "merge", "--root", str(layout.root), "--backbone",
+           layout.backbone, "--evaluate.splits", "[]", "--progress", "false", "--selection.sources", "de-DE", "fr-FR",
+           "--merge.method", "task_arithmetic", "--merge.params.lam", "0.6"]
+    out = tmp_path / "ok"
+    proc = subprocess.run([*cli, "--merge.base", str(layout.finetuned("sw-KE")), "--output", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    want = ref.task_arithmetic(models["sw-KE"], [models["de-DE"], models["fr-FR"]], [0.5, 0.5], 0.6)
+    _close(ref.load(out), want)
+    other = make_base(tmp_path / "other", "tiny", seed=0, hidden=48)
+    swapped = tmp_path / "swapped"  # the sw-KE fine-tune with two labels swapped
+    shutil.copytree(layout.finetuned("sw-KE"), swapped)
+    config = json.loads((swapped / "config.json").read_text())
+    config["id2label"]["0"], config["id2label"]["1"] = config["id2label"]["1"], config["id2label"]["0"]
+    (swapped / "config.json").write_text(json.dumps(config))
+    for base, needle in ((other, "the base [48]"), (swapped, "label order differs"), (tmp_path / "nowhere", "merge.base '")):
+        bad = tmp_path / "bad"
+        assert main([*cli[3:], "--merge.base", str(base), "--output", str(bad)]) == 2
+        assert needle in capsys.readouterr().err
+        assert not bad.exists()
+
+
+# --- export: --save_mergekit --------------------------------------------------------------------------------------------
+EXPORTS = [  # (merge.method, merge.params, weights)
+    pytest.param("linear", {"normalise": False}, [0.5, 0.3, 0.2], id="linear"),
+    pytest.param("average", {}, None, id="average"),
+    pytest.param("task_arithmetic", {"lam": 0.7}, [2.0, 1.0, 1.0], id="task_arithmetic"),
+    pytest.param("task_arithmetic", {"lam": 0.3, "weighted": False}, None, id="task_arithmetic-unweighted"),
+    pytest.param("ties", {"density": 0.4, "scope": "tensor", "lam": 0.9}, [1.0, 0.5, 0.7], id="ties"),
+    pytest.param("ties", {"density": 0.3, "scope": "tensor", "merge": "dis-sum", "lam": 0.4}, [1.0, 0.5, 0.7],
+                 id="ties-dis-sum"),
+    pytest.param("breadcrumbs", {"density": 0.8, "gamma": 0.05, "rounding": "floor"}, [0.4, 1.2, 0.6], id="breadcrumbs"),
+    pytest.param("breadcrumbs_ties", {"density": 0.7, "gamma": 0.1, "rounding": "floor"}, [0.4, 1.2, 0.6],
+                 id="breadcrumbs_ties"),
+    pytest.param("task_vectors", {"consensus": "ties", "combine": "sum", "lam": 0.5}, [0.2, 0.5, 0.3], id="task_vectors"),
+    pytest.param("slerp", {"t": 0.3}, None, id="slerp"),
+]
+
+
+@pytest.mark.parametrize("method, params, weights", EXPORTS)
+def test_save_mergekit_round_trips(family, tmp_path, method, params, weights, capsys):
+    """The exported YAML, merged again through the mergekit import (whose tensors tests above hold to mergekit's rules,
+    and benchmarks/compare_mergekit.py to the real mergekit), gives the merge it was written from."""
+    layout, _, _ = family
+    sources = LOCALES[:2] if method == "slerp" else LOCALES
+    args = ["--root", str(layout.root), "--backbone", layout.backbone, "--evaluate.splits", "[]", "--progress", "false",
+            "--selection.sources", *sources, "--merge.method", method, *(["--selection.weights", *map(str, weights)] if weights else [])]
+    for key, value in params.items():
+        args += [f"--merge.params.{key}", str(value)]
+    exported = tmp_path / "exported.yml"
+    assert run("merge", [*args, "--output", str(tmp_path / "ours"), "--save_mergekit", str(exported)]) == 0
+    assert f"mergekit config: {exported}" in capsys.readouterr().out
+    config = yaml.safe_load(exported.read_text())
+    assert config["merge_method"] == {"average": "linear", "task_vectors": "ties", "slerp": "slerp"}.get(method, method)
+    assert run("merge", ["--mergekit", str(exported), "--output", str(tmp_path / "back"), "--evaluate.splits", "[]",
+                         "--progress", "false", "--root", str(layout.root), "--backbone", layout.backbone]) == 0
+    _close(ref.load(tmp_path / "back"), ref.load(tmp_path / "ours"), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method, params, needle", [
+    ("fisher", {}, "mergekit has no 'fisher' merge; the methods both tools have: average, breadcrumbs"),
+    ("adamerging", {}, "mergekit has no 'adamerging' merge"),
+    ("ties", {"density": 0.4}, "scope global trims over the whole model"),
+    ("breadcrumbs", {}, "keeps ⌈density·n⌉ entries where mergekit keeps int(density·n); set rounding: floor"),
+])
+def test_save_mergekit_refuses_what_mergekit_lacks_before_writing(family, tmp_path, method, params, needle, capsys):
+    from merginguriel.cli.main import main
+
+    layout, _, _ = family
+    args = ["merge", "--root", str(layout.root), "--backbone", layout.backbone, "--target", "sw-KE", "--evaluate.splits",
+            "[]", "--selection.sources", "de-DE", "fr-FR", "--merge.method", method, "--output", str(tmp_path / "out"),
+            "--save_mergekit", str(tmp_path / "mk.yml")]
+    for key, value in params.items():
+        args += [f"--merge.params.{key}", str(value)]
+    assert main(args) == 2
+    assert needle in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     _quiet_libraries()
     if name not in COMMANDS:
-        print(f"merginguriel: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        from merginguriel.errors import did_you_mean
+
+        print(f"merginguriel: unknown command {name!r}.{did_you_mean(name, COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
     try:
         return run(name, rest)

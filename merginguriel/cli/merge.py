@@ -15,6 +15,7 @@ merginguriel merge --mergekit mergekit.yml --output merged/  # a mergekit config
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Optional
 
@@ -31,6 +32,7 @@ class Merged:
     notes: list[str] = field(default_factory=list)
     recipe: Optional[str] = None
     recipe_file: Optional[str] = None
+    mergekit_file: Optional[str] = None
     plan: Any = None
     peak_mb: Optional[float] = None
     result: Any = None
@@ -48,6 +50,7 @@ def merge(
     mergekit: Optional[str] = None,
     print_recipe: bool = False,
     save_recipe: Optional[str] = None,
+    save_mergekit: Optional[str] = None,
     list: bool = False,
 ) -> Merged:
     """Merge fine-tuned models for a target and judge the result (`--list` shows every method and its parameters).
@@ -67,6 +70,9 @@ def merge(
             refused.
         print_recipe: print the minimal recipe (only the settings that differ from the defaults) and exit.
         save_recipe: also write the minimal recipe to this YAML file; `merginguriel merge -c FILE` reproduces the merge.
+        save_mergekit: also write the merge as a mergekit YAML to this file (`mergekit-yaml FILE out/` gives the same
+            tensors), for the methods both tools have; anything mergekit cannot express is refused before a file is
+            written.
         list: print the methods with their parameters and defaults, and exit.
     """
     if list:
@@ -76,22 +82,40 @@ def merge(
     from merginguriel.jobs.run import estimate_peak_mb, plan_job, run_job
 
     done = Merged()
+    imported = None
     if mergekit:
         from merginguriel.jobs.mergekit import import_mergekit
 
-        job, done.notes = import_mergekit(mergekit, job)
+        job, imported = import_mergekit(mergekit, job)
+        done.notes = imported["notes"]
     checked = job.check()
+    if save_mergekit:
+        from merginguriel.merging.mergekit_export import check_exportable
+
+        check_exportable(checked.method)
     if print_recipe or save_recipe:
         done.recipe = _recipe(checked, {"run": run, "output": output, "memory_mb": memory_mb, "shard_mb": shard_mb,
                                         "progress": progress})
         if print_recipe:
             return done
     done.plan = plan_job(checked, output, run)
-    if save_recipe:  # written once the plan holds: bad input leaves no recipe behind
-        from merginguriel.io import atomic_write_text
+    if imported:
+        done.plan = dataclasses.replace(done.plan, merge=dataclasses.replace(done.plan.merge, imported=imported))
+    exported = None
+    if save_mergekit:
+        from merginguriel.merging.mergekit_export import config_yaml, export_config
 
+        config, notes = export_config(done.plan.merge)
+        exported = config_yaml(config, notes)
+        done.notes += notes
+    from merginguriel.io import atomic_write_text
+
+    if save_recipe:  # written once the plan holds: bad input leaves no recipe behind
         atomic_write_text(save_recipe, done.recipe)
         done.recipe_file = save_recipe
+    if exported:
+        atomic_write_text(save_mergekit, exported)
+        done.mergekit_file = save_mergekit
     if dry_run:
         done.peak_mb = estimate_peak_mb(done.plan, memory_mb)
         return done

@@ -22,7 +22,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Optional
 
-from merginguriel.errors import InputError
+from merginguriel.errors import InputError, close_matches
 
 _NUMBER = re.compile(r"^-?\d+(\.\d*)?([eE]-?\d+)?$")
 
@@ -205,6 +205,26 @@ def _mapping_overrides(argv: list[str], func: Callable) -> tuple[list[str], list
     return rest, pulled
 
 
+def _parse(parser, argv: list[str], prog: str):
+    """``parser.parse_args(argv)``, with an option it does not know refused by name, and the close ones suggested
+    (``--merge.methd``: did you mean --merge.method?); any other parse error as jsonargparse reports it."""
+    from argparse import ArgumentError
+
+    parser.exit_on_error = False
+    try:
+        return parser.parse_args(argv)
+    except ArgumentError as err:
+        message = str(err)
+        if message.startswith("unrecognized arguments:"):
+            given = [t.split("=", 1)[0] for t in message.split(":", 1)[1].split() if t.startswith("-")]
+            known = [o for o in parser._option_string_actions if o.startswith("--") and not o.endswith(("+", ".help"))]
+            if given:
+                named = [f"{g} (did you mean {close[0]}?)" if (close := close_matches(g, known, 1)) else g for g in given]
+                raise InputError(f"unknown option(s) {', '.join(named)} (`{prog} --help` lists every option)") from None
+        parser.exit_on_error = True
+        parser.error(message)
+
+
 def parse_function_args(func: Callable, argv: list[str], prog: str) -> dict[str, Any]:
     """``func``'s keyword arguments from ``argv``; dataclass-typed parameters come back instantiated. Dotted overrides
     into a mapping option apply over its value from the config file and the rest of the command line."""
@@ -213,12 +233,12 @@ def parse_function_args(func: Callable, argv: list[str], prog: str) -> dict[str,
     parser = build_parser(func, prog)
     argv, pulled = _mapping_overrides(normalise_argv(list(argv), func), func)
     if pulled:
-        first = parser.parse_args([a for a in argv if not a.startswith("--print_config")])
+        first = _parse(parser, [a for a in argv if not a.startswith("--print_config")], prog)
         merged = {option: copy.deepcopy(first[option] or {}) for option, _, _ in pulled}
         for option, path, value in pulled:
             set_override(merged[option], path, value, option)
         argv = [*argv, *(x for option, value in merged.items() for x in (f"--{option}", json.dumps(value)))]
-    cfg = parser.instantiate(parser.parse_args(argv))
+    cfg = parser.instantiate(_parse(parser, argv, prog))
     hints = typing.get_type_hints(func, include_extras=True)
     kwargs = {}
     for name in inspect.signature(func).parameters:

@@ -108,6 +108,8 @@ def merge(done, options: dict) -> int:
         return 0
     if done.recipe_file:
         print(f"recipe: {done.recipe_file} (`merginguriel merge -c {done.recipe_file}` reproduces this merge)")
+    if done.mergekit_file:
+        print(f"mergekit config: {done.mergekit_file} (`mergekit-yaml {done.mergekit_file} OUT/` gives this merge)")
     print(done.plan.describe())
     if done.peak_mb is not None:
         print(f"  expected peak memory: about {done.peak_mb:.0f} MB (dry run: nothing written)")

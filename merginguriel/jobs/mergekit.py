@@ -34,7 +34,18 @@ def apply_import(job: MergeJob, imported: Imported) -> MergeJob:
     return job_from_dict(given)
 
 
-def import_mergekit(path: str | Path, job: MergeJob) -> tuple[MergeJob, list[str]]:
-    """``job`` with the settings of the mergekit YAML at ``path``, and the notes on what differs from mergekit."""
+CONFIG_FILE = "mergekit_config.yml"  # where mergekit itself keeps the config in its output folder
+
+
+def import_mergekit(path: str | Path, job: MergeJob) -> tuple[MergeJob, dict]:
+    """``job`` with the settings of the mergekit YAML at ``path``, and the record of the import: the config's text
+    (copied into the merged folder as ``mergekit_config.yml``), its hash and path, the keys ignored and the notes on
+    what differs from mergekit (merginguriel.merging.manifest records it)."""
+    import hashlib
+
     imported = translate(read_mergekit(path))
-    return apply_import(job, imported), imported.notes
+    text = Path(path).read_text(encoding="utf-8")
+    record = {"file": CONFIG_FILE, "text": text, "from": str(Path(path).resolve()),
+              "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "ignored": imported.ignored,
+              "notes": imported.notes}
+    return apply_import(job, imported), record

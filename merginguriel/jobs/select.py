@@ -140,11 +140,11 @@ def check_pool(checked: CheckedJob) -> Pool:
         for loc in checked.candidates:
             path = layout.finetuned(loc)
             if is_finished(path):
-                models[loc] = check_source(base, path, loc)
+                models[loc] = check_source(base, path, loc, named_base=checked.named_base)
     else:
         for i, token in enumerate(sel.sources):
             path, locale = _explicit_folder(checked, token)
-            models[token] = check_source(base, path, locale, f"source {locale or i}")
+            models[token] = check_source(base, path, locale, f"source {locale or i}", named_base=checked.named_base)
     if sel.similarity == "real":
         nxn, record, warnings = checked_nxn(checked)
         return Pool(base, models, nxn, record, tuple(warnings))

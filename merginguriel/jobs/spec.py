@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -30,7 +31,7 @@ from typing import Any, Literal, Optional
 
 from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, Layout
 from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig, DataSource
-from merginguriel.errors import InputError
+from merginguriel.errors import InputError, did_you_mean
 from merginguriel.training import TrainerOptions
 
 Split = Literal["validation", "test"]
@@ -86,6 +87,9 @@ class MethodConfig:
         exclude: tensor-name patterns (globs, or ``re:<regex>``) that keep the base's values, e.g. ``'*embeddings*'``.
         seed: seed of random methods (DARE) and of data-dependent statistics.
         dtype: output dtype (``base``: each tensor keeps the base's dtype).
+        base: the base task vectors are taken against, a folder or a hub model id, as mergekit's ``base_model``
+            (default: the backbone's shared base under the root). It must have the sources' architecture, labels
+            and tensor shapes; sources fine-tuned from another base are then checked as outside checkpoints.
     """
 
     method: str = "similarity"
@@ -93,6 +97,7 @@ class MethodConfig:
     exclude: list[str] = field(default_factory=list)
     seed: int = 42
     dtype: Literal["float32", "float16", "bfloat16", "base"] = "float32"
+    base: Optional[str] = None
 
 
 @dataclass
@@ -183,7 +188,7 @@ class MergeJob:
         several lists, each checked here). A new, frozen job; this one is left as it is."""
         from merginguriel.locales import check_locale, check_locales
         from merginguriel.merging.registry import SourceSet
-        from merginguriel.similarity import SIMILARITY_KINDS
+        from merginguriel.similarity import check_similarity_kind
 
         sel = self.selection
         target = check_locale(self.target) if self.target is not None else None
@@ -194,8 +199,7 @@ class MergeJob:
         checked_already = {target: target} if target else {}  # the target is checked once, wherever it appears again
         candidates = check_locales([checked_already.get(c, c) for c in sel.candidates]) if sel.candidates else None
         if sel.similarity:
-            if sel.similarity not in SIMILARITY_KINDS:
-                raise InputError(f"unknown selection.similarity {sel.similarity!r}; choose one of {', '.join(SIMILARITY_KINDS)}")
+            check_similarity_kind(sel.similarity, "selection.similarity")
             if not target:
                 raise InputError("a similarity selection chooses sources for a target: set target (e.g. --target sw-KE)")
             if sel.weights:
@@ -220,6 +224,8 @@ class MergeJob:
                 raise InputError(f"evaluate.splits: unknown split {split!r}; use validation and/or test")
         if self.evaluate.batch_size < 1:
             raise InputError(f"evaluate.batch_size must be positive, got {self.evaluate.batch_size}")
+        if self.merge.base is not None:
+            _check_named_base(self.merge.base)
         method, options, canonical = _parse(self)
         for option in options:
             option.params.check_sources(SourceSet(count, weights_from))
@@ -288,10 +294,23 @@ class CheckedJob:
     def layout(self) -> Layout:
         return self.job.layout
 
-    @property
+    @functools.cached_property
     def base(self) -> Path:
-        """The shared base every task vector is taken against (the one place a job names it)."""
-        return self.job.layout.base
+        """The base every task vector is taken against (the one place a job names it): ``merge.base`` when given (a
+        hub id resolved into the Hugging Face cache), else the backbone's shared base under the root."""
+        named = self.job.merge.base
+        if named is None:
+            return self.job.layout.base
+        if Path(named).is_dir():
+            return Path(named)
+        from merginguriel.models.hub import resolve_hub_model
+
+        return resolve_hub_model(named)
+
+    @property
+    def named_base(self) -> bool:
+        """Whether the user named the base (``merge.base``) rather than taking the backbone's shared base."""
+        return self.job.merge.base is not None
 
     @property
     def data(self) -> DataConfig:
@@ -332,6 +351,14 @@ class CheckedJob:
         else:
             how = f"sources {','.join(sel.sources or [])}"
         return f"{self.target or '-'} {m.method}{'(' + params + ')' if params else ''} {how}"
+
+
+def _check_named_base(base: str) -> None:
+    from merginguriel.models.hub import is_hub_id
+
+    if not (Path(base).is_dir() or is_hub_id(base)):
+        raise InputError(f"merge.base {base!r} is neither a model folder nor a hub model id (namespace/name); give the "
+                         "base the sources' task vectors are taken against, or leave merge.base unset for the shared base")
 
 
 def _parse(job: MergeJob) -> tuple[Any, tuple[Option, ...], dict]:
@@ -388,6 +415,8 @@ def identity(job: MergeJob, method: Any, canonical: dict, with_evaluation: bool 
     d = job.to_dict()
     d["merge"]["params"] = copy.deepcopy(canonical)
     d.pop("device")
+    if d["merge"].get("base") is None:  # the default base: keys stay those of jobs written before merge.base existed
+        d["merge"].pop("base", None)
     sel = d["selection"]  # settings that do not apply to this job's selection do not change its result
     if sel["weighting"] != "softmax":
         sel.pop("temperature")
@@ -416,7 +445,8 @@ def _section(cls, name: str, value: dict):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(value) - known)
     if unknown:
-        raise InputError(f"unknown {name} option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        hints = "".join(did_you_mean(u, known) for u in unknown)
+        raise InputError(f"unknown {name} option(s) {', '.join(unknown)}.{hints} Known: {', '.join(sorted(known))}")
     return cls(**copy.deepcopy(value))
 
 
@@ -471,5 +501,6 @@ def job_from_dict(config: dict[str, Any]) -> MergeJob:
     config = fold_method_sections(config)
     unknown = sorted(set(config) - set(JOB_FIELDS))
     if unknown:
-        raise InputError(f"unknown merge job key(s) {', '.join(unknown)}; known: {', '.join(JOB_FIELDS)}")
+        hints = "".join(did_you_mean(u, JOB_FIELDS) for u in unknown)
+        raise InputError(f"unknown merge job key(s) {', '.join(unknown)}.{hints} Known: {', '.join(JOB_FIELDS)}")
     return MergeJob(**copy.deepcopy(config))

@@ -5,7 +5,9 @@ which path made it: ``method`` and ``params``, the shared ``base`` and the ``sou
 origin) with the normalised weights, the ``target``, IncTar/ExcTar, the ``selection`` (how the sources were chosen:
 similarity, scores, NxN file/split/hash), ``exclude``, ``statistics``, ``seed``, ``dtype``, ``device``, ``timings``
 and ``memory`` (the job's own peak, see merginguriel.memory), plus the ``job`` that asked for it when a merge job did,
-and the ``hash`` of the merged weights (merges with equal hashes are one model: the report shows and counts it once).
+the ``hash`` of the merged weights (merges with equal hashes are one model: the report shows and counts it once), and
+the ``mergekit`` config it was imported from (the file, copied into the folder as mergekit does, its hash, where it
+came from, the keys ignored and the notes on what differs).
 Method-specific records (AdaMerging's coefficients and adaptation log) go under ``extra`` keys. The model card
 (README.md) is written from the manifest right after it, inside the caller's atomic write.
 """
@@ -39,8 +41,14 @@ def write_merged_manifest(
     timings: dict,
     memory: dict,
     job: Optional[dict] = None,
+    imported: Optional[dict] = None,
     **extra: Any,
 ) -> None:
+    if imported:
+        from merginguriel.io import atomic_write_text
+
+        atomic_write_text(os.path.join(folder, imported["file"]), imported["text"])
+        extra["mergekit"] = {k: v for k, v in imported.items() if k != "text"}
     write_manifest(
         folder,
         KIND,

@@ -18,8 +18,11 @@ breadcrumbs_ties              breadcrumbs_ties, rounding floor, density, gamma; 
 slerp                         slerp of [base_model, the other model] at t (mergekit's t = 0 is its base_model)
 ============================  ==============================================================================
 
-The task-vector methods take every task vector against merginguriel's shared base, so ``base_model`` must be that
-folder (``<root>/<backbone>/base``) or a backbone name whose shared base is under the root. What cannot be carried over
+The task-vector methods take every task vector against ``base_model``: merginguriel's shared base folder
+(``<root>/<backbone>/base``: the job's backbone and root), a backbone name whose shared base is under the root, or any
+other model folder, taken as the job's ``merge.base`` (checked against the sources: architecture, labels, shapes).
+Keys that change nothing here are ignored and named in the notes (``int8_mask``: mergekit's storage of intermediate
+masks as int8, which does not change the result). What cannot be carried over
 is refused, naming the key: layer slices and modules, per-layer gradients or filtered parameters, different densities
 per model, LoRA references, other tokenizers, TIES/breadcrumbs ``rescale``. What is carried over but cannot give the
 same tensors is said in the notes: DARE's random masks (mergekit draws them from torch's global generator,
@@ -42,6 +45,7 @@ PARAMETERS = {
     "slerp": {"t"},
     **{m: {"weight", "density", "normalize", "lambda", "rescale", "int8_mask"} for m in TASK_VECTOR_METHODS},
 }
+IGNORED = {"int8_mask": "mergekit's int8 storage of intermediate masks (memory only; the result is the same)"}
 PARAMETERS["breadcrumbs"] = PARAMETERS["breadcrumbs"] | {"gamma"}
 PARAMETERS["breadcrumbs_ties"] = PARAMETERS["breadcrumbs_ties"] | {"gamma"}
 DEFAULTS = {  # mergekit's own defaults per method
@@ -67,6 +71,7 @@ class Imported:
 
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
 
 def read_mergekit(path: str | Path) -> dict:
@@ -160,6 +165,8 @@ def translate(config: dict) -> Imported:
 
     settings: dict[str, Any] = {}
     notes: list[str] = []
+    ignored = sorted({n for n in [*top, *(n for _, p in refs for n in p)] if n in IGNORED})
+    notes += [f"ignored {name}: {IGNORED[name]}" for name in ignored]
     settings["merge.dtype"], dtype_note = _dtype(config)
     notes += dtype_note
     anchor = _anchor(base_model)
@@ -170,13 +177,12 @@ def translate(config: dict) -> Imported:
             raise InputError(f"mergekit {method} needs base_model: the shared base every task vector is taken against")
         if anchor is None:
             if Path(base_model).exists():
-                raise InputError(
-                    f"mergekit base_model {base_model} is not a merginguriel shared base (a `<root>/<backbone>/base` folder "
-                    "with a manifest): task vectors are taken against the base the fine-tunes started from; point "
-                    "base_model at it (e.g. checkpoints/embedded-tiny/base)"
-                )
-            settings["backbone"] = base_model
-            notes.append(f"base_model {base_model}: task vectors are taken against its shared base under the root")
+                settings["merge.base"] = base_model
+                notes.append(f"base_model {base_model} is not a merginguriel shared base: task vectors are taken against "
+                             "it (merge.base), checked against the sources")
+            else:
+                settings["backbone"] = base_model
+                notes.append(f"base_model {base_model}: task vectors are taken against its shared base under the root")
         refs = [(r, p) for r, p in refs if r != base_model]  # mergekit's base takes no part as a model
         if not refs:
             raise InputError(f"mergekit {method} lists no model besides base_model; add the models to merge")
@@ -190,7 +196,7 @@ def translate(config: dict) -> Imported:
     if method == "linear":
         settings["merge.method"] = "linear"
         settings["merge.params"] = {"normalise": bool(value("normalize", top, "linear"))}
-        return Imported(settings, notes)
+        return Imported(settings, notes, ignored)
 
     def shared(name: str) -> Any:
         values = {value(name, p, f"model {r}") for r, p in refs}
@@ -228,7 +234,7 @@ def translate(config: dict) -> Imported:
                          f"the density {density} (the same in expectation)")
     settings["merge.method"] = {"dare_linear": "dare_task_arithmetic"}.get(method, method)
     settings["merge.params"] = params
-    return Imported(settings, notes)
+    return Imported(settings, notes, ignored)
 
 
 def _consensus(normalize: bool, lam: float, total: float, k: int) -> dict:

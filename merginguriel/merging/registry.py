@@ -104,7 +104,7 @@ from typing import Any, Literal, Optional
 
 import torch
 
-from merginguriel.errors import InputError
+from merginguriel.errors import InputError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -479,8 +479,8 @@ def get_method(name: str) -> Method:
     methods = load_methods()
     if name not in methods:
         raise InputError(
-            f"unknown merge method {name!r}; known methods: {', '.join(sorted(methods))} "
-            "(`merginguriel merge --list` shows their parameters)"
+            f"unknown merge method {name!r}.{did_you_mean(name, methods)} Known methods ({len(methods)}): "
+            f"{', '.join(sorted(methods))} (`merginguriel merge --list` shows their parameters)"
         )
     return methods[name]
 

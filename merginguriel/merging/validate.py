@@ -69,6 +69,7 @@ class Plan:
     selection: Optional[dict] = None
     job: Optional[dict] = None
     statistics: dict[str, tuple[Checkpoint, ...]] = field(default_factory=dict)
+    imported: Optional[dict] = None  # the mergekit config the job came from: copied into the output, recorded
 
     @property
     def kernel(self) -> Any:
@@ -101,7 +102,7 @@ class Plan:
             include_target=self.include_target, selection=self.selection,
             exclude={"patterns": list(self.exclude), "tensors": list(self.excluded)},
             statistics={kind: [str(c.folder) for c in cks] for kind, cks in self.statistics.items()},
-            dtype=self.dtype, job=self.job,
+            dtype=self.dtype, job=self.job, imported=self.imported,
         )
 
 
@@ -196,20 +197,23 @@ def check_base(folder: str | Path) -> CheckedModel:
     return CheckedModel(folder, ck, checkpoint_ref(folder)["hash"], None, "base")
 
 
-def check_source(base: CheckedModel, folder: str | Path, locale: Optional[str] = None, role: Optional[str] = None) -> CheckedModel:
+def check_source(base: CheckedModel, folder: str | Path, locale: Optional[str] = None, role: Optional[str] = None,
+                 named_base: bool = False) -> CheckedModel:
     """A source: MASSIVE's labels, the base's tensors (names, shapes, dtypes), fine-tuned from this base (its manifest
-    records the base's hash) or, without such a record, an outside checkpoint of the base's architecture and vocabulary."""
+    records the base's hash) or, without such a record, an outside checkpoint of the base's architecture and vocabulary.
+    ``named_base``: the user named the base (``merge.base``, mergekit's ``base_model``), so a source fine-tuned from
+    another base is checked as an outside checkpoint against it instead of refused."""
     folder = Path(folder)
     ck = Checkpoint(folder, role or f"source {locale or folder.name}")
     check_intent_labels(SimpleNamespace(id2label=ck.config().get("id2label")), folder)
     _check_same_tensors(base.checkpoint, ck)
     recorded = (_manifest_or_none(folder) or {}).get("base")
-    if isinstance(recorded, dict) and recorded.get("hash"):
+    if isinstance(recorded, dict) and recorded.get("hash") and (recorded["hash"] == base.hash or not named_base):
         if recorded["hash"] != base.hash:
             raise InputError(
                 f"source {folder} was fine-tuned from base {recorded.get('path')} (hash {recorded['hash'][:12]}), "
                 f"not from {base.path} (hash {base.hash[:12]}); task vectors must be taken against the base a source "
-                "was fine-tuned from: pass that base, or drop the source"
+                "was fine-tuned from: pass that base (or name the base to take them against: --merge.base FOLDER), or drop the source"
             )
         origin = "finetuned"
     else:

@@ -1,7 +1,9 @@
 """The model card (``README.md``) beside every exported or merged model: Hugging Face metadata (YAML front matter) and
 a readable account of how the model was made, both drawn from the folder's ``manifest.json``.
 
-The front matter is what the hub indexes: ``base_model`` (the backbone, when it is a hub id), ``library_name``,
+The front matter is what the hub indexes: ``base_model`` (the backbone, when it is a hub id; for a merge, the hub's
+convention and mergekit's: the merged sources that have hub ids, with ``base_model_relation: merge``, the local-only
+sources named in the body), ``library_name``,
 ``pipeline_tag``, ``license``, ``datasets``, ``language`` (ISO 639-1 codes of the model's locales), ``tags`` and, once
 the model has been judged, ``model-index`` results. The body lists the sources with their weights, the method and its
 parameters (or the fine-tuning recipe), and the metrics, with 95% intervals once a merge job has judged the model.
@@ -67,6 +69,17 @@ def _locales(manifest: dict) -> list[str]:
     return list(dict.fromkeys(loc for loc in found if loc in ISO639_1))
 
 
+def _hub_sources(manifest: dict) -> tuple[list[str], list[str]]:
+    """A merge's sources split into hub ids (its ``base_model`` list) and the names of local-only ones."""
+    from merginguriel.models.hub import hub_id_of
+
+    hub, local = [], []
+    for record in manifest.get("sources") or []:
+        ref = hub_id_of(record.get("path", ""))
+        (hub if ref else local).append(ref or _source_name(record))
+    return hub, local
+
+
 def _source_name(record: dict) -> str:
     from merginguriel.models.hub import hub_id_of
 
@@ -109,9 +122,16 @@ def card_data(folder: str | os.PathLike, manifest: dict):
                        metric_value=round(float(value), 4))
             for loc, split, value in _headline_metrics(manifest)
         ]
+    relation = {}
+    if kind == "merged":
+        base_model = _hub_sources(manifest)[0] or None
+        relation = {"base_model_relation": "merge"} if base_model else {}
+    else:
+        base_model = backbone if backbone and is_hub_id(backbone) else None
     return ModelCardData(
         model_name=model_name(manifest) if results else None,  # the model-index's name; nothing else reads it
-        base_model=backbone if backbone and is_hub_id(backbone) else None,
+        base_model=base_model,
+        **relation,
         library_name="transformers",
         pipeline_tag="text-classification",
         license=SYNTHETIC_LICENSE if synthetic else MASSIVE_LICENSE,
@@ -198,6 +218,11 @@ def _merge_section(manifest: dict) -> list[str]:
     elif selection.get("origin"):
         how = {"manual": "as given", "average": "equal"}.get(selection["origin"], selection["origin"])
         lines.append(f"- Sources given explicitly; weights {how}")
+    hub, local = _hub_sources(manifest)
+    if local:
+        lines.append(f"- Merged models not on the hub (so not in `base_model`): {', '.join(f'`{n}`' for n in local)}")
+    if hub:
+        lines.append(f"- Merged hub models (`base_model`): {', '.join(f'`{n}`' for n in hub)}")
     base = manifest.get("base") or {}
     lines.append(f"- Shared base (task vectors are taken against it): `{base.get('path')}` (sha256 {str(base.get('hash'))[:12]})")
     excluded = (manifest.get("exclude") or {}).get("tensors") or []

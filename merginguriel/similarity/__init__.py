@@ -3,7 +3,7 @@
 Convention for every similarity frame: ``S.loc[target, source]`` is the score of ``source`` for ``target``.
 """
 
-from merginguriel.similarity.matrix import SIMILARITY_KINDS, select_for_target, similarity_matrix
+from merginguriel.similarity.matrix import SIMILARITY_KINDS, check_similarity_kind, select_for_target, similarity_matrix
 from merginguriel.similarity.real import read_nxn, real_similarity
 from merginguriel.similarity.selection import Selection, select_sources, sinkhorn
 from merginguriel.similarity.uriel import URIEL_DISTANCES, uriel_similarity
@@ -11,6 +11,7 @@ from merginguriel.similarity.uriel import URIEL_DISTANCES, uriel_similarity
 __all__ = [
     "SIMILARITY_KINDS",
     "URIEL_DISTANCES",
+    "check_similarity_kind",
     "Selection",
     "read_nxn",
     "real_similarity",

@@ -7,13 +7,19 @@ import os
 import pandas as pd
 
 from merginguriel.checkpoints import DEFAULT_ROOT
-from merginguriel.errors import InputError
+from merginguriel.errors import InputError, did_you_mean
 from merginguriel.locales import LOCALES, as_locale, check_locales
 from merginguriel.similarity.real import read_nxn, real_scores, real_similarity
 from merginguriel.similarity.selection import DEFAULT_TEMPERATURE, Selection, Weighting, select_sources
 from merginguriel.similarity.uriel import DEFAULT_FEATURE_SET, URIEL_KINDS, uriel_similarity
 
 SIMILARITY_KINDS: tuple[str, ...] = (*URIEL_KINDS, "real")
+
+
+def check_similarity_kind(kind: str, name: str = "similarity kind") -> None:
+    """Refuse a similarity kind that is not one of SIMILARITY_KINDS, suggesting the closest and listing them all."""
+    if kind not in SIMILARITY_KINDS:
+        raise InputError(f"unknown {name} {kind!r}.{did_you_mean(kind, SIMILARITY_KINDS)} Choose one of: {', '.join(SIMILARITY_KINDS)}")
 
 
 def similarity_matrix(
@@ -32,8 +38,7 @@ def similarity_matrix(
         feature_set: lang2vec feature set for ``uriel``.
         root: checkpoints root holding the URIEL cache (``cache/similarity``); None: no cache.
     """
-    if kind not in SIMILARITY_KINDS:
-        raise InputError(f"unknown similarity kind {kind!r}; choose one of: {', '.join(SIMILARITY_KINDS)}")
+    check_similarity_kind(kind)
     if kind == "real":
         if nxn_csv is None:
             raise InputError("REAL similarity needs the NxN matrix: pass nxn_csv (CLI: --nxn path/to/evaluation_matrix.csv)")
@@ -69,8 +74,7 @@ def select_for_target(
         temperature: the softmax temperature (``weighting="softmax"``).
     """
     target = as_locale(target)
-    if similarity not in SIMILARITY_KINDS:
-        raise InputError(f"unknown similarity {similarity!r}; choose one of: {', '.join(SIMILARITY_KINDS)}")
+    check_similarity_kind(similarity, "similarity")
     options: dict = {}
     if similarity == "real":
         if nxn_csv is None:

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Optional
 
 from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, SIMILARITY_MATRIX, Layout
-from merginguriel.errors import InputError
 from merginguriel.io import atomic_dir, write_manifest
 from merginguriel.io.manifest import reusable
 from merginguriel.locales import LOCALES
-from merginguriel.similarity.matrix import SIMILARITY_KINDS, similarity_matrix
+from merginguriel.similarity.matrix import check_similarity_kind, similarity_matrix
 from merginguriel.similarity.real import nxn_file, nxn_locales, nxn_record, read_nxn
 from merginguriel.similarity.uriel import DEFAULT_FEATURE_SET
 
@@ -41,8 +40,7 @@ def write_similarity(
         output: output folder (default ``<root>/<backbone>/similarity/<kind>``).
         overwrite: replace an output computed from other inputs (an identical one is reused without it).
     """
-    if kind not in SIMILARITY_KINDS:
-        raise InputError(f"unknown similarity kind {kind!r}; choose one of: {', '.join(SIMILARITY_KINDS)}")
+    check_similarity_kind(kind)
     layout = Layout.for_backbone(backbone, root)
     name = kind if kind != "uriel" or feature_set == DEFAULT_FEATURE_SET else f"{kind}-{feature_set}"
     out = Path(output) if output else layout.similarity(name)
