@@ -323,6 +323,7 @@ def test_save_mergekit_round_trips(family, tmp_path, method, params, weights, ca
     ("adamerging", {}, "mergekit has no 'adamerging' merge"),
     ("ties", {"density": 0.4}, "scope global trims over the whole model"),
     ("breadcrumbs", {}, "keeps ⌈density·n⌉ entries where mergekit keeps int(density·n); set rounding: floor"),
+    ("task_arithmetic", {"lam": "[0.3, 0.5]"}, "lists 2 settings to choose from on validation, and mergekit takes one"),
 ])
 def test_save_mergekit_refuses_what_mergekit_lacks_before_writing(family, tmp_path, method, params, needle, capsys):
     from merginguriel.cli.main import main

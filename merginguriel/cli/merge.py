@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Optional
 
 from merginguriel.cli.parse import FLAT
+from merginguriel.errors import InputError
 from merginguriel.jobs.spec import MergeJob
 
 
@@ -93,6 +94,10 @@ def merge(
         from merginguriel.merging.mergekit_export import check_exportable
 
         check_exportable(checked.method)
+        if len(checked.options) > 1:  # which setting wins is known only after the validation run
+            raise InputError(f"--save_mergekit: merge.params lists {len(checked.options)} settings to choose from on "
+                             "validation, and mergekit takes one; run the job, then export its chosen setting "
+                             "(recorded under choice in the manifest) as plain values")
     if print_recipe or save_recipe:
         done.recipe = _recipe(checked, {"run": run, "output": output, "memory_mb": memory_mb, "shard_mb": shard_mb,
                                         "progress": progress})
