@@ -14,3 +14,18 @@ class DiskFullError(InputError):
             f"{reason} while writing {path}; nothing partial was left there: free some space (or write elsewhere: "
             "--root / --output) and run again"
         )
+
+
+class Stopped(KeyboardInterrupt):
+    """The run was stopped by a signal (SIGTERM from SLURM, submitit or systemd; SIGINT from Ctrl-C). A KeyboardInterrupt,
+    so every cleanup written for Ctrl-C runs; ``last`` remembers the signal for code that turns it into another exit
+    (Lightning ends an interrupted fit with SystemExit)."""
+
+    last = None
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        Stopped.last = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")

@@ -15,6 +15,7 @@ import os
 import sys
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 from merginguriel.errors import InputError
@@ -95,14 +96,39 @@ def _unshadow_bin_scripts() -> None:
 
 
 def _shipped_configs(argv: list[str]) -> list[str]:
-    """``-c NAME`` / ``--config NAME`` naming a shipped config becomes its path."""
+    """``-c NAME`` / ``--config NAME`` naming a shipped config becomes its path; every config file is checked first."""
     from merginguriel.configs import config_path
 
     out = list(argv)
     for i, tok in enumerate(out[:-1]):
         if tok in ("-c", "--config"):
             out[i], out[i + 1] = "--config", str(config_path(out[i + 1]))
+            check_config_file(out[i + 1])
     return out
+
+
+_KINDS = {list: "a list", int: "a number", float: "a number", bool: "a boolean", str: "a single text value"}
+
+
+def check_config_file(path: str) -> None:
+    """A config file is UTF-8 YAML holding a mapping of options; anything else is named with what it holds."""
+    import yaml
+
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"config {path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+                         "save it as UTF-8 YAML") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f", line {where.line + 1} column {where.column + 1}" if where is not None else ""
+        raise InputError(f"config {path}{at}: invalid YAML ({getattr(err, 'problem', None) or err}); fix the file") from None
+    if not isinstance(loaded, dict):
+        what = "empty" if loaded is None else f"{_KINDS.get(type(loaded), 'a single value')}, not a mapping"
+        raise InputError(f"config {path} is {what}; a config holds option: value lines (e.g. `name: sweep`)")
 
 
 def _load(target: str):
@@ -152,20 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"merginguriel: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    try:
-        return run(name, rest)
-    except InputError as err:
-        print(f"merginguriel {name}: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # a full disk met by a write that does not translate it itself
-        from merginguriel.io.diskfull import full_disk_message
+    from merginguriel.cli.errors import boundary
 
-        message = full_disk_message(err)
-        if message is None:
-            raise
-        print(f"merginguriel {name}: error: {message}", file=sys.stderr)
-        return 2
-
+    status = [0]
+    with boundary(name, status):
+        status[0] = run(name, rest)
+    return status[0]
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
