@@ -125,6 +125,25 @@ def test_test_metrics_into_an_existing_directory(ws, tmp_path):
     assert not files_under(tmp_path / "metrics")
 
 
+def test_each_os_error_reads_as_what_is_wrong(tmp_path):
+    """A failed move onto a directory names the directory (the destination), not the temporary it moved."""
+    import errno
+
+    from merginguriel.cli.errors import message_for
+
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "x.tmp").write_text("x")
+    with pytest.raises(IsADirectoryError) as info:
+        os.replace(tmp_path / "x.tmp", tmp_path / "adir")
+    assert message_for(info.value).startswith(f"{tmp_path / 'adir'} is a directory, not a file")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OSError) as info:
+        (tmp_path / "afile" / "sub").mkdir(parents=True)
+    assert message_for(info.value).startswith(f"{tmp_path / 'afile'} is a file, not a folder")
+    assert "read-only filesystem" in message_for(OSError(errno.EROFS, "Read-only file system", "/mnt/ro/out"))
+    assert message_for(OSError(errno.EEXIST, "File exists", str(tmp_path / "adir"))) is None  # a folder: not this case
+
+
 def test_os_errors_without_a_users_path_stay_bugs():
     """The boundary maps only what names a path the user gave; other errors keep their traceback."""
     import errno
@@ -164,6 +183,15 @@ def test_a_binary_config_through_the_command_line(tmp_path):
     proc = run_command("experiment", "-c", tmp_path / "sweep.yaml", cwd=tmp_path)
     assert_clear_error(proc, f"config {tmp_path / 'sweep.yaml'} is not UTF-8 text", "save it as UTF-8 YAML")
     assert "UnicodeDecodeError" not in proc.stderr and files_under(tmp_path) == {"sweep.yaml"}
+
+
+@pytest.mark.parametrize("case", ["a list", "binary", "empty"])
+def test_a_mergekit_config_that_is_not_a_mapping(ws, tmp_path, cli, case):
+    content, needle = CONFIGS[case]
+    (tmp_path / "mergekit.yml").write_bytes(content)
+    refused(cli("merge", "--root", ws, "--backbone", "tiny", "--target", "sw-KE", "--mergekit", tmp_path / "mergekit.yml",
+                "--output", tmp_path / "out"), f"mergekit config {tmp_path / 'mergekit.yml'}", needle)
+    assert files_under(tmp_path) == {"mergekit.yml"}
 
 
 @pytest.mark.parametrize("command", ["merge", "fit", "study", "nxn"])
@@ -483,7 +511,7 @@ def _merge(big: Path) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("moment", ["starting", "temporary made", "weights being written"])
 def test_a_stopped_merge_leaves_nothing_and_resumes(big, tmp_path, sig, moment):
     whole = tmp_path / "whole"
@@ -511,7 +539,7 @@ def _sweep(big: Path, db: Path) -> list:
 
 
 def _rows(db: Path) -> dict:
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:  # never creates it
         conn.row_factory = sqlite3.Row
         return {r["key"]: dict(r) for r in conn.execute("SELECT * FROM points")}
 
@@ -529,7 +557,10 @@ def test_a_stopped_sweep_gives_its_point_back_and_resumes(big, tmp_path, moment)
     merged = big / "tiny" / "merged" / "it-IT"
 
     def done() -> int:
-        return sum(r["status"] == "done" for r in _rows(db).values()) if db.is_file() else 0
+        try:
+            return sum(r["status"] == "done" for r in _rows(db).values())
+        except sqlite3.OperationalError:  # not made yet, or its schema not yet written
+            return 0
 
     ready = {"first point merging": lambda: any(merged.glob(".*.tmp-*/model.safetensors")),
              "second point merging": lambda: done() == 1 and any(merged.glob(".*.tmp-*/model.safetensors")),

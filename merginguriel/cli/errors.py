@@ -79,6 +79,8 @@ def message_for(err: BaseException) -> Optional[str]:
     """The one line for an error the user caused (see the module doc), or None for a bug."""
     from merginguriel.io.diskfull import full_disk_message
 
+    if isinstance(err, InputError):  # its message names the problem and the fix already (a DiskFullError too)
+        return str(err)
     disk = full_disk_message(err) if isinstance(err, Exception) else None
     if disk is not None:
         return disk

@@ -15,7 +15,6 @@ import os
 import sys
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from merginguriel.errors import InputError
@@ -107,28 +106,11 @@ def _shipped_configs(argv: list[str]) -> list[str]:
     return out
 
 
-_KINDS = {list: "a list", int: "a number", float: "a number", bool: "a boolean", str: "a single text value"}
-
-
 def check_config_file(path: str) -> None:
     """A config file is UTF-8 YAML holding a mapping of options; anything else is named with what it holds."""
-    import yaml
+    from merginguriel.io.jsonfile import read_yaml_mapping
 
-    data = Path(path).read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"config {path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
-                         "save it as UTF-8 YAML") from None
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f", line {where.line + 1} column {where.column + 1}" if where is not None else ""
-        raise InputError(f"config {path}{at}: invalid YAML ({getattr(err, 'problem', None) or err}); fix the file") from None
-    if not isinstance(loaded, dict):
-        what = "empty" if loaded is None else f"{_KINDS.get(type(loaded), 'a single value')}, not a mapping"
-        raise InputError(f"config {path} is {what}; a config holds option: value lines (e.g. `name: sweep`)")
+    read_yaml_mapping(path, "config", "e.g. `name: sweep`")
 
 
 def _load(target: str):
