@@ -576,3 +576,21 @@ def test_a_stopped_sweep_gives_its_point_back_and_resumes(big, tmp_path, moment)
     after = _rows(db)
     assert {r["status"] for r in after.values()} == {"done"}
     assert {k: json.loads(r["metrics"]) for k, r in after.items()} == reference  # the same numbers, to the last bit
+
+
+@pytest.mark.slow
+def test_a_stopped_nxn_keeps_its_cells_and_resumes(big, tmp_path):
+    args = ["nxn", "--root", big, "--backbone", "tiny", "--split", "validation", "--data.source", "release",
+            "--data.data_path", big / "data", "--progress", "false", "--chunk", "1"]
+    whole = run_command(*args, "--output", tmp_path / "whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "stopped"
+    cells = out / "cells.jsonl"
+    code, err = _stop_when(_popen([*args, "--output", out], tmp_path),
+                           lambda: cells.is_file() and cells.read_text().count("\n") >= 1, signal.SIGTERM)
+    _one_stop_line(code, err, signal.SIGTERM, "nxn", "evaluated cells are kept")
+    assert not [p for p in files_under(tmp_path) if ".tmp-" in p]
+    assert not (out / "evaluation_matrix.csv").exists()  # no matrix from part of the cells
+    again = run_command(*args, "--output", out, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (out / "evaluation_matrix.csv").read_bytes() == (tmp_path / "whole" / "evaluation_matrix.csv").read_bytes()
