@@ -17,8 +17,6 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from merginguriel.errors import InputError
-
 LIGHTNING = "merginguriel.cli.lightning:main"
 
 
@@ -166,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     with boundary(name, status):
         status[0] = run(name, rest)
     return status[0]
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
