@@ -23,6 +23,8 @@ def config_path(name: str | os.PathLike) -> Path:
     path = Path(name)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise InputError(f"config {path} is a directory; give a YAML file (or a shipped config's name)")
     stem = str(name)[:-5] if str(name).endswith(".yaml") else str(name)
     stem = stem.removeprefix("configs/")
     shipped_file = HERE / f"{stem}.yaml"

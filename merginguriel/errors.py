@@ -38,3 +38,18 @@ def did_you_mean(word: str, choices, n: int = 1) -> str:
     """`` Did you mean 'x'?`` (to append to an error about ``word``) when a choice is close to it, else ``""``."""
     close = close_matches(word, choices, n)
     return f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+class Stopped(KeyboardInterrupt):
+    """The run was stopped by a signal (SIGTERM from SLURM, submitit or systemd; SIGINT from Ctrl-C). A KeyboardInterrupt,
+    so every cleanup written for Ctrl-C runs; ``last`` remembers the signal for code that turns it into another exit
+    (Lightning ends an interrupted fit with SystemExit)."""
+
+    last = None
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        Stopped.last = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")

@@ -53,8 +53,6 @@ def run_quickstart(
         device: device for evaluations (``auto``: the GPU when there is one).
         torch_threads: CPU threads for torch (0: torch's default; the tiny embedded backbone is fastest on 1).
     """
-    import yaml
-
     from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, embedded_home
     from merginguriel.configs import config_path
     from merginguriel.data.config import DataSource
@@ -62,6 +60,7 @@ def run_quickstart(
     from merginguriel.experiments.runner import Sweep, run_sweep
     from merginguriel.experiments.target_rule import RULE, apply_rule, check_per_end
     from merginguriel.io import read_manifest
+    from merginguriel.io.jsonfile import read_yaml_mapping
     from merginguriel.locales import check_locales
     from merginguriel.models.base import ensure_base
     from merginguriel.models.finetune import finetune
@@ -78,7 +77,7 @@ def run_quickstart(
 
         torch.set_num_threads(torch_threads)
     path = config_path(sweep)
-    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    spec = read_yaml_mapping(path, "sweep config", "fixed, grid, ...")
     plan = Sweep.from_dict(spec, str(path))
     fixed = plan.fixed
     if "target" in plan.grid or fixed.get("target"):

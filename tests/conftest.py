@@ -465,13 +465,14 @@ def files_under(folder: Path) -> set[str]:
 
 
 @contextlib.contextmanager
-def small_disk(folder: Path, size: int):
-    """A tmpfs of ``size`` bytes mounted at ``folder`` (a full disk a write can really run into); skips the test
-    where this machine does not allow mounting."""
+def small_disk(folder: Path, size: int, options: str = ""):
+    """A tmpfs of ``size`` bytes mounted at ``folder`` (a full disk a write can really run into; ``options="ro"``: a
+    read-only filesystem); skips the test where this machine does not allow mounting."""
     import subprocess
 
     folder.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    flags = ",".join(filter(None, [options, f"size={size}"]))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", flags, "tmpfs", str(folder)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()})")
     try:

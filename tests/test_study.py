@@ -283,7 +283,7 @@ def test_readme_local_submitit_study_interrupted_then_resumed(embedded_root, tmp
         assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
     text = log.read_text()
     resume = "merginguriel study --config checkpoints/experiments/study-embedded/study.yaml"
-    assert text.rstrip().splitlines()[-1] == ("study 'study-embedded' interrupted during nxn; finished work is kept, "
+    assert text.rstrip().splitlines()[-1] == ("study 'study-embedded' stopped by SIGINT during nxn; finished work is kept, "
                                               f"resume with: {resume}")
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
     study = Study(**yaml.safe_load((tmp_path / "checkpoints" / "experiments" / "study-embedded" / "study.yaml").read_text()))
@@ -339,7 +339,7 @@ def test_study_resumes_after_sigkill(embedded_root, tmp_path):
     # Ctrl-C during the first fit (in this process, under Lightning): one line that says how to resume
     code, text = _run_until(cmd, tmp_path, lambda: (home / "runs").is_dir(), sig=signal.SIGINT)
     assert code == 130 and not finished(), text[-3000:]
-    assert text.rstrip().splitlines()[-1] == ("study 'ci' interrupted during fit; finished work is kept, resume with: "
+    assert text.rstrip().splitlines()[-1] == ("study 'ci' stopped by SIGINT during fit; finished work is kept, resume with: "
                                               "merginguriel study --config checkpoints/experiments/ci/study.yaml")
     assert "Traceback" not in text, text[-3000:]
 

@@ -360,7 +360,7 @@ def test_reruns_remove_dead_temporaries_only(tiny_family_factory, tmp_path):
     zombie.wait()
     assert proc.returncode == 0, proc.stderr
     left = {p.name for p in merged.iterdir()}
-    assert left == {"run", ".run.lock", names["live"], names["other host"]}  # a live run's and another host's stay
+    assert left == {"run", names["live"], names["other host"]}  # a live run's and another host's stay
 
 
 @pytest.mark.parametrize("remove", ["model.safetensors", "manifest.json"])
@@ -436,7 +436,7 @@ def test_merge_killed_midway_leaves_nothing_and_the_rerun_cleans_up(tmp_path):
     assert not (merged / "run").exists() and list(merged.glob(".run.tmp-*"))  # absent, and a dead temporary left
     again = run_command(*args, "--run", "run")
     assert again.returncode == 0, again.stderr
-    assert {p.name for p in merged.iterdir()} == {"run", ".run.lock"}
+    assert {p.name for p in merged.iterdir()} == {"run"}
     assert (merged / "run" / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
 
 

@@ -79,10 +79,14 @@ class AdaMergingOptions:
                 "adamerging.split=test adapts on the evaluation data (test-set leakage); use validation (the default) or "
                 "train, or pass --adamerging.allow_test_split true to accept the leak (it is recorded in the manifest)"
             )
-        if self.steps < 0 or self.batch_size < 1 or self.lr < 0:
+        if self.steps < 1:  # zero steps would write the initial coefficients as if they had been adapted
             raise InputError(
-                f"adamerging needs steps >= 0, batch_size >= 1 and lr >= 0 (got steps={self.steps}, "
-                f"batch_size={self.batch_size}, lr={self.lr})"
+                f"adamerging.steps={self.steps}: AdaMerging needs at least one optimisation step (the paper's 500 is the "
+                "default); for the merge with the initial coefficients unadapted use task_arithmetic"
+            )
+        if self.batch_size < 1 or self.lr < 0:
+            raise InputError(
+                f"adamerging needs batch_size >= 1 and lr >= 0 (got batch_size={self.batch_size}, lr={self.lr})"
             )
         if not 0 < self.ties_density <= 1:
             raise InputError(f"adamerging.ties_density must be in (0, 1], got {self.ties_density}")

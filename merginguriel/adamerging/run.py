@@ -167,8 +167,10 @@ def _run(task: Adaptation, options: AdaMergingOptions, trainer: TrainerOptions, 
     module = build_module(task, options)
     datamodule = TargetUtterances(rows, tokenizer.pad_token_id, options.batch_size, options.steps, options.seed)
     t_load = time.perf_counter()
-    if options.steps > 0:
-        pl_trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    pl_trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    if pl_trainer.global_step == 0:  # nothing adapted: no merged model may claim otherwise
+        raise InputError(f"adamerging ran no optimisation step ({len(rows)} utterance(s) in {options.split}, batch size "
+                         f"{options.batch_size}); nothing was written: give the target more rows or a smaller batch")
     t_fit = time.perf_counter()
     if not pl_trainer.is_global_zero:
         # Under DDP the other ranks are copies of this process that Lightning launched to run `fit`; what follows

@@ -17,8 +17,6 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from merginguriel.errors import InputError
-
 LIGHTNING = "merginguriel.cli.lightning:main"
 
 
@@ -95,14 +93,22 @@ def _unshadow_bin_scripts() -> None:
 
 
 def _shipped_configs(argv: list[str]) -> list[str]:
-    """``-c NAME`` / ``--config NAME`` naming a shipped config becomes its path."""
+    """``-c NAME`` / ``--config NAME`` naming a shipped config becomes its path; every config file is checked first."""
     from merginguriel.configs import config_path
 
     out = list(argv)
     for i, tok in enumerate(out[:-1]):
         if tok in ("-c", "--config"):
             out[i], out[i + 1] = "--config", str(config_path(out[i + 1]))
+            check_config_file(out[i + 1])
     return out
+
+
+def check_config_file(path: str) -> None:
+    """A config file is UTF-8 YAML holding a mapping of options; anything else is named with what it holds."""
+    from merginguriel.io.jsonfile import read_yaml_mapping
+
+    read_yaml_mapping(path, "config", "e.g. `name: sweep`")
 
 
 def _load(target: str):
@@ -154,19 +160,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"merginguriel: unknown command {name!r}.{did_you_mean(name, COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
-    try:
-        return run(name, rest)
-    except InputError as err:
-        print(f"merginguriel {name}: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # a full disk met by a write that does not translate it itself
-        from merginguriel.io.diskfull import full_disk_message
+    from merginguriel.cli.errors import boundary
 
-        message = full_disk_message(err)
-        if message is None:
-            raise
-        print(f"merginguriel {name}: error: {message}", file=sys.stderr)
-        return 2
+    status = [0]
+    with boundary(name, status):
+        status[0] = run(name, rest)
+    return status[0]
 
 
 if __name__ == "__main__":  # pragma: no cover

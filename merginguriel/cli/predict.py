@@ -52,6 +52,8 @@ def predict(
         check_locale(locale)
     if not Path(checkpoint).is_dir():
         raise InputError(f"checkpoint {checkpoint} is not a folder; pass a fine-tuned, merged or base model folder")
+    if output is not None and Path(output).is_dir():  # refused before any prediction is made
+        raise InputError(f"--output {output} is a directory; give a file path (e.g. {Path(output) / 'predictions.jsonl'})")
     fmt = format or ("csv" if output and output.endswith(".csv") else "jsonl")
     if text is not None:
         from merginguriel.evaluation.evaluate import top_intents

@@ -152,9 +152,14 @@ def study(result: tuple[Any, dict], options: dict) -> int:
         return 0
     resume = f"merginguriel study --config {ran['resume']}"
     if ran["interrupted"]:
-        print(f"study {plan.name!r} interrupted during {ran['interrupted']}; finished work is kept, resume with: {resume}",
-              file=sys.stderr)
-        return 130
+        import signal
+
+        from merginguriel.errors import Stopped
+
+        signum = Stopped.last or signal.SIGINT
+        print(f"study {plan.name!r} stopped by {signal.Signals(signum).name} during {ran['interrupted']}; finished work "
+              f"is kept, resume with: {resume}", file=sys.stderr)
+        return 128 + signum
     for stage, failed in ran["failed"].items():
         print(f"study {plan.name!r} stopped at {stage}: {len(failed)} task(s) failed:", file=sys.stderr)
         for label, failure in failed.items():

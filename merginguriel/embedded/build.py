@@ -13,7 +13,6 @@ built with is an error that says how to get them (another root, or delete the fo
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
@@ -35,16 +34,11 @@ DATA_KIND = "embedded-data"
 BACKBONE_KIND = "embedded-backbone"
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on ``<folder>/.lock`` (released when the process dies, so a crash never leaves it held)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_NAME, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+def _locked(folder: Path):
+    """An exclusive lock on ``<folder>/.lock``, removed on release (merginguriel.io.lock)."""
+    from merginguriel.io.lock import file_lock
+
+    return file_lock(folder / LOCK_NAME)
 
 
 def _check_same(folder: Path, recorded: dict[str, Any], requested: dict[str, Any], what: str) -> None:

@@ -31,7 +31,7 @@ from merginguriel.checkpoints import DEFAULT_ROOT, EMBEDDED, NXN_CELLS, NXN_HEAT
 from merginguriel.data.config import EVAL_BATCH_SIZE, DataConfig, DataSource
 from merginguriel.errors import InputError
 from merginguriel.io import write_json_atomic, write_manifest
-from merginguriel.io.atomic import atomic_write_text
+from merginguriel.io.atomic import atomic_write_text, check_writable
 from merginguriel.locales import check_locales
 
 
@@ -174,6 +174,7 @@ def compute_nxn(
     data = data.at(root)
 
     folder = Path(output) if output else layout.nxn(split)  # created with the first finished cell
+    check_writable(folder)  # not after the first model was evaluated
     cells_path = folder / NXN_CELLS
     key = data.key(split)
     hashes = model_hashes(layout, models)

@@ -109,14 +109,24 @@ class ResultsDB:
     def __init__(self, path: str | os.PathLike, timeout: float = 60.0, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
-        if readonly:
+        with self.named():
+            self._open(timeout)
+
+    def _open(self, timeout: float) -> None:
+        from merginguriel.errors import InputError
+
+        if self.path.is_dir():
+            raise InputError(f"results database {self.path} is a directory, not a SQLite file; give a file path (--db)")
+        if self.readonly:
             # a report only reads: no -wal/-shm files are created beside a database that has none
             if not self.path.is_file():
-                from merginguriel.errors import InputError
-
                 raise InputError(f"results database {self.path} not found; run a sweep first (`merginguriel experiment`)")
             self.conn = _connect_readonly(self.path, timeout)
             self.conn.row_factory = sqlite3.Row
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "points" not in tables:
+                raise InputError(f"{self.path} is a SQLite database but not a sweep's results database (no points "
+                                 "table); give the results.sqlite that `merginguriel experiment` wrote (--db)")
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the lock before reading what it
@@ -130,6 +140,16 @@ class ResultsDB:
         with self.transaction():
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 self.conn.execute(stmt)
+
+    @contextlib.contextmanager
+    def named(self) -> Iterator[None]:
+        """A SQLite error carries this database's path (``err.path``), which the command line's error boundary names
+        (merginguriel.cli.errors): SQLite's own messages never say which file."""
+        try:
+            yield
+        except sqlite3.Error as err:
+            err.path = self.path
+            raise
 
     def _enable_wal(self, timeout: float) -> None:
         # Switching a new file to WAL needs an exclusive lock, and SQLite answers "locked" at once (without its busy
@@ -312,6 +332,18 @@ class ResultsDB:
                 "UPDATE points SET status = 'failed', error = ?, finished = ?, timings = ? "
                 "WHERE key = ? AND status = 'running' AND host = ? AND pid = ?",
                 (error, time.time(), json.dumps(timings or {}), key, worker.host, worker.pid),
+            )
+            return cur.rowcount == 1
+
+    def release(self, key: str, worker: Optional[Worker] = None) -> bool:
+        """Give a point this worker holds back as ``planned`` (its run was stopped: it is nobody's fault, and the next
+        run takes it at once instead of waiting for its claim to go stale)."""
+        worker = worker or Worker.current()
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE points SET status = 'planned', error = NULL, host = NULL, pid = NULL, pid_started = NULL, "
+                "heartbeat = NULL, started = NULL WHERE key = ? AND status = 'running' AND host = ? AND pid = ?",
+                (key, worker.host, worker.pid),
             )
             return cur.rowcount == 1
 

@@ -144,8 +144,8 @@ def execute_point(
             detail = str(err) if isinstance(err, InputError) else "".join(traceback.format_exception(err)[-3:])
             db.fail(key, f"{type(err).__name__}: {detail}".strip(), {"total_s": time.perf_counter() - start})
             return "failed"
-        except BaseException:  # interrupted (Ctrl-C): record it, then stop
-            db.fail(key, "interrupted", {"total_s": time.perf_counter() - start})
+        except BaseException:  # stopped (SIGTERM, Ctrl-C): the point goes back to planned, then stop
+            db.release(key)
             raise
         if result.features:
             db.put_features(key, config["target"], result.features, origin="sweep")
@@ -206,6 +206,11 @@ def run_sweep(sweep: Sweep, dry_run: bool = False) -> dict[str, Any]:
     points = sweep.points()  # every point validated before anything is written
     if not points:
         raise InputError(f"sweep {sweep.name!r} has no points; give grid values (e.g. grid: {{target: [sw-KE]}})")
+    idle = [p for p in points if not p.target or not p.job.evaluate.splits]
+    if idle:  # its row would read as a finished result that holds no number
+        raise InputError(f"sweep point ({idle[0].describe()}) evaluates nothing (no target, or evaluate.splits []), so "
+                         "its row would hold no result; give each point a target and evaluate.splits (e.g. "
+                         "[validation, test]), or run single merges with `merginguriel merge`")
     if sweep.launcher not in ("local", "submitit"):
         raise InputError(f"unknown launcher {sweep.launcher!r}; use local or submitit")
     if dry_run:

@@ -137,3 +137,18 @@ def _json_default(obj: Any) -> Any:
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise, before any work, the OSError that writing into ``folder`` would meet later (a parent that is a file, a
+    read-only filesystem, no permission); the command line names it (merginguriel.cli.errors)."""
+    import errno
+
+    p = Path(folder)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+    if not os.access(p, os.W_OK):
+        code = errno.EROFS if os.statvfs(p).f_flag & os.ST_RDONLY else errno.EACCES
+        raise OSError(code, os.strerror(code), str(p))

@@ -1,5 +1,5 @@
-"""Reading JSON files that come from outside this run (model configs, tokenizer files, manifests): a malformed file is
-an InputError that names it, with the line and column, and says what to do."""
+"""Reading JSON and YAML files that come from outside this run (model configs, tokenizer files, manifests, configs): a
+malformed file is an InputError that names it, with the line and column, and says what to do."""
 
 from __future__ import annotations
 
@@ -31,6 +31,33 @@ def read_json(path: str | os.PathLike, fix: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise InputError(f"{path}, line {err.lineno} column {err.colno}: invalid JSON ({err.msg}); {fix}") from None
+
+
+_KINDS = {list: "a list", int: "a number", float: "a number", bool: "a boolean", str: "a single text value"}
+
+
+def read_yaml_mapping(path: str | os.PathLike, what: str, example: str) -> dict:
+    """A YAML file that must hold a mapping (a config): InputError naming ``what`` and the file when it is not UTF-8,
+    not YAML, empty or another kind of value; ``example`` shows what a valid one holds."""
+    import yaml
+
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{what} {path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+                         "save it as UTF-8 YAML") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise InputError(f"{what} {path}{at}: invalid YAML ({getattr(err, 'problem', None) or err}); fix the file") from None
+    if not isinstance(loaded, dict):
+        kind = "empty" if loaded is None else f"{_KINDS.get(type(loaded), 'a single value')}, not a mapping"
+        raise InputError(f"{what} {path} is {kind}; it holds key: value lines ({example})")
+    return loaded
 
 
 def check_model_json(folder: str | os.PathLike, role: str = "model") -> None:

@@ -9,11 +9,8 @@ serialised by a lock file, and the hidden temporaries of killed runs are removed
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -126,16 +123,11 @@ def check_rows(checked: CheckedJob, pairs: list[tuple[str, str]]) -> None:
         tokenized_split(checked.data, tokenizer, locale, split)
 
 
-@contextlib.contextmanager
-def output_lock(output: Path) -> Iterator[None]:
-    """Hold ``.<name>.lock`` beside ``output`` (released when the process dies): one merge per output at a time."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output.parent / f".{output.name}.lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+def output_lock(output: Path):
+    """Hold ``.<name>.lock`` beside ``output``, removed on release (merginguriel.io.lock): one merge per output at a time."""
+    from merginguriel.io.lock import file_lock
+
+    return file_lock(output.parent / f".{output.name}.lock")
 
 
 def _changed_inputs(manifest: dict, plan: JobPlan) -> list[str]:

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -31,6 +31,7 @@ _DTYPES = {
 }
 DTYPE_CODES = {v: k for k, v in _DTYPES.items()}
 FLOAT_CODES = {"F64", "F32", "F16", "BF16"}
+INDEX = "model.safetensors.index.json"  # a sharded folder's map of tensor -> shard file
 
 
 class Item(NamedTuple):
@@ -102,7 +103,8 @@ class Checkpoint:
         self.role = role
         if not self.folder.is_dir():
             raise InputError(f"{role} {self.folder} does not exist (or is not a folder); check the path")
-        files = sorted(self.folder.glob("*.safetensors"))
+        index = self._index()
+        files = sorted(self.folder.glob("*.safetensors")) if index is None else sorted(set(index.values()))
         if not files:
             raise InputError(
                 f"{role} {self.folder} holds no .safetensors weights; save it with save_pretrained(..., "
@@ -118,6 +120,45 @@ class Checkpoint:
                 self.tensors[name] = TensorInfo(
                     name, f, meta["dtype"], tuple(meta["shape"]), data_start + int(meta["data_offsets"][0])
                 )
+        if index is not None:
+            self._check_index(index)
+
+    def _index(self) -> Optional[dict[str, Path]]:
+        """A sharded folder's ``model.safetensors.index.json``: tensor -> the shard that holds it, every shard it
+        names present and every shard present named (None for a folder without an index)."""
+        path = self.folder / INDEX
+        if not path.is_file():
+            return None
+        from merginguriel.io.jsonfile import read_json
+
+        fix = "re-copy the folder, or export the model again"
+        loaded = read_json(path, fix)
+        weight_map = loaded.get("weight_map") if isinstance(loaded, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise InputError(f"{path} has no weight_map (tensor -> shard file); {fix}")
+        shards = {name: self.folder / str(name) for name in set(weight_map.values())}
+        missing = sorted(name for name, f in shards.items() if not f.is_file())
+        if missing:
+            raise InputError(f"{self.role} {self.folder}: shard(s) {', '.join(missing)} named by {INDEX} are missing "
+                             f"({len(shards) - len(missing)} of {len(shards)} present); the copy is incomplete: {fix}")
+        unlisted = sorted(f.name for f in self.folder.glob("*.safetensors") if f.name not in shards)
+        if unlisted:
+            raise InputError(f"{self.role} {self.folder}: {', '.join(unlisted)} is not listed in {INDEX} (a stale shard "
+                             f"of another save?); remove it, or {fix}")
+        return {tensor: shards[str(name)] for tensor, name in weight_map.items()}
+
+    def _check_index(self, index: dict[str, Path]) -> None:
+        """Every tensor is where the index says, and the index names every tensor the shards hold."""
+        for tensor, shard in index.items():
+            info = self.tensors.get(tensor)
+            if info is None or info.file != shard:
+                where = f"it is in {info.file.name}" if info is not None else "no shard holds it"
+                raise InputError(f"{self.role} {self.folder}: {INDEX} puts tensor {tensor} in {shard.name}, but {where}; "
+                                 f"the index and the shards are from different saves: re-copy or export it again")
+        extra = sorted(set(self.tensors) - set(index))
+        if extra:
+            raise InputError(f"{self.role} {self.folder}: the shards hold tensor(s) {', '.join(extra[:3])} that {INDEX} "
+                             "does not list; the index and the shards are from different saves: re-copy or export it again")
 
     def config(self) -> dict:
         path = self.folder / "config.json"

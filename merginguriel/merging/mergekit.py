@@ -75,18 +75,12 @@ class Imported:
 
 
 def read_mergekit(path: str | Path) -> dict:
-    import yaml
+    from merginguriel.io.jsonfile import read_yaml_mapping
 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"mergekit config {p} not found; give the path of a mergekit YAML (--mergekit mergekit.yml)")
-    try:
-        config = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise InputError(f"mergekit config {p} is not valid YAML: {err}") from None
-    if not isinstance(config, dict):
-        raise InputError(f"mergekit config {p} must be a mapping with merge_method, models, ...; got {type(config).__name__}")
-    return config
+    return read_yaml_mapping(p, "mergekit config", "merge_method, models, ...")
 
 
 def _scalar(name: str, value: Any, where: str) -> Any:

@@ -296,6 +296,10 @@ class Method:
             return given
         if dataclasses.is_dataclass(given) and not isinstance(given, type):
             given = dataclasses.asdict(given)
+        if given is not None and not isinstance(given, dict):
+            raise InputError(f"method {self.name}'s parameters (merge.params) must be a mapping of name: value, not "
+                             f"{given!r}; write e.g. merge.params: {{density: 0.2}} (a sweep grid: merge.params: "
+                             "[{density: 0.2}], or merge.params.density: [0.2])")
         given = dict(given or {})
         known = {f.name: f for f in dataclasses.fields(self.params)}
         aliases = param_aliases(self.params)

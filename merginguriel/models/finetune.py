@@ -169,6 +169,7 @@ class FinetuneCLI(LightningCLI):
             torch.set_num_threads(threads)
         if self.subcommand not in (None, "fit"):
             return
+        refuse_no_training(cfg.trainer)
         from merginguriel.checkpoints import Layout
 
         locales = [cfg.data.locales] if isinstance(cfg.data.locales, str) else list(cfg.data.locales)
@@ -203,6 +204,15 @@ class FinetuneCLI(LightningCLI):
         if self.trainer.is_global_zero:
             write_json_atomic(path, {"checkpoint": str(self.model.source_path), "split": "test", "metrics": results})
             print(f"metrics: {path}")
+
+
+def refuse_no_training(trainer: Any) -> None:
+    """Trainer limits that allow no optimisation step would export the untrained base as a fine-tune: refused before
+    anything is written."""
+    for option in ("max_epochs", "max_steps", "limit_train_batches"):
+        if trainer.get(option) == 0:
+            raise InputError(f"--trainer.{option} 0 trains nothing, and the untrained base would be exported as the "
+                             f"fine-tune; give --trainer.{option} >= 1 (or leave it out)")
 
 
 def make_cli(args: Any, run: bool) -> FinetuneCLI:
@@ -311,7 +321,18 @@ def finetune_with(cli: FinetuneCLI) -> Path:
         cli.datamodule.check_rows("train", "validation")  # early stopping and the best checkpoint need validation rows
         cli.trainer.callbacks.append(ResumePoint(str(ckpt_dir)))
         L.seed_everything(cfg.get("seed_everything", 42), workers=True, verbose=False)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resumed)
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+        try:
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resumed)
+        except MisconfigurationException as err:  # Lightning's refusal of the trainer's settings, before any step
+            if resumed is None:
+                shutil.rmtree(cfg.trainer.default_root_dir or ckpt_dir, ignore_errors=True)  # this run's logs only
+            raise InputError(f"fit: {err}") from None
+        if cli.trainer.global_step == 0:  # the base, untrained, must never be exported as the locale's fine-tune
+            shutil.rmtree(cfg.trainer.default_root_dir or ckpt_dir, ignore_errors=True)  # this run's logs only
+            raise InputError("fit ran no optimisation step (the training data gave no batch within the trainer's "
+                             "limits); nothing was exported: check --trainer.max_epochs / max_steps / max_time / limit_train_batches")
         save_resume_point(cli.trainer, final)
     found = _export(cli, callback, started, resumed)
     if not cfg.keep_checkpoints and cli.trainer.is_global_zero:
