@@ -1,5 +1,7 @@
 """The one error type for bad user input. The CLI prints its message (which names the problem and the fix) without a traceback."""
 
+import signal
+
 
 class InputError(ValueError):
     """Bad input from the user: an unknown locale, mismatched checkpoints, invalid parameters, malformed data."""
@@ -53,3 +55,33 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
         Stopped.last = signum
         super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+STOPPING = (signal.SIGTERM, signal.SIGINT)  # how clusters, systemd and Ctrl-C stop a run
+
+
+def stop_on_signals() -> dict:
+    """SIGTERM (SLURM, submitit, systemd) and SIGINT raise :class:`Stopped` in the main thread, so every ``finally``
+    and ``except BaseException`` cleanup runs: temporaries removed, claims and locks released. Later signals are
+    ignored, so a second Ctrl-C does not cut that cleanup short (kill -9 still ends it). Returns the handlers it
+    replaced."""
+
+    def on_signal(signum, frame):
+        for s in STOPPING:
+            signal.signal(s, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # handlers belong to the main thread
+        return {}
+    return {s: signal.signal(s, on_signal) for s in STOPPING}
+
+
+def restore_signals(previous: dict) -> None:
+    """Put back the handlers :func:`stop_on_signals` replaced."""
+    import signal
+
+    for s, handler in previous.items():
+        signal.signal(s, handler)

@@ -594,3 +594,27 @@ def test_a_stopped_nxn_keeps_its_cells_and_resumes(big, tmp_path):
     again = run_command(*args, "--output", out, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert (out / "evaluation_matrix.csv").read_bytes() == (tmp_path / "whole" / "evaluation_matrix.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_point_run_as_a_cluster_job_gives_itself_back_on_sigterm(big, tmp_path):
+    """A submitit worker runs execute_point with no CLI around it: the cluster's SIGTERM must still give the point back
+    (planned, not running) and leave no temporary, and the point then runs to the uninterrupted numbers."""
+    db = tmp_path / "points.sqlite"
+    assert run_command(*_sweep(big, db), cwd=tmp_path).returncode == 0
+    reference = {k: json.loads(r["metrics"]) for k, r in _rows(db).items()}
+    with sqlite3.connect(db) as conn:  # the same points, planned again (as a cluster array sees them)
+        conn.execute("UPDATE points SET status = 'planned', metrics = NULL")
+    shutil.rmtree(big / "tiny" / "merged", ignore_errors=True)
+    key = sorted(reference)[0]
+    merged = big / "tiny" / "merged" / "it-IT"
+    worker = [sys.executable, "-c", f"from merginguriel.experiments.runner import execute_point; "
+              f"print(execute_point({str(db)!r}, {key!r}))"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(worker, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _stop_when(proc, lambda: any(merged.glob(".*.tmp-*/model.safetensors")), signal.SIGTERM)
+    assert _rows(db)[key]["status"] == "planned"
+    assert not [p for p in files_under(big / "tiny") if ".tmp-" in p or p.endswith(".lock")]
+    again = subprocess.run(worker, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.stdout.strip() == "done", again.stderr[-2000:]
+    assert json.loads(_rows(db)[key]["metrics"]) == reference[key]

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-from merginguriel.errors import InputError, Stopped
+from merginguriel.errors import InputError, Stopped, restore_signals, stop_on_signals
 
 # what a stopped command tells the user: how its rerun resumes (the default for any command not listed)
 RESUME = {
@@ -100,27 +100,6 @@ def message_for(err: BaseException) -> Optional[str]:
     return None
 
 
-STOPPING = (signal.SIGTERM, signal.SIGINT)
-
-
-def stop_on_signals() -> dict:
-    """SIGTERM (SLURM, submitit, systemd) and SIGINT raise :class:`Stopped` in the main thread, so every ``finally``
-    and ``except BaseException`` cleanup runs: temporaries removed, claims and locks released. Later signals are
-    ignored, so a second Ctrl-C does not cut that cleanup short (kill -9 still ends it). Returns the handlers it
-    replaced."""
-
-    def on_signal(signum, frame):
-        for s in STOPPING:
-            signal.signal(s, signal.SIG_IGN)
-        raise Stopped(signum)
-
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():  # handlers belong to the main thread
-        return {}
-    return {s: signal.signal(s, on_signal) for s in STOPPING}
-
-
 def stopped_signal(err: BaseException) -> Optional[int]:
     """The signal number that stopped the run, when ``err`` is (or came from) a stop; Lightning turns an interrupt
     during a fit into ``SystemExit(1)`` after its own teardown."""
@@ -156,5 +135,4 @@ def boundary(command: str, status: list[int]) -> Iterator[None]:
         print(f"merginguriel {command}: error: {message}", file=sys.stderr)
         status[0] = 2
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        restore_signals(previous)

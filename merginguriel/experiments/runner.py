@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from merginguriel.errors import DiskFullError, InputError
+from merginguriel.errors import DiskFullError, InputError, restore_signals, stop_on_signals
 from merginguriel.checkpoints import DEFAULT_ROOT, SWEEP_DB, experiment_dir
 from merginguriel.experiments.db import DEFAULT_STALE_AFTER, ResultsDB
 from merginguriel.experiments.grid import expand
@@ -129,6 +129,8 @@ def execute_point(
     if workdir is None:  # relative paths in the point config (root, data) start where the sweep was planned
         workdir = str(db.workdir())
     os.chdir(workdir)
+    # A submitit worker has no CLI boundary: a SIGTERM from the cluster must still give the point back (below)
+    previous = stop_on_signals()
     try:
         config = db.claim(key, retry_failed=retry_failed, stale_after=stale_after)
         if config is None:
@@ -155,6 +157,7 @@ def execute_point(
         return "done"
     finally:
         db.close()
+        restore_signals(previous)
 
 
 def plan_table(sweep: Sweep, points: list[CheckedJob]) -> str:
