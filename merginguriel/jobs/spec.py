@@ -373,6 +373,10 @@ def _parse(job: MergeJob) -> tuple[Any, tuple[Option, ...], dict]:
 def parse_options(method: Any, given: dict) -> tuple[tuple[Option, ...], dict]:
     """The candidate settings of ``given`` (see :func:`_parse`). An empty list, a bad value in a list and a value
     listed twice are refused, naming the parameter and the value."""
+    if dataclasses.is_dataclass(given) and not isinstance(given, type):
+        given = dataclasses.asdict(given)
+    if not isinstance(given, dict):
+        method.make_params(given)  # refuses what is not a mapping, naming it and the fix
     given = dict(given)
     lists = {}
     for name, value in given.items():
