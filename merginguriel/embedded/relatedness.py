@@ -34,9 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from merginguriel.embedded.resources import resource_level
+from merginguriel.embedded import truth
 from merginguriel.embedded.synthetic import seeded_rng
-from merginguriel.embedded.typology import BASIC_ORDERS, BINARY_FEATURES, genetic_tree, load_typology
 from merginguriel.locales import LOCALES, check_locale
 
 CONTACT_KM = 2000.0
@@ -50,57 +49,19 @@ RESOURCE_SCALES = (0.7, 1.3)  # whole-distortion scale of the best- and the leas
 QUALITY_SPREAD = 0.1  # standard deviation of the log of each language's distortion scale
 
 
-def _tree_covariance(locales: list[str]) -> np.ndarray:
-    """Shared branch length from the root, over the root height: 1 on the diagonal, 0 across unrelated families."""
-    tree = genetic_tree(locales)
-    root = tree["height"]
-    index = {loc: i for i, loc in enumerate(locales)}
-    cov = np.zeros((len(locales), len(locales)))
-
-    def leaves(node) -> list[str]:
-        return [node["locale"]] if "locale" in node else [x for c in node["children"] for x in leaves(c)]
-
-    def visit(node) -> None:
-        if "locale" in node:
-            return
-        below = [index[x] for x in leaves(node)]
-        # every pair under this node shares the path from the root down to it
-        cov[np.ix_(below, below)] = np.maximum(cov[np.ix_(below, below)], (root - node["height"]) / root)
-        for child in node["children"]:
-            visit(child)
-
-    visit(tree)
-    np.fill_diagonal(cov, 1.0)
-    return cov
-
-
-def _contact_covariance(locales: list[str]) -> np.ndarray:
-    typ = load_typology()
-    lat = np.radians([typ[loc]["latitude"] for loc in locales])
-    lon = np.radians([typ[loc]["longitude"] for loc in locales])
+def _contact_covariance(seed: int) -> np.ndarray:
+    lat, lon = (np.radians(c) for c in truth.coordinates(seed).T)
     cos = np.sin(lat)[:, None] * np.sin(lat)[None] + np.cos(lat)[:, None] * np.cos(lat)[None] * np.cos(lon[:, None] - lon[None])
     km = EARTH_KM * np.arccos(np.clip(cos, -1.0, 1.0))
-    return np.exp(-km / CONTACT_KM)  # the exponential kernel is positive definite for great-circle distance
+    geographic = np.exp(-km / CONTACT_KM)  # the exponential kernel is positive definite for great-circle distance
+    return (1.0 - truth.NETWORK_SHARE) * geographic + truth.NETWORK_SHARE * truth.contact_networks(seed)
 
 
-def word_order_vector(entry: dict) -> np.ndarray:
-    """One-hot basic order plus the binary placement parameters of one typology entry."""
-    onehot = [float(entry["order"] == o) for o in BASIC_ORDERS]
-    return np.array(onehot + [float(entry[k]) for k in (*BINARY_FEATURES, "case_suffix")])
-
-
-def _word_order_covariance(locales: list[str]) -> np.ndarray:
-    typ = load_typology()
-    x = np.stack([word_order_vector(typ[loc]) for loc in locales])
-    x = x - x.mean(axis=0)  # centred: what sets a language apart, not what all share
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
-    return x @ x.T
-
-
-@functools.lru_cache(maxsize=1)
-def _documented_kernels() -> dict[str, np.ndarray]:
-    every = list(LOCALES)
-    return {"genetic": _tree_covariance(every), "contact": _contact_covariance(every), "word_order": _word_order_covariance(every)}
+@functools.lru_cache(maxsize=4)
+def _planted_kernels(seed: int) -> dict[str, np.ndarray]:
+    """Every cause's kernel over all 52 locales (the hidden truth's, see ``truth``)."""
+    return {"genetic": truth.genetic_kernel(seed), "contact": _contact_covariance(seed), "word_order": truth.syntax_kernel(seed),
+            "affinity": _affinity_kernel(seed)}
 
 
 def _affinity_kernel(seed: int) -> np.ndarray:
@@ -116,8 +77,7 @@ def cause_kernels(locales: list[str] | tuple[str, ...], seed: int = 0) -> dict[s
     value never depends on which other locales are asked for.
     """
     idx = [LOCALES.index(check_locale(loc)) for loc in locales]
-    kernels = {**_documented_kernels(), "affinity": _affinity_kernel(seed)}
-    return {name: k[np.ix_(idx, idx)].copy() for name, k in kernels.items()}
+    return {name: k[np.ix_(idx, idx)].copy() for name, k in _planted_kernels(seed).items()}
 
 
 def _square_root(kernel: np.ndarray) -> np.ndarray:
@@ -139,16 +99,16 @@ class Distortions:
         return {u: self.vectors[i, j] for j, u in enumerate(self.units)}
 
 
-def own_scale(locale: str) -> float:
+def own_scale(locale: str, seed: int = 0) -> float:
     """The standard deviation of a locale's own (unshared) noise: larger the less XLM-R saw of the language."""
-    return OWN_SCALE * (1.0 + (OWN_LOW_RESOURCE_FACTOR - 1.0) * (1.0 - resource_level(locale)))
+    return OWN_SCALE * (1.0 + (OWN_LOW_RESOURCE_FACTOR - 1.0) * (1.0 - truth.hidden_resource(locale, seed)))
 
 
 def distortion_scale(locales: list[str] | tuple[str, ...], seed: int = 0) -> np.ndarray:
     """Each locale's whole-distortion scale: its resource level's, times a seeded log-normal quality factor."""
     quality = np.exp(QUALITY_SPREAD * seeded_rng(seed, "quality").standard_normal(len(LOCALES)))
     high, low = RESOURCE_SCALES
-    return np.array([(low + (high - low) * resource_level(loc)) * quality[LOCALES.index(loc)] for loc in locales])
+    return np.array([(low + (high - low) * truth.hidden_resource(loc, seed)) * quality[LOCALES.index(loc)] for loc in locales])
 
 
 def distortions(locales: list[str] | tuple[str, ...], units: list[str], dim: int, seed: int) -> Distortions:
@@ -166,7 +126,7 @@ def distortions(locales: list[str] | tuple[str, ...], units: list[str], dim: int
         white = seeded_rng(seed, "field", name, dim).standard_normal((n, m * dim)) / math.sqrt(dim)
         total += CAUSE_SCALES[name] * (_square_root(kernel) @ white).reshape(n, m, dim)
     own = seeded_rng(seed, "field", "own", dim).standard_normal((n, m, dim)) / math.sqrt(dim)
-    total += np.array([own_scale(loc) for loc in locales])[:, None, None] * own
+    total += np.array([own_scale(loc, seed) for loc in locales])[:, None, None] * own
     total *= distortion_scale(locales, seed)[:, None, None]
     return Distortions(locales, list(units), total.astype(np.float32))
 
@@ -175,7 +135,7 @@ def expected_similarity(locales: list[str] | tuple[str, ...], seed: int = 0) -> 
     """Correlation of two locales' distortions implied by the mixture (the planted relatedness, for analysis only)."""
     locales = list(locales)
     cov = sum(CAUSE_SCALES[k] ** 2 * K for k, K in cause_kernels(locales, seed).items())
-    own = np.array([own_scale(loc) ** 2 for loc in locales])
+    own = np.array([own_scale(loc, seed) ** 2 for loc in locales])
     var = np.diag(cov) + own
     out = cov / np.sqrt(var[:, None] * var[None])
     np.fill_diagonal(out, 1.0)  # own noise is shared with oneself

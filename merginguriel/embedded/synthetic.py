@@ -3,7 +3,7 @@
 How it works:
 1. A shared concept inventory: per-intent verbs and nouns, per-scenario nouns, generic verbs, adjectives, function words,
    adpositions and slot values (names, places, dates...; numbers stay digits in every language).
-2. Word forms evolve down the URIEL genetic tree (``typology.genetic_tree``): the root draws a random form per concept;
+2. Word forms evolve down the world's hidden genetic tree (``truth.hidden_tree``): the root draws a random form per concept;
    every branch replaces a concept's form with probability ``1 - exp(-replace_rate * length)`` and applies a regular
    sound change (a consonant/vowel map) to the rest. Close languages therefore share many forms, distant ones few.
    Proper names are rarely replaced and never sound-changed (they are borrowed, as in real data).
@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 
 from merginguriel.embedded import scripts as S
-from merginguriel.embedded.typology import genetic_tree, load_typology
+from merginguriel.embedded.typology import load_typology
 from merginguriel.errors import InputError
 from merginguriel.locales import INTENTS, LOCALES, check_locales
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The concept inventory (language independent). A concept id is "<class>:<name>".
@@ -165,23 +165,21 @@ def _random_form(rng: np.random.Generator, cls: str) -> Form:
     return tuple(_random_syllable(rng, 0.3 if cls != "function" else 0.15) for _ in range(n))
 
 
-def _leaves(node: dict[str, Any]) -> list[str]:
-    return [node["locale"]] if "locale" in node else [loc for c in node["children"] for loc in _leaves(c)]
-
-
 def evolve_lexicons(seed: int) -> dict[str, dict[str, Form]]:
-    """Word forms of every concept in every locale (all of LOCALES: a locale's forms never depend on a subset)."""
+    """Word forms of every concept in every locale (all of LOCALES: a locale's forms never depend on a subset), evolved
+    down the world's hidden genetic tree (``truth.hidden_tree``)."""
+    from merginguriel.embedded.truth import hidden_tree, leaves
+
     inventory = concept_inventory()
     concepts = sorted(inventory)
-    tree = genetic_tree(LOCALES)
     root_rng = seeded_rng(seed, "root")
     root = {c: _random_form(root_rng, inventory[c]) for c in concepts}
     out: dict[str, dict[str, Form]] = {}
 
-    def descend(node: dict[str, Any], forms: dict[str, Form], height: float) -> None:
-        shared = height - node["height"]
+    def descend(node: dict[str, Any], forms: dict[str, Form]) -> None:
+        shared = node["branch"]
         length = shared + (LEAF_BRANCH if "locale" in node else 0.0)
-        rng = seeded_rng(seed, "branch", sorted(_leaves(node)))
+        rng = seeded_rng(seed, "branch", sorted(leaves(node)))
         # The leaf's own short branch only replaces words (dialect-level differences); sound change needs real time.
         p_sound = 1.0 - math.exp(-SOUND_CHANGE_RATE * shared)
         cmap = [int(rng.integers(S.NUM_CONSONANTS)) if rng.random() < p_sound else c for c in range(S.NUM_CONSONANTS)]
@@ -203,9 +201,9 @@ def evolve_lexicons(seed: int) -> dict[str, dict[str, Form]]:
             out[node["locale"]] = new
         else:
             for child in node["children"]:
-                descend(child, new, node["height"])
+                descend(child, new)
 
-    descend(tree, root, tree["height"])
+    descend(hidden_tree(seed), root)
     return out
 
 

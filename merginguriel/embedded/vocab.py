@@ -18,12 +18,16 @@ differently from how it was written, as real segmenters do.
 from __future__ import annotations
 
 from merginguriel.embedded.meaning import digit_concept
-from merginguriel.embedded.synthetic import SyntheticMassive, concept_inventory
+from merginguriel.embedded.synthetic import SyntheticMassive, concept_inventory, seeded_rng
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
 WORD_SCORE = -5.0
 CHAR_SCORE = -30.0  # a word split into characters always scores below the word itself
 DIGITS = tuple(str(i) for i in range(13))
+# Share of content words XLM-R's vocabulary splits into characters for the least-resourced language (none for the
+# best-resourced): subword vocabularies cover low-resource languages poorly (high fertility), which costs them accuracy
+# in their own language and in transfer (Rust et al. 2021, "How good is your tokenizer?").
+COVERAGE_GAP = 0.35
 Use = tuple[str, str]  # (locale, concept)
 
 
@@ -32,11 +36,28 @@ def lexicon_concepts() -> list[str]:
     return sorted(concept_inventory()) + [digit_concept(d) for d in DIGITS]
 
 
+def in_vocabulary(locale: str, concept: str, cls: str, seed: int) -> bool:
+    """Whether XLM-R's vocabulary keeps this locale's word for ``concept`` whole: function words always; a content word
+    or name with probability 1 - COVERAGE_GAP x (1 - the locale's resource level), seeded per locale and concept."""
+    if cls == "function":
+        return True
+    from merginguriel.embedded.truth import hidden_resource
+
+    missing = COVERAGE_GAP * (1.0 - hidden_resource(locale, seed))
+    return float(seeded_rng(seed, "coverage", locale, concept).random()) >= missing
+
+
 def word_uses(world: SyntheticMassive) -> dict[str, list[Use]]:
-    """Piece -> every (locale, concept) written with it, in a fixed order."""
+    """Piece -> every (locale, concept) written with it, in a fixed order. A word the vocabulary does not keep for its
+    locale (``in_vocabulary``) has no piece of its own there: the locale's text still uses the piece when another
+    language's word of the same form is kept, and is split into characters otherwise."""
     uses: dict[str, list[Use]] = {}
+    seed = world.sizes.seed
+    inventory = concept_inventory()
     for locale, lang in world.languages.items():
-        for concept in concept_inventory():
+        for concept, cls in inventory.items():
+            if not in_vocabulary(locale, concept, cls, seed):
+                continue
             form = lang.word(concept)
             uses.setdefault("▁" + form, []).append((locale, concept))
             if not lang.sep or (lang.typ["case_suffix"] and concept.startswith("adp:")):
