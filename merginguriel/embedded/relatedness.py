@@ -1,29 +1,28 @@
-"""Why two synthetic languages transfer: a hidden mixture of documented causes.
+"""Why two synthetic languages transfer: a hidden mixture of causes.
 
 Every locale L distorts the shared meaning space in its own way: for each semantic unit k (a concept such as one verb,
 or a topic such as one intent or scenario) it has a vector D_L(k) that shifts how L expresses k. The distortion is a
-weighted sum of independent Gaussian fields over the languages, each with the covariance of one cause:
+weighted sum of independent Gaussian fields over the languages, each with the covariance of one cause, all taken from
+the world's hidden truth (``truth``), not from the databases URIEL reads:
 
-- genetic relatedness: Brownian motion down the genetic tree (UPGMA over the URIEL/Glottolog family paths of the
-  typology table): two languages share every change made on their common branches, so sisters share most of it;
-- contact: a Gaussian process over where the languages are spoken (Glottolog coordinates), covariance
-  exp(-great-circle km / CONTACT_KM): neighbours borrow and converge whatever their families;
-- word order: the cosine between the languages' centred word-order parameter vectors (basic order, adjective,
-  adposition, possessor, demonstrative, oblique and question-particle placement, case suffixes; typology table);
+- genetic relatedness: Brownian motion down the hidden genetic tree (the recorded family grouping with perturbed
+  branch lengths and deep links): two languages share every change made on their common branches;
+- contact: a Gaussian process over where the languages are spoken (displaced Glottolog points), covariance
+  exp(-great-circle km / CONTACT_KM), mixed with hidden long-distance contact networks;
+- syntax: the cosine between the languages' centred true-syntax vectors (recorded word order with errors, plus
+  features no database records);
 - seeded affinity: a random kernel (the cosine between random vectors, one per language, drawn from the seed): the
-  idiosyncratic affinities no typological database records (shared media, a common second language, chance);
+  idiosyncratic affinities no cause above explains;
 - own noise: independent per language;
-- resource level (CC-100 size, ``resources``): the less XLM-R saw of a language, the larger its whole distortion and
-  the larger the unshared part of it. Languages XLM-R saw much of are aligned best, so they are good sources for
-  everyone and good targets (English above all), as in XLM-R;
-- a seeded quality factor per language scales its whole distortion a little (some languages sit further from the
-  shared space than their resources say).
+- resource level (CC-100 size with noise, ``truth.hidden_resource``): the less XLM-R saw of a language, the larger its
+  whole distortion and the larger the unshared part of it. Languages XLM-R saw much of are aligned best, so they are
+  good sources for everyone and good targets (English above all), as in XLM-R;
+- a seeded quality factor per language scales its whole distortion a little.
 
-Two languages transfer well when their distortions are small and correlated. URIEL describes some of those causes
-(its genetic view reads the same family paths, its geographic view the same coordinates, its syntax_knn view more
-syntax than the word-order parameters used here) but not their mixture, the resource levels or the seeded noise, so
-how well URIEL predicts measured transfer is an empirical question, as it is for XLM-R. The weights below are fixed
-(not options) so that every build of a seed is the same world; ``cause_kernels`` exposes the covariances for analysis.
+Two languages transfer well when their distortions are small and correlated. URIEL observes the recorded typology, not
+this mixture, so how well URIEL predicts measured transfer is an empirical question, as it is for XLM-R
+(``benchmarks/results/calibration.md``). The weights below are fixed (not options) so that every build of a seed is the
+same world; ``cause_kernels`` exposes the covariances for analysis.
 """
 
 from __future__ import annotations

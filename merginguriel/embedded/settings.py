@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from merginguriel.errors import InputError
 
-PLANT_VERSION = "4"  # bump when the planted weights change: a cached backbone of another version is refused
+PLANT_VERSION = "5"  # bump when the planted weights change: a cached backbone of another version is refused
 
 
 @dataclass(frozen=True)
