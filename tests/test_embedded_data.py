@@ -15,6 +15,7 @@ from merginguriel.embedded.build import ensure_embedded_data
 from merginguriel.embedded.relatedness import cause_kernels, distortion_scale, distortions, expected_similarity, own_scale
 from merginguriel.embedded.resources import CC100_GIB, resource_level
 from merginguriel.embedded.scripts import script_of_text
+from merginguriel.embedded.truth import hidden_resource
 from merginguriel.embedded.synthetic import SyntheticSizes, generate
 from merginguriel.embedded.typology import BASIC_ORDERS, SCRIPTS, compute_typology, genetic_distance, load_typology
 from merginguriel.errors import InputError
@@ -80,10 +81,16 @@ def test_cc100_sizes_are_the_published_ones():
     levels = {loc: resource_level(loc) for loc in LOCALES}
     assert levels["en-US"] == 1.0 and levels["jv-ID"] == 0.0
     assert levels["ru-RU"] > levels["hi-IN"] > levels["sw-KE"] > levels["jv-ID"]
-    # XLM-R aligns the languages it saw little of worse: larger distortions, a larger unshared part.
+    # XLM-R aligns the languages it saw little of worse: larger distortions, a larger unshared part. The world plants
+    # its own resource level (CC-100's plus hidden noise), so the scales follow the hidden level, not CC-100's.
+    hidden = {loc: hidden_resource(loc) for loc in LOCALES}
+    assert 0 < np.mean([abs(hidden[loc] - levels[loc]) for loc in LOCALES]) < 0.15
+    assert hidden != {loc: hidden_resource(loc, seed=1) for loc in LOCALES}
     assert own_scale("jv-ID") > 2 * own_scale("en-US")
     scale = dict(zip(LOCALES, distortion_scale(LOCALES, seed=0)))
-    assert scale["jv-ID"] > 1.5 * scale["en-US"] and scale["sw-KE"] > scale["ru-RU"]
+    assert scale["jv-ID"] > 1.3 * scale["en-US"] and scale["sw-KE"] > scale["ru-RU"]
+    from scipy.stats import spearmanr
+    assert spearmanr([own_scale(loc) for loc in LOCALES], [-hidden[loc] for loc in LOCALES])[0] == pytest.approx(1.0)
 
 
 def test_cause_kernels_are_correlations_that_follow_their_cause():
@@ -94,19 +101,23 @@ def test_cause_kernels_are_correlations_that_follow_their_cause():
         assert np.allclose(k, k.T) and np.allclose(np.diag(k), 1.0), name
         assert np.linalg.eigvalsh(k).min() > -1e-8, name  # a valid covariance
     gen, geo, order = K["genetic"], K["contact"], K["word_order"]
-    assert gen[i["es-ES"], i["pt-PT"]] > gen[i["es-ES"], i["en-US"]] > gen[i["es-ES"], i["ja-JP"]] == 0.0
-    assert gen[i["hi-IN"], i["ur-PK"]] == 1.0  # URIEL gives Hindi and Urdu one family path
-    assert geo[i["es-ES"], i["pt-PT"]] > 0.5 > geo[i["es-ES"], i["ru-RU"]] > geo[i["es-ES"], i["ja-JP"]]
-    assert order[i["ja-JP"], i["ko-KR"]] > 0.7 and order[i["ja-JP"], i["en-US"]] < 0  # both SOV and postpositional
+    assert gen[i["es-ES"], i["pt-PT"]] > gen[i["es-ES"], i["en-US"]] > gen[i["es-ES"], i["ja-JP"]] >= 0.0
+    # URIEL gives Hindi and Urdu one family path, so the hidden tree joins them at its leaves (their words still differ
+    # by the generator's own leaf branch); the branches above them are seeded.
+    assert gen[i["hi-IN"], i["ur-PK"]] == 1.0 and 0.0 < gen[i["es-ES"], i["pt-PT"]] < 1.0
+    assert geo[i["es-ES"], i["pt-PT"]] > 0.3 > geo[i["es-ES"], i["ja-JP"]]  # half distance, half hidden networks
+    # Word order: the recorded parameters (with seeded errors) and hidden features evolved down the hidden tree,
+    # centred over the 52 locales, so opposite syntaxes pull apart; Hindi and Urdu share their whole hidden history.
+    assert order[i["hi-IN"], i["ur-PK"]] > 0.7 and order.min() < -0.3
     mixed = expected_similarity(locales)
     assert mixed[i["es-ES"], i["pt-PT"]] > mixed[i["es-ES"], i["sw-KE"]]
-    # Word order is centred over the 52 locales: opposite orders pull apart, so unrelated distant languages of
-    # opposite order are anti-correlated, and one order's neighbours (Japanese, Korean) are close.
-    assert order[i["ja-JP"], i["sw-KE"]] < 0
-    assert mixed[i["ja-JP"], i["ko-KR"]] > mixed[i["ja-JP"], i["sw-KE"]] + 0.25
+    assert mixed[i["hi-IN"], i["ur-PK"]] > mixed[i["hi-IN"], i["ja-JP"]] + 0.25
     # The seeded affinity is a cause too: another seed, other idiosyncratic pairs, same documented causes.
     other = cause_kernels(locales, seed=1)
-    assert not np.allclose(other["affinity"], K["affinity"]) and np.array_equal(other["genetic"], K["genetic"])
+    assert not np.allclose(other["affinity"], K["affinity"])
+    # The hidden truth is seeded too: another seed, other branch lengths, errors and networks over the same records.
+    for name in ("genetic", "contact", "word_order"):
+        assert not np.allclose(other[name], K[name]), name
 
 
 def test_distortions_are_seeded_and_correlated_as_the_kernels_say():
@@ -280,3 +291,22 @@ def test_two_processes_build_once(tmp_path):
     assert len(seen) == 1  # both saw the one finished build
     leftovers = [p.name for p in (tmp_path / "embedded").iterdir() if p.name not in ("data", ".lock")]
     assert leftovers == []
+
+
+def test_the_planted_causes_are_only_observed_by_the_records():
+    """URIEL reads the recorded typology; the world plants a perturbed, partial version of it (issue 18, item 2): the
+    planted genetic and word-order kernels follow the records, but far from perfectly."""
+    from scipy.stats import spearmanr
+
+    typ = load_typology()
+    K = cause_kernels(LOCALES)
+    pairs = [(a, b) for n, a in enumerate(LOCALES) for b in LOCALES[n + 1:]]
+    idx = {loc: n for n, loc in enumerate(LOCALES)}
+    recorded_gen = [-genetic_distance(typ[a]["families"], typ[b]["families"]) for a, b in pairs]
+    planted_gen = [K["genetic"][idx[a], idx[b]] for a, b in pairs]
+    rho = spearmanr(recorded_gen, planted_gen)[0]
+    assert 0.4 < rho < 0.95, rho  # the recorded tree alone: 0.998
+    same_order = [float(typ[a]["order"] == typ[b]["order"]) for a, b in pairs]
+    planted_order = [K["word_order"][idx[a], idx[b]] for a, b in pairs]
+    rho = spearmanr(same_order, planted_order)[0]
+    assert 0.2 < rho < 0.5, rho  # recorded syntax alone: 0.65; without the seeded errors: 0.51
