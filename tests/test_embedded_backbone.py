@@ -13,6 +13,7 @@ import torch
 
 from merginguriel.cli.main import run
 from merginguriel.embedded.build import ensure_embedded_backbone
+from merginguriel.embedded.plant import HEAD_INIT
 from merginguriel.embedded.settings import BackboneSettings
 from merginguriel.embedded.synthetic import SyntheticSizes
 from merginguriel.errors import InputError
@@ -44,13 +45,20 @@ def test_tokenizer_keeps_every_word_whole(backbone):
     for loc in ("en-US", "ja-JP", "th-TH", "ru-RU", "hi-IN", "ko-KR", "am-ET"):
         texts = train_texts(backbone, loc)
         enc = tok(texts)["input_ids"]
-        assert all(tok.unk_token_id not in ids for ids in enc), loc
+        unknown = sum(ids.count(tok.unk_token_id) for ids in enc) / sum(len(ids) - 2 for ids in enc)
+        # Only characters no kept word writes become <unk>: a few rare CJK and Hangul characters (vocab.py).
+        assert unknown < 0.03 if loc in ("ja-JP", "ko-KR") else unknown == 0.0, (loc, unknown)
         assert all(ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id for ids in enc)
         for text, ids in zip(texts[::37], enc[::37]):
-            assert tok.decode(ids, skip_special_tokens=True) == text
-    # One piece per word in a language that neither fuses case suffixes nor drops spaces.
-    for text in train_texts(backbone, "en-US"):
-        assert len(tok(text, add_special_tokens=False)["input_ids"]) == len(text.split())
+            if tok.unk_token_id not in ids:
+                assert tok.decode(ids, skip_special_tokens=True) == text
+    # In languages that neither fuse case suffixes nor drop spaces a kept word is one piece; the vocabulary drops
+    # (splits into characters) more of a low-resource language's content words than of English's (vocab.COVERAGE_GAP).
+    def whole(loc: str) -> float:
+        words = [w for text in train_texts(backbone, loc) for w in text.split()]
+        return sum(len(tok(w, add_special_tokens=False)["input_ids"]) == 1 for w in words) / len(words)
+
+    assert whole("en-US") > 0.9 and whole("sw-KE") < whole("en-US") - 0.05
     # An unseen string still tokenizes (into characters), never into <unk>.
     assert tok.unk_token_id not in tok("zzkkzzkk")["input_ids"]
 
@@ -63,7 +71,7 @@ def test_backbone_loads_as_masked_lm_and_classifier(backbone):
     assert cfg.model_type == "xlm-roberta" and cfg.vocab_size == len(tok)
     assert cfg.max_position_embeddings == SETTINGS.max_length + 2
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads) == (32, 2, 2)
-    assert cfg.initializer_range == pytest.approx(32**-0.5)  # the new head's scale
+    assert cfg.initializer_range == HEAD_INIT  # the new head starts near zero (plant.py: why)
     mlm = AutoModelForMaskedLM.from_pretrained(backbone)
     clf = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=NUM_INTENTS)
     enc = tok(train_texts(backbone, "fr-FR")[:2], padding=True, return_tensors="pt")

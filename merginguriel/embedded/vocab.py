@@ -9,8 +9,10 @@ name in one script, a digit anywhere) is one piece, as shared subwords are in XL
 - ``▁form`` for every form (a word after a space, or first in a text);
 - ``form`` for the forms of languages written without spaces (Thai, Khmer, Burmese, Japanese, Chinese), and for the
   case suffixes that agglutinating languages fuse to a noun;
-- every character, with and without ``▁``, scored far below any word, so unseen strings still tokenize (as
-  characters) and never become <unk>.
+- every character of a kept word, with and without ``▁``, scored far below any word, so unseen strings still
+  tokenize (as characters). A word the vocabulary drops (``in_vocabulary``) is written in those characters; where it
+  uses a character no kept word writes (rare CJK and Hangul characters: about 1% of the Japanese, Chinese and Korean
+  tokens), that character becomes <unk>, as rare characters outside XLM-R's SentencePiece coverage do.
 Languages written without spaces are segmented by the unigram model's best path, which can split a run of words
 differently from how it was written, as real segmenters do.
 """
