@@ -41,7 +41,8 @@ import torch
 from merginguriel.embedded.meaning import MeaningSpace
 from merginguriel.embedded.settings import PLANT_VERSION, BackboneSettings
 from merginguriel.embedded.relatedness import distortions
-from merginguriel.embedded.synthetic import SyntheticMassive, seeded_rng
+from merginguriel.embedded.seeding import seeded_rng
+from merginguriel.embedded.synthetic import SyntheticMassive
 from merginguriel.embedded.vocab import SPECIAL_TOKENS, build_tokenizer, lexicon_concepts, word_uses
 
 POSITION_SCALE = 0.3  # position and token-type rows, per element, next to word rows of about 1 per element

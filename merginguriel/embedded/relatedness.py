@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from merginguriel.embedded import truth
-from merginguriel.embedded.synthetic import seeded_rng
+from merginguriel.embedded.seeding import seeded_rng
 from merginguriel.locales import LOCALES, check_locale
 
 CONTACT_KM = 2000.0

@@ -25,7 +25,6 @@ hidden mixture of genetic, contact, word-order and resource causes (``relatednes
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from merginguriel.embedded import scripts as S
+from merginguriel.embedded.seeding import seeded_rng
 from merginguriel.embedded.typology import load_typology
 from merginguriel.errors import InputError
 from merginguriel.locales import INTENTS, LOCALES, check_locales
@@ -142,11 +142,6 @@ class SyntheticSizes:
         for name in ("train_per_intent", "dev_per_intent", "test_per_intent"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1 (got {getattr(self, name)}); every split needs every intent")
-
-
-def seeded_rng(seed: int, *key: Any) -> np.random.Generator:
-    digest = hashlib.sha256(json.dumps([seed, *key]).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

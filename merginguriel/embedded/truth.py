@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from merginguriel.embedded.resources import resource_level
+from merginguriel.embedded.seeding import seeded_rng
 from merginguriel.embedded.typology import BASIC_ORDERS, BINARY_FEATURES, genetic_tree, load_typology
 from merginguriel.locales import LOCALES
 
@@ -47,8 +48,6 @@ KM_PER_DEGREE = 111.2
 
 
 def _rng(seed: int, *key: Any) -> np.random.Generator:
-    from merginguriel.embedded.synthetic import seeded_rng
-
     return seeded_rng(seed, "truth", *key)
 
 

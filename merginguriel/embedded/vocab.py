@@ -20,7 +20,8 @@ differently from how it was written, as real segmenters do.
 from __future__ import annotations
 
 from merginguriel.embedded.meaning import digit_concept
-from merginguriel.embedded.synthetic import SyntheticMassive, concept_inventory, seeded_rng
+from merginguriel.embedded.seeding import seeded_rng
+from merginguriel.embedded.synthetic import SyntheticMassive, concept_inventory
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
 WORD_SCORE = -5.0
