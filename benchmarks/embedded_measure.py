@@ -35,6 +35,7 @@ class Recipe:
 
     learning_rate: float = 5e-5
     head_learning_rate: Optional[float] = None
+    label_smoothing: float = 0.0
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     adam_epsilon: float = 1e-8
@@ -55,6 +56,7 @@ class Recipe:
         model, data, trainer = cfg.get("model", {}), cfg.get("data", {}), cfg.get("trainer", {})
         fields = {
             "learning_rate": model.get("learning_rate"), "head_learning_rate": model.get("head_learning_rate"),
+            "label_smoothing": model.get("label_smoothing"),
             "weight_decay": model.get("weight_decay"), "warmup_ratio": model.get("warmup_ratio"),
             "adam_epsilon": model.get("adam_epsilon"), "batch_size": data.get("batch_size"),
             "max_epochs": trainer.get("max_epochs"), "patience": cfg.get("early_stopping", {}).get("patience"),
@@ -171,7 +173,8 @@ def finetune(start, train: Encoded, validation: Encoded, recipe: Recipe, seed_ke
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(train), recipe.batch_size):
             ids, mask, labels = train.batch(order[start : start + recipe.batch_size])
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            loss = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -202,6 +202,35 @@ def test_new_head_gets_its_own_learning_rate(backbone):
     assert {g["initial_lr"] for g in plain.configure_optimizers()["optimizer"].param_groups} == {1e-4}
 
 
+def test_training_loss_smooths_labels_as_asked(backbone):
+    """The training step's loss is cross-entropy against (1 - s) on the true intent plus s / 60 on every intent."""
+    from transformers import AutoTokenizer
+
+    from merginguriel.errors import InputError
+    from merginguriel.locales import NUM_INTENTS
+    from merginguriel.models.classifier import IntentClassifier
+
+    root = str(backbone.parent.parent)
+    tok = AutoTokenizer.from_pretrained(backbone)
+    enc = tok(train_texts(backbone, "en-US")[:6], padding=True, return_tensors="pt")
+    labels = torch.tensor([3, 7, 3, 59, 0, 12])
+    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+    for s in (0.0, 0.1, 0.3):
+        model = IntentClassifier(backbone="embedded", root=root, label_smoothing=s)
+        model.eval()  # no dropout: the reference below sees the same logits
+        with torch.no_grad():
+            # the new head starts near zero (uniform logits, where smoothing changes nothing): give it a trained-like scale
+            for p in model.model.classifier.parameters():
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+            loss = model.training_step(batch, 0)
+            logp = torch.log_softmax(model.model(**enc).logits, -1)
+        target = torch.full_like(logp, s / NUM_INTENTS)
+        target[torch.arange(len(labels)), labels] += 1 - s
+        assert torch.allclose(loss, -(target * logp).sum(-1).mean(), atol=1e-6), s
+    with pytest.raises(InputError, match="label_smoothing 1.0 is outside"):
+        IntentClassifier(backbone="embedded", root=root, label_smoothing=1.0)
+
+
 @pytest.mark.slow
 def test_transfer_numbers_on_eight_locales(tmp_path):
     """A CI-sized run of benchmarks/embedded_transfer.py: the default backbone, the fit-embedded recipe, 8 locales."""

@@ -51,6 +51,7 @@ class IntentClassifier(L.LightningModule):
         warmup_ratio: float = 0.1,
         adam_epsilon: float = 1e-8,
         head_learning_rate: Optional[float] = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         """
         Args:
@@ -66,7 +67,13 @@ class IntentClassifier(L.LightningModule):
             adam_epsilon: AdamW epsilon.
             head_learning_rate: learning rate of the new classification head (None: ``learning_rate``). A narrow
                 model's fresh head needs larger steps than its pre-trained encoder (the embedded recipe uses 10x).
+            label_smoothing: the training loss's label smoothing (cross-entropy against (1 - s) on the true intent plus
+                s spread evenly over all 60); 0 is plain cross-entropy. It caps how confident the head grows.
         """
+        if not 0.0 <= label_smoothing < 1.0:
+            from merginguriel.errors import InputError
+
+            raise InputError(f"model.label_smoothing {label_smoothing} is outside [0, 1); pass e.g. 0.1, or 0 for plain cross-entropy")
         super().__init__()
         self.save_hyperparameters()
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -118,7 +125,9 @@ class IntentClassifier(L.LightningModule):
 
     # --- training -------------------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.model(**batch).loss
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        smoothing = self.hparams.get("label_smoothing", 0.0)  # checkpoints saved before the option have none
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], label_smoothing=smoothing)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
         return loss
 
