@@ -25,8 +25,11 @@ config), so what each fine-tune's head learns, and which of its hidden units lea
 data, not by a shared starting point: XLM-R's head also starts small next to what it learns (0.02 against the
 learned weights). Fine-tunes of different languages therefore end with heads whose hidden units play different
 roles, and averaging them mixes unrelated units: the classic cause of interference when weights are merged (Entezari
-et al. 2022, Ainsworth et al. 2023). Languages whose data read alike keep more of their roles in common. With these
-weights the recipe of ``configs/fit-embedded.yaml`` changes each encoder tensor by a few percent of its norm (the
+et al. 2022, Ainsworth et al. 2023). Languages whose data read alike keep more of their roles in common. The recipe's
+label smoothing keeps each head's margins bounded, as XLM-R's fine-tunes end with bounded margins after a few epochs:
+in this planted space a head's margins would otherwise keep growing, and the noise a merge adds to the logits would
+flip only the predictions of targets the sources barely read. With these weights the recipe of
+``configs/fit-embedded.yaml`` changes each encoder tensor by a few percent of its norm (the
 regime task arithmetic, TIES and DARE assume) while the head learns the task; measured numbers are in
 ``benchmarks/results/calibration.md``.
 """
