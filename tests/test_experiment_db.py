@@ -97,6 +97,42 @@ def test_claim_rules_and_staleness(tmp_path):
     db.close()
 
 
+@pytest.mark.parametrize("moment", ["claim written, not yet returned", "transaction begun, not yet committed"])
+def test_a_stop_at_the_claim_gives_the_point_back(tmp_path, monkeypatch, moment):
+    """A SIGTERM that lands inside the claim (after its row is written, or between its BEGIN and COMMIT) must still
+    leave the point planned, not running until it goes stale (the window a stopped sweep once left open)."""
+    import signal
+
+    from merginguriel.errors import Stopped
+    from merginguriel.experiments.runner import execute_point
+
+    db_path = tmp_path / "r.sqlite"
+    cfg = {"target": "sw-KE", "merge": {"method": "ties"}}
+    with ResultsDB(db_path) as db:
+        db.set_workdir(str(tmp_path))
+        db.plan("s", [("a", cfg)])
+    claim = ResultsDB.claim
+
+    def stopped_claim(self, *args, **kwargs):
+        if moment.startswith("claim written"):
+            claim(self, *args, **kwargs)
+        else:  # the stop arrives while the claim's transaction is still open
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("UPDATE points SET status = 'running', pid = ?, host = ? WHERE key = 'a'",
+                              (os.getpid(), Worker.current().host))
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler execute_point installed raises at the next instruction
+        time.sleep(5)
+        raise AssertionError("the signal did not stop the claim")
+
+    monkeypatch.setattr(ResultsDB, "claim", stopped_claim)
+    with pytest.raises(Stopped):
+        execute_point(str(db_path), "a")
+    with ResultsDB(db_path) as db:
+        row = db.get("a")
+    assert row["status"] == "planned" and row["pid"] is None, dict(row)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the worker's handlers were put back
+
+
 def test_grid_expansion():
     from merginguriel.jobs import CheckedJob
 

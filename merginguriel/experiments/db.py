@@ -203,6 +203,8 @@ class ResultsDB:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._disk_full_named():
+            if self.conn.in_transaction:  # one a stop cut short right after its BEGIN: nothing of it was committed
+                self.conn.execute("ROLLBACK")
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn

@@ -122,9 +122,6 @@ def execute_point(
 ) -> str:
     """Claim, run and record one planned point. Returns its status afterwards: ``done``, ``failed``, ``skipped``
     (done already, or held by a live worker) or ``lost`` (this worker's claim was taken over as stale while it ran)."""
-    from merginguriel.experiments.point import run_point
-    from merginguriel.jobs.spec import job_from_dict
-
     db = ResultsDB(db_path)
     if workdir is None:  # relative paths in the point config (root, data) start where the sweep was planned
         workdir = str(db.workdir())
@@ -132,32 +129,41 @@ def execute_point(
     # A submitit worker has no CLI boundary: a SIGTERM from the cluster must still give the point back (below)
     previous = stop_on_signals()
     try:
-        config = db.claim(key, retry_failed=retry_failed, stale_after=stale_after)
-        if config is None:
-            return "skipped"
-        start = time.perf_counter()
         try:
-            job = job_from_dict(config)
-            with _Heartbeat(db_path, key, heartbeat_s):
-                result = run_point(job, keep_models=keep_models, manifests_dir=Path(manifests_dir) if manifests_dir else None)
-        except DiskFullError:  # not the point's fault: stop; the row stays held by this (then dead) process, so a rerun
-            raise              # takes the point over at once
-        except Exception as err:  # a failed point is recorded and the sweep goes on
-            detail = str(err) if isinstance(err, InputError) else "".join(traceback.format_exception(err)[-3:])
-            db.fail(key, f"{type(err).__name__}: {detail}".strip(), {"total_s": time.perf_counter() - start})
-            return "failed"
-        except BaseException:  # stopped (SIGTERM, Ctrl-C): the point goes back to planned, then stop
-            db.release(key)
+            return _claim_and_run(db, key, keep_models, retry_failed, stale_after, heartbeat_s, manifests_dir)
+        except KeyboardInterrupt:  # stopped (SIGTERM, Ctrl-C) at any moment once the claim may be written, even inside
+            db.release(key)        # it or between recording steps: the point goes back to planned (a no-op if not held)
             raise
-        if result.features:
-            db.put_features(key, config["target"], result.features, origin="sweep")
-        manifest = db.stored(result.manifest) if result.manifest is not None else None
-        if not db.finish(key, result.metrics, result.timings, manifest, result.selection):
-            return "lost"  # declared stale and taken over meanwhile; the new holder records the point
-        return "done"
     finally:
         db.close()
         restore_signals(previous)
+
+
+def _claim_and_run(db: ResultsDB, key: str, keep_models: bool, retry_failed: bool, stale_after: float, heartbeat_s: float,
+                   manifests_dir: Optional[str]) -> str:
+    from merginguriel.experiments.point import run_point
+    from merginguriel.jobs.spec import job_from_dict
+
+    config = db.claim(key, retry_failed=retry_failed, stale_after=stale_after)
+    if config is None:
+        return "skipped"
+    start = time.perf_counter()
+    try:
+        job = job_from_dict(config)
+        with _Heartbeat(str(db.path), key, heartbeat_s):
+            result = run_point(job, keep_models=keep_models, manifests_dir=Path(manifests_dir) if manifests_dir else None)
+    except DiskFullError:  # not the point's fault: stop; the row stays held by this (then dead) process, so a rerun
+        raise              # takes the point over at once
+    except Exception as err:  # a failed point is recorded and the sweep goes on
+        detail = str(err) if isinstance(err, InputError) else "".join(traceback.format_exception(err)[-3:])
+        db.fail(key, f"{type(err).__name__}: {detail}".strip(), {"total_s": time.perf_counter() - start})
+        return "failed"
+    if result.features:
+        db.put_features(key, config["target"], result.features, origin="sweep")
+    manifest = db.stored(result.manifest) if result.manifest is not None else None
+    if not db.finish(key, result.metrics, result.timings, manifest, result.selection):
+        return "lost"  # declared stale and taken over meanwhile; the new holder records the point
+    return "done"
 
 
 def plan_table(sweep: Sweep, points: list[CheckedJob]) -> str:
