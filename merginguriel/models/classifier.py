@@ -126,8 +126,7 @@ class IntentClassifier(L.LightningModule):
     # --- training -------------------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["input_ids"], batch["attention_mask"])
-        smoothing = self.hparams.get("label_smoothing", 0.0)  # checkpoints saved before the option have none
-        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], label_smoothing=smoothing)
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], label_smoothing=self.hparams.label_smoothing)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
         return loss
 
